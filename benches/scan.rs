@@ -1,0 +1,119 @@
+//! Throughput of the incremental model scanner against a full `serde_json` parse, on
+//! chat-completions shaped bodies from 200 B to 4 MiB with `"model"` first and last.
+//!
+//! Benchmarks:
+//! - `scanner`: `find_model` over the whole body (the proxy's contract: scan everything so a
+//!   duplicate `"model"` is caught);
+//! - `scanner_stop_at_found`: 16 KiB chunks, stopping at `Found` (the lower bound when the
+//!   duplicate check is not needed);
+//! - `serde_json`: `serde_json::from_slice::<Value>` plus the `model` lookup.
+//!
+//! Sample counts and times are small so the whole run stays under a minute. Not on any request
+//! path; nothing here is asserted.
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use modelgate::scan::{find_model, ModelScanner, ScanStatus};
+
+const SIZES: [(usize, &str); 5] = [
+    (200, "200B"),
+    (4 << 10, "4KiB"),
+    (64 << 10, "64KiB"),
+    (1 << 20, "1MiB"),
+    (4 << 20, "4MiB"),
+];
+
+const MODEL: &str = r#""model":"meta-llama/Llama-3.1-8B-Instruct""#;
+const PARAMETERS: &str = r#""temperature":0.7,"top_p":0.95,"max_tokens":256,"stream":true"#;
+
+/// Prompt text with the escapes real prompts carry (quotes, newlines, tabs, non-ASCII).
+fn prompt(len: usize) -> String {
+    const PIECES: [&str; 4] = [
+        "The quick brown fox jumps over the lazy dog. ",
+        r#"She said \"hello\" and left.\n"#,
+        "Caf\u{e9} na\u{ef}ve r\u{e9}sum\u{e9}. ",
+        r"Column\tvalue\n",
+    ];
+    let mut text = String::with_capacity(len);
+    for piece in PIECES.iter().cycle() {
+        if text.len() + piece.len() > len {
+            break;
+        }
+        text.push_str(piece);
+    }
+    while text.len() < len {
+        text.push('x');
+    }
+    text
+}
+
+/// A chat-completions request of about `size` bytes.
+fn chat_body(size: usize, model_first: bool) -> Vec<u8> {
+    let build = |prompt_len: usize| {
+        let messages = format!(
+            r#""messages":[{{"role":"system","content":"You are a helpful assistant."}},{{"role":"user","content":"{}"}}]"#,
+            prompt(prompt_len)
+        );
+        if model_first {
+            format!("{{{MODEL},{messages},{PARAMETERS}}}")
+        } else {
+            format!("{{{messages},{PARAMETERS},{MODEL}}}")
+        }
+    };
+    let overhead = build(0).len();
+    build(size.saturating_sub(overhead)).into_bytes()
+}
+
+fn scan_until_found(body: &[u8]) -> Option<usize> {
+    let mut scanner = ModelScanner::new();
+    for chunk in body.chunks(16 << 10) {
+        if scanner.feed(chunk) == Ok(ScanStatus::Found) {
+            return scanner.model().map(str::len);
+        }
+    }
+    None
+}
+
+fn bench_scan(c: &mut Criterion) {
+    for (size, label) in SIZES {
+        let mut group = c.benchmark_group(format!("scan/{label}"));
+        group
+            .sample_size(10)
+            .warm_up_time(Duration::from_millis(200))
+            .measurement_time(Duration::from_millis(600));
+        for (position, model_first) in [("model_first", true), ("model_last", false)] {
+            let body = chat_body(size, model_first);
+            assert_eq!(
+                find_model(&body).as_deref(),
+                Ok("meta-llama/Llama-3.1-8B-Instruct"),
+                "bench body must be valid"
+            );
+            group.throughput(Throughput::Bytes(body.len() as u64));
+            group.bench_with_input(BenchmarkId::new("scanner", position), &body, |b, body| {
+                b.iter(|| find_model(black_box(body)))
+            });
+            group.bench_with_input(
+                BenchmarkId::new("scanner_stop_at_found", position),
+                &body,
+                |b, body| b.iter(|| scan_until_found(black_box(body))),
+            );
+            group.bench_with_input(
+                BenchmarkId::new("serde_json", position),
+                &body,
+                |b, body| {
+                    b.iter(|| {
+                        let value: serde_json::Value =
+                            serde_json::from_slice(black_box(body)).expect("valid JSON");
+                        value.get("model").and_then(|m| m.as_str()).map(str::len)
+                    })
+                },
+            );
+        }
+        group.finish();
+    }
+}
+
+criterion_group!(benches, bench_scan);
+criterion_main!(benches);

@@ -1,0 +1,103 @@
+//! The admin listener: `GET /health`, `GET /ready`, `GET /status` (control plane; never bound
+//! on the public address).
+//!
+//! `/health` = the process is alive. `/ready` = 200 only once every model has had its first
+//! health-check round and at least one model has a healthy backend, else 503: the signal a cloud
+//! load balancer uses before sending traffic. `/status` shows every backend's health.
+
+use async_trait::async_trait;
+use http::{Response, StatusCode};
+use pingora_core::apps::http_app::ServeHttp;
+use pingora_core::protocols::http::ServerSession;
+use serde_json::{json, Value};
+
+use crate::state::{SharedState, Snapshot};
+
+/// The admin HTTP app.
+pub struct AdminApp {
+    state: SharedState,
+}
+
+impl AdminApp {
+    pub fn new(state: SharedState) -> Self {
+        AdminApp { state }
+    }
+}
+
+fn json_response(status: StatusCode, body: &Value) -> Response<Vec<u8>> {
+    let bytes = serde_json::to_vec(body).unwrap_or_default();
+    Response::builder()
+        .status(status)
+        .header("content-type", "application/json")
+        .header("content-length", bytes.len())
+        .body(bytes)
+        .unwrap_or_default()
+}
+
+/// Per-model, per-backend health as JSON.
+pub fn status(snapshot: &Snapshot) -> Value {
+    let models: Vec<Value> = snapshot
+        .pools
+        .iter()
+        .map(|p| {
+            let backends: Vec<Value> = p
+                .backends
+                .iter()
+                .map(|b| {
+                    let card = b.card();
+                    json!({
+                        "name": b.config.name,
+                        "url": b.config.url,
+                        "healthy": b.is_healthy(),
+                        "checked": b.is_checked(),
+                        "in_flight": b.in_flight(),
+                        "root": card.as_ref().and_then(|c| c.get("root").cloned()),
+                        "max_model_len": card.as_ref().and_then(|c| c.get("max_model_len").cloned()),
+                    })
+                })
+                .collect();
+            json!({
+                "model": p.name,
+                "policy": p.policy.as_str(),
+                "healthy_backends": p.backends.iter().filter(|b| b.is_healthy()).count(),
+                "backends": backends,
+            })
+        })
+        .collect();
+    json!({
+        "generation": snapshot.generation,
+        "config_sha256": snapshot.config_sha256,
+        "ready": snapshot.is_ready(),
+        "models": models,
+    })
+}
+
+#[async_trait]
+impl ServeHttp for AdminApp {
+    async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        let path = session.req_header().uri.path().to_string();
+        let is_get = session.req_header().method == http::Method::GET;
+        let snapshot = self.state.load();
+        match (is_get, path.as_str()) {
+            (true, "/health") => json_response(StatusCode::OK, &json!({"status": "ok"})),
+            (true, "/ready") => {
+                let ready = snapshot.is_ready();
+                let code = if ready {
+                    StatusCode::OK
+                } else {
+                    StatusCode::SERVICE_UNAVAILABLE
+                };
+                json_response(code, &json!({"ready": ready}))
+            }
+            (true, "/status") => json_response(StatusCode::OK, &status(&snapshot)),
+            (false, "/health" | "/ready" | "/status") => json_response(
+                StatusCode::METHOD_NOT_ALLOWED,
+                &json!({"error": {"message": "use GET", "type": "invalid_request_error", "param": null, "code": "method_not_allowed"}}),
+            ),
+            _ => json_response(
+                StatusCode::NOT_FOUND,
+                &json!({"error": {"message": "unknown admin path; try /health, /ready, /status", "type": "invalid_request_error", "param": null, "code": "not_found"}}),
+            ),
+        }
+    }
+}

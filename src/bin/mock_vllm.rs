@@ -1,0 +1,174 @@
+//! `modelgate-mock`: runs one mock vLLM server (see `modelgate::mock`) for the demo, manual
+//! testing and load tests.
+//!
+//! Control plane only: parses flags, starts the server on a multi-threaded runtime, prints one
+//! readiness line to stderr, and stops cleanly on SIGTERM/SIGINT. Must not implement any
+//! serving behaviour itself; that lives in the library so tests exercise the same code.
+
+use std::net::{IpAddr, SocketAddr};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+use modelgate::mock::{
+    FailMode, MockConfig, MockServer, DEFAULT_MAX_MODEL_LEN, DEFAULT_MODEL, DEFAULT_TOKENS,
+};
+use tracing_subscriber::EnvFilter;
+
+/// Mock vLLM OpenAI-compatible server (no GPU): canned tokens with configurable latency and
+/// failures.
+#[derive(Debug, Parser)]
+#[command(name = "modelgate-mock", version)]
+struct Args {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    host: IpAddr,
+    /// Port to listen on (0 = any free port).
+    #[arg(long, default_value_t = 8001)]
+    port: u16,
+    /// Backend name returned in `x-mock-backend` (default `mock-PORT`).
+    #[arg(long)]
+    name: Option<String>,
+    /// Served model id; repeat for several (the first is the default).
+    #[arg(long = "model", default_value = DEFAULT_MODEL)]
+    models: Vec<String>,
+    /// `root` reported in /v1/models (default: the model id).
+    #[arg(long)]
+    root: Option<String>,
+    /// `max_model_len` reported in /v1/models.
+    #[arg(long, default_value_t = DEFAULT_MAX_MODEL_LEN)]
+    max_model_len: u32,
+    /// Time to first token, in milliseconds.
+    #[arg(long, default_value_t = 0)]
+    ttft_ms: u64,
+    /// Inter-token latency of streams, in milliseconds.
+    #[arg(long, default_value_t = 0)]
+    itl_ms: u64,
+    /// Completion tokens per answer (capped by the request's max_tokens).
+    #[arg(long, default_value_t = DEFAULT_TOKENS)]
+    tokens: usize,
+    /// Failure to inject into every POST: none, an HTTP status (500, 503, 429, ...), hang,
+    /// close-mid-stream or hang-mid-stream.
+    #[arg(long, default_value = "none", value_parser = parse_fail)]
+    fail: Fail,
+    /// SSE chunks sent before a close-mid-stream / hang-mid-stream failure.
+    #[arg(long, default_value_t = 2)]
+    fail_after_chunks: usize,
+}
+
+/// `--fail` as typed; turned into a [`FailMode`] together with `--fail-after-chunks`.
+#[derive(Clone, Debug)]
+enum Fail {
+    Named(FailName),
+    Status(u16),
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum FailName {
+    None,
+    Hang,
+    CloseMidStream,
+    HangMidStream,
+}
+
+fn parse_fail(value: &str) -> Result<Fail, String> {
+    if let Ok(status) = value.parse::<u16>() {
+        return if (100..=599).contains(&status) {
+            Ok(Fail::Status(status))
+        } else {
+            Err(format!("{status} is not an HTTP status (100-599)"))
+        };
+    }
+    FailName::from_str(value, true).map(Fail::Named).map_err(|_| {
+        "expected none, an HTTP status such as 500, 503 or 429, hang, close-mid-stream or \
+         hang-mid-stream"
+            .to_owned()
+    })
+}
+
+impl Args {
+    fn fail_mode(&self) -> FailMode {
+        let after_chunks = self.fail_after_chunks;
+        match self.fail {
+            Fail::Status(status) => FailMode::Status(status),
+            Fail::Named(FailName::None) => FailMode::None,
+            Fail::Named(FailName::Hang) => FailMode::Hang,
+            Fail::Named(FailName::CloseMidStream) => FailMode::CloseMidStream { after_chunks },
+            Fail::Named(FailName::HangMidStream) => FailMode::HangMidStream { after_chunks },
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn")),
+        )
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("modelgate-mock: cannot start the tokio runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("modelgate-mock: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> std::io::Result<()> {
+    let addr = SocketAddr::new(args.host, args.port);
+    let config = MockConfig {
+        name: match (&args.name, args.port) {
+            (Some(name), _) => name.clone(),
+            (None, 0) => "mock".to_owned(),
+            (None, port) => format!("mock-{port}"),
+        },
+        models: args.models.clone(),
+        root: args.root.clone(),
+        max_model_len: args.max_model_len,
+        ttft: Duration::from_millis(args.ttft_ms),
+        itl: Duration::from_millis(args.itl_ms),
+        tokens: args.tokens,
+        fail: args.fail_mode(),
+    };
+    let (name, models) = (config.name.clone(), config.models.join(","));
+    let server = MockServer::start_on(config, addr)
+        .await
+        .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
+    // The readiness line scripts wait for; printed, not logged, so its format is fixed.
+    eprintln!(
+        "modelgate-mock {name} serving {models} on {}",
+        server.addr()
+    );
+    wait_for_signal().await?;
+    server.stop().await;
+    Ok(())
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn wait_for_signal() -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate())?;
+        tokio::select! {
+            result = tokio::signal::ctrl_c() => result,
+            _ = term.recv() => Ok(()),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        tokio::signal::ctrl_c().await
+    }
+}

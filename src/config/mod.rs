@@ -1,0 +1,211 @@
+//! Configuration: `router.yaml` → validated, typed [`Config`] (control plane only).
+//!
+//! Three stages: `spec` (serde mirror of the file), `validate` (every issue collected with its
+//! path), and the typed structs below that the snapshot is built from. Startup, `--test` and
+//! (later) reload all go through [`load`], so they accept and reject exactly the same files.
+//! Nothing here runs on the request path.
+
+pub mod spec;
+mod validate;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+
+/// Public listener when `listen` is omitted.
+pub const DEFAULT_LISTEN: &str = "0.0.0.0:8000";
+/// Admin listener when `admin.listen` is omitted: loopback only, so health and readiness are
+/// never exposed on the public address by accident.
+pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9000";
+/// 32 MiB: far above any chat request with long context, small enough that a flood of huge
+/// bodies cannot exhaust memory.
+pub const DEFAULT_MAX_BODY_BYTES: u64 = 32 * 1024 * 1024;
+/// Connecting to a backend on the same network takes milliseconds; 2 s means it is down.
+pub const DEFAULT_CONNECT_TIMEOUT_MS: u64 = 2_000;
+/// Prefill of a long prompt on a loaded GPU can take tens of seconds before the first token.
+pub const DEFAULT_FIRST_BYTE_TIMEOUT_MS: u64 = 120_000;
+/// A healthy stream produces a token every few tens of ms; a minute of silence is a stuck backend.
+pub const DEFAULT_IDLE_TIMEOUT_MS: u64 = 60_000;
+/// Ten minutes covers long generations; operators with longer streams raise it.
+pub const DEFAULT_REQUEST_TIMEOUT_MS: u64 = 600_000;
+/// One retry on another backend when the first one refuses the connection.
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 2;
+/// vLLM lists its served models here; the probe proves identity, not just liveness.
+pub const DEFAULT_HEALTH_PATH: &str = "/v1/models";
+/// Probe every 2 s: a dead backend is out of rotation within a few seconds.
+pub const DEFAULT_HEALTH_INTERVAL_MS: u64 = 2_000;
+/// `/v1/models` answers in milliseconds even under load; 1 s means the server is wedged.
+pub const DEFAULT_HEALTH_TIMEOUT_MS: u64 = 1_000;
+/// Two passes in a row before an unhealthy backend gets traffic again (no flapping).
+pub const DEFAULT_HEALTHY_THRESHOLD: u32 = 2;
+/// Two failures in a row before a healthy backend is taken out (one lost probe is noise).
+pub const DEFAULT_UNHEALTHY_THRESHOLD: u32 = 2;
+
+/// Load, parse and validate a config file.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let bytes = std::fs::read(path).map_err(|e| ConfigError::Io {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    })?;
+    parse(&bytes)
+}
+
+/// Parse and validate config bytes (the file's content).
+pub fn parse(bytes: &[u8]) -> Result<Config, ConfigError> {
+    let spec: spec::FileSpec =
+        serde_yaml::from_slice(bytes).map_err(|e| ConfigError::Syntax(e.to_string()))?;
+    let mut config = validate::validate(spec).map_err(ConfigError::Invalid)?;
+    config.sha256 = format!("{:x}", Sha256::digest(bytes));
+    Ok(config)
+}
+
+/// Why a config was rejected.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {message}")]
+    Io { path: String, message: String },
+    /// Structure or type errors found by the YAML parser (its message names the path and line).
+    #[error("{0}")]
+    Syntax(String),
+    /// Semantic errors, all of them, in file order.
+    #[error("{}", join_issues(.0))]
+    Invalid(Vec<ConfigIssue>),
+}
+
+fn join_issues(issues: &[ConfigIssue]) -> String {
+    issues
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// One problem in the file, with the dotted path of the offending key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigIssue {
+    pub path: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigIssue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path, self.message)
+    }
+}
+
+/// A validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Public listener address as written (Pingora binds it).
+    pub listen: SocketAddr,
+    /// Admin listener address.
+    pub admin_listen: SocketAddr,
+    /// Largest accepted request body.
+    pub max_body_bytes: u64,
+    /// Models in file order.
+    pub models: Vec<ModelConfig>,
+    /// Hex sha256 of the file bytes.
+    pub sha256: String,
+}
+
+/// One logical model and its pool.
+#[derive(Debug, Clone)]
+pub struct ModelConfig {
+    pub name: String,
+    pub backends: Vec<BackendConfig>,
+    pub policy: Policy,
+    pub timeouts: Timeouts,
+    pub retries: Retries,
+    pub health: HealthCheck,
+}
+
+/// One backend of a pool.
+#[derive(Debug, Clone)]
+pub struct BackendConfig {
+    /// Identity in logs and headers; unique within its pool.
+    pub name: String,
+    /// The URL as written in the file (logs and `--test` only; never sent to clients).
+    pub url: String,
+    /// Resolved address (names are resolved here, in the control plane, never per request).
+    pub addr: SocketAddr,
+    /// `host[:port]` from the URL, used as SNI-free peer identity in logs.
+    pub authority: String,
+    /// Path prefix from the URL without trailing `/` (usually empty).
+    pub path_prefix: String,
+    /// Relative weight, ≥ 1.
+    pub weight: u32,
+}
+
+/// Load-balancing policy of a pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Policy {
+    RoundRobin,
+    Random,
+}
+
+impl Policy {
+    /// Spelling used in the file, logs, headers and metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Policy::RoundRobin => "round_robin",
+            Policy::Random => "random",
+        }
+    }
+
+    /// Every accepted spelling, for error messages.
+    pub const NAMES: &'static [&'static str] = &["round_robin", "random"];
+
+    fn parse(name: &str) -> Option<Policy> {
+        match name {
+            "round_robin" => Some(Policy::RoundRobin),
+            "random" => Some(Policy::Random),
+            _ => None,
+        }
+    }
+}
+
+/// Timeouts of a pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// TCP connect to a backend.
+    pub connect: Duration,
+    /// From the request being sent upstream to the response header (TTFT for streams).
+    pub first_byte: Duration,
+    /// Largest gap between two response body chunks.
+    pub idle: Duration,
+    /// Whole exchange, from the request's arrival to the response's last byte.
+    pub request: Duration,
+}
+
+/// Retry policy of a pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retries {
+    /// All attempts, the first included (≥ 1).
+    pub max_attempts: u32,
+    pub on_connection_failure: bool,
+    pub on_timeout: bool,
+    pub on_http_5xx: bool,
+    pub on_http_429: bool,
+}
+
+impl Retries {
+    /// Every accepted `retry_on` condition, for error messages.
+    pub const CONDITIONS: &'static [&'static str] =
+        &["connection_failure", "timeout", "http_5xx", "http_429"];
+}
+
+/// Active health check of a pool.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthCheck {
+    pub path: String,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub healthy_threshold: u32,
+    pub unhealthy_threshold: u32,
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,97 @@
+//! Serde types mirroring `router.yaml` one to one (control plane only).
+//!
+//! Nothing here is interpreted: every field is optional where the file may omit it, and
+//! `validate` turns a [`FileSpec`] into the typed [`crate::config::Config`]. Every struct denies
+//! unknown keys so a typo is an error that names its path instead of a silently ignored setting.
+
+use indexmap::IndexMap;
+use serde::Deserialize;
+
+/// The whole file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSpec {
+    /// Public listener, `host:port`.
+    pub listen: Option<String>,
+    /// Admin listener block.
+    pub admin: Option<AdminSpec>,
+    /// Largest accepted request body in bytes.
+    pub max_body_bytes: Option<u64>,
+    /// Settings every model inherits unless it sets them itself.
+    pub defaults: Option<DefaultsSpec>,
+    /// Logical model name → pool, in file order.
+    pub models: Option<IndexMap<String, ModelSpec>>,
+}
+
+/// `admin:` block.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminSpec {
+    pub listen: Option<String>,
+}
+
+/// `defaults:` block: the per-model blocks that can be inherited.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DefaultsSpec {
+    pub load_balancer: Option<LoadBalancerSpec>,
+    pub timeouts: Option<TimeoutsSpec>,
+    pub retries: Option<RetriesSpec>,
+    pub health_check: Option<HealthCheckSpec>,
+}
+
+/// One entry of `models:`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSpec {
+    pub backends: Option<Vec<BackendSpec>>,
+    pub load_balancer: Option<LoadBalancerSpec>,
+    pub timeouts: Option<TimeoutsSpec>,
+    pub retries: Option<RetriesSpec>,
+    pub health_check: Option<HealthCheckSpec>,
+}
+
+/// One backend of a pool.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackendSpec {
+    pub name: Option<String>,
+    pub url: Option<String>,
+    pub weight: Option<u32>,
+}
+
+/// `load_balancer:` block.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoadBalancerSpec {
+    pub policy: Option<String>,
+}
+
+/// `timeouts:` block; every value in milliseconds.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TimeoutsSpec {
+    pub connect_timeout_ms: Option<u64>,
+    pub first_byte_timeout_ms: Option<u64>,
+    pub idle_timeout_ms: Option<u64>,
+    pub request_timeout_ms: Option<u64>,
+}
+
+/// `retries:` block.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetriesSpec {
+    pub max_attempts: Option<i64>,
+    pub retry_on: Option<Vec<String>>,
+}
+
+/// `health_check:` block.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheckSpec {
+    pub path: Option<String>,
+    pub interval_ms: Option<u64>,
+    pub timeout_ms: Option<u64>,
+    pub healthy_threshold: Option<u32>,
+    pub unhealthy_threshold: Option<u32>,
+}

@@ -1,0 +1,141 @@
+//! Config validation: the seed file, defaults inheritance, and every rejected case by path.
+
+use super::*;
+
+const SEED: &str = include_str!("../../conf/router.yaml");
+
+fn issues(yaml: &str) -> Vec<String> {
+    match parse(yaml.as_bytes()) {
+        Ok(_) => vec![],
+        Err(ConfigError::Invalid(list)) => list.iter().map(ToString::to_string).collect(),
+        Err(e) => vec![e.to_string()],
+    }
+}
+
+#[test]
+fn seed_config_is_accepted_unchanged() {
+    let c = parse(SEED.as_bytes()).expect("seed config must load");
+    assert_eq!(c.listen.to_string(), "0.0.0.0:8000");
+    assert_eq!(c.admin_listen.to_string(), DEFAULT_ADMIN_LISTEN);
+    assert_eq!(c.max_body_bytes, DEFAULT_MAX_BODY_BYTES);
+    let m = &c.models[0];
+    assert_eq!(m.name, "mistral-7b");
+    assert_eq!(m.backends.len(), 2);
+    assert_eq!(m.backends[0].name, "mistral-7b-gpu0");
+    assert_eq!(m.backends[0].addr.port(), 8001);
+    assert!(m.backends[0].addr.is_ipv4(), "localhost resolves to IPv4 first");
+    assert_eq!(m.policy, Policy::RoundRobin);
+    assert_eq!(m.timeouts.request, Duration::from_millis(60000));
+    assert_eq!(m.timeouts.connect, Duration::from_millis(2000));
+    assert_eq!(m.timeouts.idle, Duration::from_millis(DEFAULT_IDLE_TIMEOUT_MS));
+    assert_eq!(m.retries.max_attempts, 2);
+    assert!(m.retries.on_connection_failure && m.retries.on_timeout);
+    assert!(!m.retries.on_http_5xx && !m.retries.on_http_429);
+    assert_eq!(m.health.path, "/v1/models");
+    assert_eq!(c.sha256.len(), 64);
+}
+
+#[test]
+fn every_shipped_config_parses() {
+    for entry in std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/conf")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "yaml") {
+            load(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        }
+    }
+}
+
+#[test]
+fn defaults_are_inherited_key_by_key() {
+    let c = parse(
+        br#"
+defaults:
+  timeouts: {first_byte_timeout_ms: 5000, idle_timeout_ms: 700}
+  health_check: {interval_ms: 300, unhealthy_threshold: 5}
+  retries: {max_attempts: 3, retry_on: [http_5xx]}
+  load_balancer: {policy: random}
+models:
+  a:
+    backends: [{name: a0, url: "http://127.0.0.1:1"}]
+    timeouts: {idle_timeout_ms: 900}
+    health_check: {path: /health}
+  b:
+    backends: [{name: b0, url: "http://127.0.0.1:2/prefix/"}]
+    load_balancer: {policy: round_robin}
+    retries: {max_attempts: 1}
+"#,
+    )
+    .unwrap();
+    let a = &c.models[0];
+    assert_eq!(a.timeouts.first_byte, Duration::from_millis(5000));
+    assert_eq!(a.timeouts.idle, Duration::from_millis(900));
+    assert_eq!(a.health.path, "/health");
+    assert_eq!(a.health.interval, Duration::from_millis(300));
+    assert_eq!(a.health.unhealthy_threshold, 5);
+    assert_eq!(a.policy, Policy::Random);
+    assert_eq!(a.retries.max_attempts, 3);
+    assert!(a.retries.on_http_5xx && !a.retries.on_connection_failure);
+    let b = &c.models[1];
+    assert_eq!(b.policy, Policy::RoundRobin);
+    assert_eq!(b.retries.max_attempts, 1);
+    assert_eq!(b.backends[0].path_prefix, "/prefix");
+    assert_eq!(c.models.iter().map(|m| m.name.as_str()).collect::<Vec<_>>(), ["a", "b"]);
+}
+
+#[test]
+fn unknown_policy_names_path_and_choices() {
+    let yaml = SEED.replace("\"round_robin\"", "\"rr\"");
+    assert_eq!(
+        issues(&yaml),
+        ["models.mistral-7b.load_balancer.policy: unknown policy \"rr\"; expected one of round_robin, random"]
+    );
+}
+
+#[test]
+fn rejected_configs_name_their_path() {
+    let cases: &[(&str, &str)] = &[
+        ("models: {m: {backends: []}}", "models.m.backends: empty pool"),
+        ("models: {m: {}}", "models.m.backends: missing"),
+        ("models: {}", "models: no models configured"),
+        ("listen: \"nope\"\nmodels: {m: {backends: [{name: a, url: \"http://127.0.0.1:1\"}]}}", "listen: invalid address"),
+        ("models: {m: {backends: [{name: a, url: \"ftp://x\"}]}}", "models.m.backends[0].url: unsupported scheme"),
+        ("models: {m: {backends: [{name: a, url: \"not a url\"}]}}", "models.m.backends[0].url: invalid URL"),
+        ("models: {m: {backends: [{name: a, url: \"http://127.0.0.1:1\"}, {name: a, url: \"http://127.0.0.1:2\"}]}}", "models.m.backends[1].name: duplicate backend name \"a\""),
+        ("models: {m: {backends: [{name: a, url: \"http://127.0.0.1:1\"}, {name: b, url: \"http://127.0.0.1:1\"}]}}", "models.m.backends[1].url:"),
+        ("models: {m: {backends: [{url: \"http://127.0.0.1:1\"}]}}", "models.m.backends[0].name: missing"),
+        ("models: {m: {backends: [{name: a, url: \"http://127.0.0.1:1\"}], retries: {max_attempts: 0}}}", "models.m.retries.max_attempts: 0 is out of range"),
+        ("models: {m: {backends: [{name: a, url: \"http://127.0.0.1:1\"}], retries: {retry_on: [sometimes]}}}", "models.m.retries.retry_on[0]: unknown retry condition \"sometimes\""),
+        ("models: {m: {backends: [{name: a, url: \"http://127.0.0.1:1\"}], timeouts: {idle_timeout_ms: 0}}}", "models.m.timeouts.idle_timeout_ms: must be at least 1 ms"),
+        ("models: {m: {backends: [{name: a, url: \"http://127.0.0.1:1\"}], health_check: {path: \"v1/models\"}}}", "models.m.health_check.path:"),
+        ("models: {m: {backends: [{name: a, url: \"http://127.0.0.1:1\", weight: 0}]}}", "models.m.backends[0].weight: must be at least 1"),
+        ("admin: {listen: \"0.0.0.0:8000\"}\nmodels: {m: {backends: [{name: a, url: \"http://127.0.0.1:1\"}]}}", "admin.listen: must differ from listen"),
+        ("defaults: {load_balancer: {policy: fastest}}\nmodels: {m: {backends: [{name: a, url: \"http://127.0.0.1:1\"}]}}", "defaults.load_balancer.policy: unknown policy"),
+    ];
+    for (yaml, want) in cases {
+        let got = issues(yaml);
+        assert!(
+            got.iter().any(|i| i.starts_with(want)),
+            "{yaml}\n  want an issue starting with {want:?}\n  got {got:?}"
+        );
+    }
+}
+
+#[test]
+fn all_issues_are_collected_in_file_order() {
+    let got = issues(
+        "models:\n  a: {backends: []}\n  b: {backends: [{name: x, url: \"http://127.0.0.1:1\"}], load_balancer: {policy: rr}}\n",
+    );
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert!(got[0].starts_with("models.a.backends"));
+    assert!(got[1].starts_with("models.b.load_balancer.policy"));
+}
+
+#[test]
+fn unknown_keys_are_errors_with_their_path() {
+    let yaml = SEED.replace("policy: \"round_robin\"", "polcy: \"round_robin\"");
+    let err = parse(yaml.as_bytes()).unwrap_err().to_string();
+    assert!(err.contains("models.mistral-7b.load_balancer"), "{err}");
+    assert!(err.contains("unknown field `polcy`"), "{err}");
+    let err = parse(b"listen: \"0.0.0.0:8000\"\nlissen: x\nmodels: {}\n").unwrap_err().to_string();
+    assert!(err.contains("unknown field `lissen`"), "{err}");
+}

@@ -1,0 +1,504 @@
+//! Spec → typed [`Config`]: applies `defaults:`, checks every value and collects every issue with
+//! its dotted path, in file order (control plane only).
+//!
+//! Backend host names are resolved here, once, so the request path only ever sees socket
+//! addresses (Pingora panics on a name that stops resolving inside `HttpPeer::new`).
+
+use std::collections::HashSet;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::time::Duration;
+
+use super::spec::{
+    BackendSpec, DefaultsSpec, FileSpec, HealthCheckSpec, LoadBalancerSpec, ModelSpec,
+    RetriesSpec, TimeoutsSpec,
+};
+use super::*;
+
+/// Collects issues while walking the spec.
+#[derive(Default)]
+struct Issues(Vec<ConfigIssue>);
+
+impl Issues {
+    fn push(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.0.push(ConfigIssue {
+            path: path.into(),
+            message: message.into(),
+        });
+    }
+}
+
+pub(super) fn validate(spec: FileSpec) -> Result<Config, Vec<ConfigIssue>> {
+    let mut issues = Issues::default();
+    let listen = socket_addr(
+        spec.listen.as_deref().unwrap_or(DEFAULT_LISTEN),
+        "listen",
+        &mut issues,
+    );
+    let admin_listen = socket_addr(
+        spec.admin
+            .as_ref()
+            .and_then(|a| a.listen.as_deref())
+            .unwrap_or(DEFAULT_ADMIN_LISTEN),
+        "admin.listen",
+        &mut issues,
+    );
+    if let (Some(public), Some(admin)) = (listen, admin_listen) {
+        if public.port() == admin.port() && public.port() != 0 {
+            issues.push(
+                "admin.listen",
+                format!("must differ from listen ({public}); the admin API must never be served on the public port"),
+            );
+        }
+    }
+    let max_body_bytes = spec.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES);
+    if max_body_bytes == 0 {
+        issues.push("max_body_bytes", "must be at least 1");
+    }
+    let defaults = spec.defaults.unwrap_or_default();
+    check_defaults(&defaults, &mut issues);
+
+    let mut models = Vec::new();
+    match spec.models {
+        None => issues.push("models", "no models configured; add at least one model with backends"),
+        Some(map) if map.is_empty() => {
+            issues.push("models", "no models configured; add at least one model with backends")
+        }
+        Some(map) => {
+            for (name, model) in map {
+                if let Some(m) = model_config(name, model, &defaults, &mut issues) {
+                    models.push(m);
+                }
+            }
+        }
+    }
+
+    match (listen, admin_listen) {
+        (Some(listen), Some(admin_listen)) if issues.0.is_empty() => Ok(Config {
+            listen,
+            admin_listen,
+            max_body_bytes,
+            models,
+            sha256: String::new(),
+        }),
+        _ => Err(issues.0),
+    }
+}
+
+/// Check `defaults:` on its own so a bad default is reported once, at its own path.
+fn check_defaults(d: &DefaultsSpec, issues: &mut Issues) {
+    if let Some(lb) = &d.load_balancer {
+        policy(lb, &LoadBalancerSpec::default(), "defaults", issues);
+    }
+    if let Some(r) = &d.retries {
+        retries(r, &RetriesSpec::default(), "defaults", issues);
+    }
+    if let Some(t) = &d.timeouts {
+        timeouts(t, &TimeoutsSpec::default(), "defaults", issues);
+    }
+    if let Some(h) = &d.health_check {
+        health(h, &HealthCheckSpec::default(), "defaults", issues);
+    }
+}
+
+fn model_config(
+    name: String,
+    spec: ModelSpec,
+    defaults: &DefaultsSpec,
+    issues: &mut Issues,
+) -> Option<ModelConfig> {
+    let base = format!("models.{name}");
+    let before = issues.0.len();
+    if name.is_empty() || name.len() > crate::scan::MAX_MODEL_BYTES {
+        issues.push(
+            &base,
+            format!(
+                "model name must be 1 to {} bytes",
+                crate::scan::MAX_MODEL_BYTES
+            ),
+        );
+    }
+    if name.chars().any(char::is_control) {
+        issues.push(&base, "model name must not contain control characters");
+    }
+
+    let mut backends = Vec::new();
+    match spec.backends {
+        None => issues.push(
+            format!("{base}.backends"),
+            "missing; list at least one backend (name + url)",
+        ),
+        Some(list) if list.is_empty() => issues.push(
+            format!("{base}.backends"),
+            "empty pool; list at least one backend (name + url)",
+        ),
+        Some(list) => {
+            let mut names = HashSet::new();
+            let mut addrs = HashSet::new();
+            for (i, b) in list.into_iter().enumerate() {
+                let path = format!("{base}.backends[{i}]");
+                if let Some(backend) = backend_config(b, &path, issues) {
+                    if !names.insert(backend.name.clone()) {
+                        issues.push(
+                            format!("{path}.name"),
+                            format!(
+                                "duplicate backend name {:?}; names identify backends in logs and headers and must be unique within a model",
+                                backend.name
+                            ),
+                        );
+                    } else if !addrs.insert(backend.addr) {
+                        issues.push(
+                            format!("{path}.url"),
+                            format!(
+                                "{} resolves to {}, already used by another backend of this model",
+                                backend.url, backend.addr
+                            ),
+                        );
+                    } else {
+                        backends.push(backend);
+                    }
+                }
+            }
+        }
+    }
+
+    let empty_lb = LoadBalancerSpec::default();
+    let policy = policy(
+        spec.load_balancer.as_ref().unwrap_or(&empty_lb),
+        defaults.load_balancer.as_ref().unwrap_or(&empty_lb),
+        &base,
+        issues,
+    );
+    let empty_t = TimeoutsSpec::default();
+    let timeouts = timeouts(
+        spec.timeouts.as_ref().unwrap_or(&empty_t),
+        defaults.timeouts.as_ref().unwrap_or(&empty_t),
+        &base,
+        issues,
+    );
+    let empty_r = RetriesSpec::default();
+    let retries = retries(
+        spec.retries.as_ref().unwrap_or(&empty_r),
+        defaults.retries.as_ref().unwrap_or(&empty_r),
+        &base,
+        issues,
+    );
+    let empty_h = HealthCheckSpec::default();
+    let health = health(
+        spec.health_check.as_ref().unwrap_or(&empty_h),
+        defaults.health_check.as_ref().unwrap_or(&empty_h),
+        &base,
+        issues,
+    );
+    if issues.0.len() != before {
+        return None;
+    }
+    Some(ModelConfig {
+        name,
+        backends,
+        policy: policy?,
+        timeouts: timeouts?,
+        retries: retries?,
+        health: health?,
+    })
+}
+
+fn backend_config(b: BackendSpec, path: &str, issues: &mut Issues) -> Option<BackendConfig> {
+    let name = match b.name {
+        Some(n) if !n.trim().is_empty() && !n.chars().any(char::is_control) => Some(n),
+        Some(_) => {
+            issues.push(
+                format!("{path}.name"),
+                "must be a non-empty name without control characters",
+            );
+            None
+        }
+        None => {
+            issues.push(
+                format!("{path}.name"),
+                "missing; every backend needs a name (used in logs and the x-modelgate-backend header)",
+            );
+            None
+        }
+    };
+    let weight = b.weight.unwrap_or(1);
+    if weight == 0 {
+        issues.push(
+            format!("{path}.weight"),
+            "must be at least 1 (remove the backend to take it out)",
+        );
+    }
+    let Some(raw_url) = b.url else {
+        issues.push(
+            format!("{path}.url"),
+            "missing; e.g. url: \"http://10.0.0.11:8001\"",
+        );
+        return None;
+    };
+    let parsed = backend_url(&raw_url, &format!("{path}.url"), issues);
+    let (addr, authority, path_prefix) = parsed?;
+    Some(BackendConfig {
+        name: name?,
+        url: raw_url,
+        addr,
+        authority,
+        path_prefix,
+        weight: weight.max(1),
+    })
+}
+
+/// Parse `http://host[:port][/prefix]` and resolve the host once.
+fn backend_url(
+    raw: &str,
+    path: &str,
+    issues: &mut Issues,
+) -> Option<(SocketAddr, String, String)> {
+    let url = match url::Url::parse(raw) {
+        Ok(u) => u,
+        Err(e) => {
+            issues.push(
+                path,
+                format!("invalid URL {raw:?}: {e}; expected e.g. \"http://10.0.0.11:8001\""),
+            );
+            return None;
+        }
+    };
+    if url.scheme() != "http" {
+        issues.push(
+            path,
+            format!(
+                "unsupported scheme {:?} in {raw:?}; backends are reached over plain http://",
+                url.scheme()
+            ),
+        );
+        return None;
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        issues.push(path, "credentials in backend URLs are not supported");
+        return None;
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        issues.push(
+            path,
+            format!("{raw:?} must not have a query or fragment"),
+        );
+        return None;
+    }
+    let Some(host) = url.host_str() else {
+        issues.push(path, format!("{raw:?} has no host"));
+        return None;
+    };
+    let port = url.port_or_known_default().unwrap_or(80);
+    let host_for_lookup = host.trim_start_matches('[').trim_end_matches(']');
+    let addrs: Vec<SocketAddr> = match (host_for_lookup, port).to_socket_addrs() {
+        Ok(a) => a.collect(),
+        Err(e) => {
+            issues.push(path, format!("cannot resolve {host:?}: {e}"));
+            return None;
+        }
+    };
+    // Prefer IPv4: `localhost` often lists ::1 first while servers (vLLM's default --host
+    // included) commonly bind 0.0.0.0 only.
+    let Some(addr) = addrs
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or_else(|| addrs.first())
+        .copied()
+    else {
+        issues.push(path, format!("{host:?} resolves to no address"));
+        return None;
+    };
+    let authority = match url.port() {
+        Some(p) => format!("{host}:{p}"),
+        None => host.to_string(),
+    };
+    let prefix = url.path().trim_end_matches('/').to_string();
+    Some((addr, authority, prefix))
+}
+
+fn socket_addr(raw: &str, path: &str, issues: &mut Issues) -> Option<SocketAddr> {
+    match raw.to_socket_addrs().map(|mut a| a.next()) {
+        Ok(Some(a)) => Some(a),
+        _ => {
+            issues.push(
+                path,
+                format!("invalid address {raw:?}; expected host:port, e.g. \"0.0.0.0:8000\""),
+            );
+            None
+        }
+    }
+}
+
+fn policy(
+    spec: &LoadBalancerSpec,
+    default: &LoadBalancerSpec,
+    base: &str,
+    issues: &mut Issues,
+) -> Option<Policy> {
+    let Some(name) = spec.policy.as_deref().or(default.policy.as_deref()) else {
+        return Some(Policy::RoundRobin);
+    };
+    let parsed = Policy::parse(name);
+    if parsed.is_none() {
+        issues.push(
+            format!("{base}.load_balancer.policy"),
+            format!(
+                "unknown policy {name:?}; expected one of {}",
+                Policy::NAMES.join(", ")
+            ),
+        );
+    }
+    parsed
+}
+
+fn millis(
+    value: Option<u64>,
+    default: Option<u64>,
+    builtin: u64,
+    path: String,
+    issues: &mut Issues,
+) -> Duration {
+    let ms = value.or(default).unwrap_or(builtin);
+    if ms == 0 {
+        issues.push(path, "must be at least 1 ms");
+    }
+    Duration::from_millis(ms)
+}
+
+fn timeouts(
+    t: &TimeoutsSpec,
+    d: &TimeoutsSpec,
+    base: &str,
+    issues: &mut Issues,
+) -> Option<Timeouts> {
+    let before = issues.0.len();
+    let p = |k: &str| format!("{base}.timeouts.{k}");
+    let out = Timeouts {
+        connect: millis(
+            t.connect_timeout_ms,
+            d.connect_timeout_ms,
+            DEFAULT_CONNECT_TIMEOUT_MS,
+            p("connect_timeout_ms"),
+            issues,
+        ),
+        first_byte: millis(
+            t.first_byte_timeout_ms,
+            d.first_byte_timeout_ms,
+            DEFAULT_FIRST_BYTE_TIMEOUT_MS,
+            p("first_byte_timeout_ms"),
+            issues,
+        ),
+        idle: millis(
+            t.idle_timeout_ms,
+            d.idle_timeout_ms,
+            DEFAULT_IDLE_TIMEOUT_MS,
+            p("idle_timeout_ms"),
+            issues,
+        ),
+        request: millis(
+            t.request_timeout_ms,
+            d.request_timeout_ms,
+            DEFAULT_REQUEST_TIMEOUT_MS,
+            p("request_timeout_ms"),
+            issues,
+        ),
+    };
+    (issues.0.len() == before).then_some(out)
+}
+
+fn retries(r: &RetriesSpec, d: &RetriesSpec, base: &str, issues: &mut Issues) -> Option<Retries> {
+    let before = issues.0.len();
+    let max_attempts = r
+        .max_attempts
+        .or(d.max_attempts)
+        .unwrap_or(DEFAULT_MAX_ATTEMPTS.into());
+    if !(1..=10).contains(&max_attempts) {
+        issues.push(
+            format!("{base}.retries.max_attempts"),
+            format!("{max_attempts} is out of range; it counts every attempt including the first and must be 1 to 10"),
+        );
+    }
+    let mut out = Retries {
+        max_attempts: u32::try_from(max_attempts.clamp(1, 10)).unwrap_or(1),
+        on_connection_failure: false,
+        on_timeout: false,
+        on_http_5xx: false,
+        on_http_429: false,
+    };
+    match r.retry_on.as_ref().or(d.retry_on.as_ref()) {
+        None => out.on_connection_failure = true,
+        Some(list) => {
+            for (i, cond) in list.iter().enumerate() {
+                match cond.as_str() {
+                    "connection_failure" => out.on_connection_failure = true,
+                    "timeout" => out.on_timeout = true,
+                    "http_5xx" => out.on_http_5xx = true,
+                    "http_429" => out.on_http_429 = true,
+                    other => issues.push(
+                        format!("{base}.retries.retry_on[{i}]"),
+                        format!(
+                            "unknown retry condition {other:?}; expected one of {}",
+                            Retries::CONDITIONS.join(", ")
+                        ),
+                    ),
+                }
+            }
+        }
+    }
+    (issues.0.len() == before).then_some(out)
+}
+
+fn health(
+    h: &HealthCheckSpec,
+    d: &HealthCheckSpec,
+    base: &str,
+    issues: &mut Issues,
+) -> Option<HealthCheck> {
+    let before = issues.0.len();
+    let p = |k: &str| format!("{base}.health_check.{k}");
+    let path = h
+        .path
+        .clone()
+        .or_else(|| d.path.clone())
+        .unwrap_or_else(|| DEFAULT_HEALTH_PATH.to_string());
+    if !path.starts_with('/') || path.chars().any(|c| c.is_control() || c == ' ') {
+        issues.push(
+            p("path"),
+            format!("{path:?} must be an absolute path such as \"/v1/models\""),
+        );
+    }
+    let interval = millis(
+        h.interval_ms,
+        d.interval_ms,
+        DEFAULT_HEALTH_INTERVAL_MS,
+        p("interval_ms"),
+        issues,
+    );
+    let timeout = millis(
+        h.timeout_ms,
+        d.timeout_ms,
+        DEFAULT_HEALTH_TIMEOUT_MS,
+        p("timeout_ms"),
+        issues,
+    );
+    let healthy_threshold = h
+        .healthy_threshold
+        .or(d.healthy_threshold)
+        .unwrap_or(DEFAULT_HEALTHY_THRESHOLD);
+    let unhealthy_threshold = h
+        .unhealthy_threshold
+        .or(d.unhealthy_threshold)
+        .unwrap_or(DEFAULT_UNHEALTHY_THRESHOLD);
+    if healthy_threshold == 0 {
+        issues.push(p("healthy_threshold"), "must be at least 1");
+    }
+    if unhealthy_threshold == 0 {
+        issues.push(p("unhealthy_threshold"), "must be at least 1");
+    }
+    (issues.0.len() == before).then_some(HealthCheck {
+        path,
+        interval,
+        timeout,
+        healthy_threshold,
+        unhealthy_threshold,
+    })
+}

@@ -1,0 +1,262 @@
+//! Client-facing errors: [`GatewayError`] and its one renderer to an OpenAI-shaped JSON response.
+//!
+//! Runs on the request path. Every error the gateway itself produces goes through
+//! [`GatewayError::response`]; backend errors are passed through untouched and never come here.
+//! Messages never contain backend addresses, internal error text or panic messages: those go to
+//! the log only.
+
+use bytes::Bytes;
+use pingora_http::ResponseHeader;
+use serde::Serialize;
+
+use crate::scan::ScanError;
+
+/// Seconds a client should wait before retrying a 503 (one health-check interval or so).
+pub const RETRY_AFTER_SECS: &str = "2";
+
+/// An error the gateway answers itself.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum GatewayError {
+    /// The body could not be routed (bad JSON before `model`, no `model`, wrong type, duplicate).
+    #[error("{0}")]
+    BadBody(ScanError),
+    /// Malformed request framing or headers.
+    #[error("{0}")]
+    BadRequest(&'static str),
+    /// The body did not arrive in time or the connection broke while reading it.
+    #[error("request body could not be read")]
+    BodyRead,
+    /// No configured model has this name.
+    #[error("model not found")]
+    ModelNotFound { model: String, available: String },
+    /// No route for this path.
+    #[error("not found")]
+    NotFound,
+    /// The path exists but not for this method.
+    #[error("method not allowed")]
+    MethodNotAllowed { allow: &'static str },
+    /// Body larger than `max_body_bytes`.
+    #[error("body too large")]
+    PayloadTooLarge { limit: u64 },
+    /// The model's pool has no healthy backend right now.
+    #[error("no healthy backend")]
+    NoHealthyBackend { model: String },
+    /// Every attempt failed before a response could be relayed.
+    #[error("upstream failure")]
+    Upstream,
+    /// A timeout expired before the first response byte.
+    #[error("upstream timeout")]
+    Timeout,
+}
+
+#[derive(Serialize)]
+struct Envelope<'a> {
+    error: Body<'a>,
+}
+
+#[derive(Serialize)]
+struct Body<'a> {
+    message: String,
+    #[serde(rename = "type")]
+    kind: &'a str,
+    param: Option<&'a str>,
+    code: Option<&'a str>,
+}
+
+impl GatewayError {
+    /// HTTP status of this error.
+    pub fn status(&self) -> u16 {
+        match self {
+            GatewayError::BadBody(_) | GatewayError::BadRequest(_) | GatewayError::BodyRead => 400,
+            GatewayError::ModelNotFound { .. } | GatewayError::NotFound => 404,
+            GatewayError::MethodNotAllowed { .. } => 405,
+            GatewayError::PayloadTooLarge { .. } => 413,
+            GatewayError::Upstream => 502,
+            GatewayError::NoHealthyBackend { .. } => 503,
+            GatewayError::Timeout => 504,
+        }
+    }
+
+    /// Short cause label for logs (stable, low cardinality).
+    pub fn cause(&self) -> &'static str {
+        match self {
+            GatewayError::BadBody(_) => "bad_body",
+            GatewayError::BadRequest(_) => "bad_request",
+            GatewayError::BodyRead => "body_read",
+            GatewayError::ModelNotFound { .. } => "model_not_found",
+            GatewayError::NotFound => "not_found",
+            GatewayError::MethodNotAllowed { .. } => "method_not_allowed",
+            GatewayError::PayloadTooLarge { .. } => "payload_too_large",
+            GatewayError::NoHealthyBackend { .. } => "no_healthy_backend",
+            GatewayError::Upstream => "upstream_error",
+            GatewayError::Timeout => "upstream_timeout",
+        }
+    }
+
+    fn body(&self) -> Body<'static> {
+        let (message, kind, param, code) = match self {
+            GatewayError::BadBody(e) => (
+                e.to_string(),
+                "invalid_request_error",
+                Some("model"),
+                Some(match e {
+                    ScanError::MissingModel => "missing_model",
+                    ScanError::InvalidJson { .. } | ScanError::NotAnObject => "invalid_json",
+                    _ => "invalid_model",
+                }),
+            ),
+            GatewayError::BadRequest(m) => (m.to_string(), "invalid_request_error", None, None),
+            GatewayError::BodyRead => (
+                "the request body could not be read completely".into(),
+                "invalid_request_error",
+                None,
+                None,
+            ),
+            GatewayError::ModelNotFound { model, available } => (
+                format!("The model `{model}` does not exist. Available models: {available}"),
+                "invalid_request_error",
+                Some("model"),
+                Some("model_not_found"),
+            ),
+            GatewayError::NotFound => (
+                "Unknown route. The gateway serves the OpenAI API under /v1/.".into(),
+                "invalid_request_error",
+                None,
+                Some("not_found"),
+            ),
+            GatewayError::MethodNotAllowed { allow } => (
+                format!("Method not allowed; use {allow}"),
+                "invalid_request_error",
+                None,
+                Some("method_not_allowed"),
+            ),
+            GatewayError::PayloadTooLarge { limit } => (
+                format!("Request body is larger than the limit of {limit} bytes"),
+                "invalid_request_error",
+                None,
+                Some("request_too_large"),
+            ),
+            GatewayError::NoHealthyBackend { model } => (
+                format!("No healthy backend is available for model `{model}`; retry shortly"),
+                "server_error",
+                None,
+                Some("no_healthy_backend"),
+            ),
+            GatewayError::Upstream => (
+                "The model server failed to answer".into(),
+                "server_error",
+                None,
+                Some("upstream_error"),
+            ),
+            GatewayError::Timeout => (
+                "The model server did not answer in time".into(),
+                "server_error",
+                None,
+                Some("upstream_timeout"),
+            ),
+        };
+        Body {
+            message,
+            kind,
+            param,
+            code,
+        }
+    }
+
+    /// The JSON body `{"error":{"message","type","param","code"}}`.
+    pub fn json(&self) -> Bytes {
+        let envelope = Envelope { error: self.body() };
+        // Serialising plain strings and options into a Vec cannot fail.
+        Bytes::from(serde_json::to_vec(&envelope).unwrap_or_default())
+    }
+
+    /// Response header and body for this error, with `x-request-id` when known.
+    pub fn response(&self, request_id: Option<&str>) -> (ResponseHeader, Bytes) {
+        let body = self.json();
+        let status = self.status();
+        // `build` only fails for an invalid status code; every status above is valid.
+        let mut header = ResponseHeader::build(status, Some(6))
+            .or_else(|_| ResponseHeader::build(500, Some(6)))
+            .expect("500 is a valid status");
+        let _ = header.insert_header("content-type", "application/json");
+        let _ = header.insert_header("content-length", body.len());
+        if let Some(id) = request_id {
+            let _ = header.insert_header("x-request-id", id);
+        }
+        match self {
+            GatewayError::NoHealthyBackend { .. } => {
+                let _ = header.insert_header("retry-after", RETRY_AFTER_SECS);
+                let _ = header.insert_header("x-should-retry", "true");
+            }
+            // The gateway already retried per the pool's policy; SDK retries would multiply
+            // load on a fleet that is failing or slow.
+            GatewayError::Upstream | GatewayError::Timeout => {
+                let _ = header.insert_header("x-should-retry", "false");
+            }
+            GatewayError::MethodNotAllowed { allow } => {
+                let _ = header.insert_header("allow", *allow);
+            }
+            _ => {}
+        }
+        (header, body)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(e: &GatewayError) -> serde_json::Value {
+        serde_json::from_slice(&e.json()).unwrap()
+    }
+
+    #[test]
+    fn every_error_is_openai_shaped() {
+        let all = [
+            GatewayError::BadBody(ScanError::MissingModel),
+            GatewayError::BadRequest("x"),
+            GatewayError::BodyRead,
+            GatewayError::ModelNotFound {
+                model: "x\u{0}y".into(),
+                available: "a, b".into(),
+            },
+            GatewayError::NotFound,
+            GatewayError::MethodNotAllowed { allow: "POST" },
+            GatewayError::PayloadTooLarge { limit: 5 },
+            GatewayError::NoHealthyBackend { model: "m".into() },
+            GatewayError::Upstream,
+            GatewayError::Timeout,
+        ];
+        for e in all {
+            let v = parse(&e);
+            let err = v["error"].as_object().unwrap();
+            assert!(err["message"].is_string(), "{v}");
+            assert!(err["type"].is_string(), "{v}");
+            assert!(err.contains_key("param") && err.contains_key("code"), "{v}");
+            let (h, body) = e.response(Some("rid"));
+            assert_eq!(h.status.as_u16(), e.status());
+            assert_eq!(h.headers["content-length"], body.len().to_string().as_str());
+            assert_eq!(h.headers["x-request-id"], "rid");
+        }
+    }
+
+    #[test]
+    fn model_not_found_names_model_and_lists_available() {
+        let e = GatewayError::ModelNotFound {
+            model: "gpt-5".into(),
+            available: "mistral-7b, llama".into(),
+        };
+        let v = parse(&e);
+        assert_eq!(e.status(), 404);
+        assert_eq!(v["error"]["code"], "model_not_found");
+        let msg = v["error"]["message"].as_str().unwrap();
+        assert!(msg.contains("gpt-5") && msg.contains("mistral-7b, llama"), "{msg}");
+    }
+
+    #[test]
+    fn unavailable_sets_retry_after() {
+        let (h, _) = GatewayError::NoHealthyBackend { model: "m".into() }.response(None);
+        assert_eq!(h.status.as_u16(), 503);
+        assert_eq!(h.headers["retry-after"], RETRY_AFTER_SECS);
+    }
+}

@@ -1,0 +1,277 @@
+//! Active health checks that prove identity (control plane).
+//!
+//! Every (model, backend) is probed with `GET <health_check.path>` (default `/v1/models`). A
+//! backend is healthy only if it answers 200 with JSON whose `data` lists the pool's model id: a
+//! server on the right port serving the wrong model is unhealthy. Thresholds decide flips; the
+//! very first passing probe opens the gate at once so startup is fast, and nothing gets traffic
+//! before it. Results are published through the atomics on [`BackendState`]; the request path
+//! never waits for a probe.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use pingora_core::connectors::http::v1::Connector;
+use pingora_core::server::ShutdownWatch;
+use pingora_core::services::background::BackgroundService;
+use pingora_http::RequestHeader;
+use tracing::{info, warn};
+
+use crate::routing::{BackendState, Pool};
+use crate::state::SharedState;
+
+/// Cap on a probe's response body: a `/v1/models` list is a few KiB.
+const MAX_PROBE_BODY: usize = 1024 * 1024;
+
+/// Why a probe failed (logged; never sent to clients).
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    #[error("connect failed: {0}")]
+    Connect(String),
+    #[error("request failed: {0}")]
+    Io(String),
+    #[error("timed out after {0:?}")]
+    Timeout(Duration),
+    #[error("answered HTTP {0}")]
+    Status(u16),
+    #[error("answered invalid JSON: {0}")]
+    Json(String),
+    #[error("serves {served:?}, not {expected:?}")]
+    WrongModel { expected: String, served: Vec<String> },
+}
+
+/// Result of one probe: the backend's own model card on success.
+pub type ProbeResult = Result<Option<serde_json::Value>, ProbeError>;
+
+/// Probe one backend once: GET the health path, check it lists `model`.
+pub async fn probe(
+    connector: &Connector,
+    backend: &BackendState,
+    path: &str,
+    model: &str,
+    timeout: Duration,
+) -> ProbeResult {
+    match tokio::time::timeout(timeout, probe_inner(connector, backend, path, model)).await {
+        Ok(r) => r,
+        Err(_) => Err(ProbeError::Timeout(timeout)),
+    }
+}
+
+async fn probe_inner(
+    connector: &Connector,
+    backend: &BackendState,
+    path: &str,
+    model: &str,
+) -> ProbeResult {
+    let full_path = format!("{}{}", backend.config.path_prefix, path);
+    let (mut session, _reused) = connector
+        .get_http_session(&backend.peer)
+        .await
+        .map_err(|e| ProbeError::Connect(e.etype().as_str().to_string()))?;
+    let mut req = RequestHeader::build("GET", full_path.as_bytes(), Some(3))
+        .map_err(|e| ProbeError::Io(e.to_string()))?;
+    let _ = req.insert_header("host", backend.config.authority.as_str());
+    let _ = req.insert_header("user-agent", "modelgate-health");
+    let _ = req.insert_header("accept", "application/json");
+    session
+        .write_request_header(Box::new(req))
+        .await
+        .map_err(|e| ProbeError::Io(e.to_string()))?;
+    session
+        .finish_body()
+        .await
+        .map_err(|e| ProbeError::Io(e.to_string()))?;
+    let resp = session
+        .read_resp_header_parts()
+        .await
+        .map_err(|e| ProbeError::Io(e.to_string()))?;
+    let status = resp.status.as_u16();
+    let mut body = Vec::new();
+    while let Some(chunk) = session
+        .read_body_bytes()
+        .await
+        .map_err(|e| ProbeError::Io(e.to_string()))?
+    {
+        if body.len() + chunk.len() > MAX_PROBE_BODY {
+            return Err(ProbeError::Json("body larger than 1 MiB".into()));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    connector
+        .release_http_session(session, &backend.peer, Some(Duration::from_secs(4)))
+        .await;
+    if status != 200 {
+        return Err(ProbeError::Status(status));
+    }
+    if path != crate::config::DEFAULT_HEALTH_PATH {
+        // A custom path (e.g. vLLM's /health) proves liveness only.
+        return Ok(None);
+    }
+    model_card(&body, model)
+}
+
+/// Find `model` in an OpenAI model list; the entry is the backend's card for it.
+pub fn model_card(body: &[u8], model: &str) -> ProbeResult {
+    let v: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| ProbeError::Json(e.to_string()))?;
+    let data = v
+        .get("data")
+        .and_then(|d| d.as_array())
+        .ok_or_else(|| ProbeError::Json("no `data` list".into()))?;
+    if let Some(card) = data
+        .iter()
+        .find(|e| e.get("id").and_then(|i| i.as_str()) == Some(model))
+    {
+        return Ok(Some(card.clone()));
+    }
+    Err(ProbeError::WrongModel {
+        expected: model.to_string(),
+        served: data
+            .iter()
+            .filter_map(|e| e.get("id").and_then(|i| i.as_str()).map(String::from))
+            .collect(),
+    })
+}
+
+/// Consecutive-result counters of one backend, owned by its pool's probe loop.
+#[derive(Debug, Default, Clone, Copy)]
+struct Streak {
+    passes: u32,
+    failures: u32,
+}
+
+/// Probes every pool of the current snapshot. Runs as a Pingora background service.
+pub struct HealthService {
+    state: SharedState,
+    connector: Arc<Connector>,
+}
+
+impl HealthService {
+    pub fn new(state: SharedState) -> Self {
+        HealthService {
+            state,
+            connector: Arc::new(Connector::new(None)),
+        }
+    }
+}
+
+#[async_trait]
+impl BackgroundService for HealthService {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let snapshot = self.state.load_full();
+        let mut tasks = tokio::task::JoinSet::new();
+        for pool in &snapshot.pools {
+            tasks.spawn(run_pool(Arc::clone(pool), Arc::clone(&self.connector)));
+        }
+        let _ = shutdown.changed().await;
+        tasks.abort_all();
+    }
+}
+
+/// Probe one pool's backends forever, every `interval`, all backends concurrently.
+pub async fn run_pool(pool: Arc<Pool>, connector: Arc<Connector>) {
+    let mut streaks = vec![Streak::default(); pool.backends.len()];
+    let mut warned_mixed = false;
+    let mut ticker = tokio::time::interval(pool.health.interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        let started = Instant::now();
+        let results = futures_util::future::join_all(pool.backends.iter().map(|b| {
+            probe(
+                &connector,
+                b,
+                &pool.health.path,
+                &pool.name,
+                pool.health.timeout,
+            )
+        }))
+        .await;
+        for ((backend, streak), result) in pool.backends.iter().zip(&mut streaks).zip(results) {
+            apply(&pool, backend, streak, result);
+        }
+        if !warned_mixed {
+            warned_mixed = warn_if_mixed(&pool);
+        }
+        tracing::trace!(model = %pool.name, elapsed_ms = started.elapsed().as_millis() as u64, "probe round done");
+    }
+}
+
+/// Fold one probe result into the backend's health, logging each flip.
+fn apply(pool: &Pool, backend: &BackendState, streak: &mut Streak, result: ProbeResult) {
+    let was_checked = backend.is_checked();
+    let was_healthy = backend.is_healthy();
+    match result {
+        Ok(card) => {
+            streak.passes = streak.passes.saturating_add(1);
+            streak.failures = 0;
+            backend.set_card(card);
+            // First probe ever: open the gate at once. Later: wait for the threshold.
+            let healthy = was_healthy
+                || !was_checked
+                || streak.passes >= pool.health.healthy_threshold;
+            backend.set_health(healthy);
+            if healthy && !was_healthy {
+                info!(model = %pool.name, backend = %backend.config.name, url = %backend.config.url, "backend healthy");
+            }
+        }
+        Err(e) => {
+            streak.failures = streak.failures.saturating_add(1);
+            streak.passes = 0;
+            let healthy = was_healthy && streak.failures < pool.health.unhealthy_threshold;
+            backend.set_health(healthy);
+            if was_healthy && !healthy || !was_checked {
+                warn!(model = %pool.name, backend = %backend.config.name, url = %backend.config.url, reason = %e, "backend unhealthy");
+            }
+        }
+    }
+}
+
+/// Warn when backends of one pool report different `root` or `max_model_len`: a pool must be
+/// homogeneous or clients see different behaviour per backend. Returns whether it warned.
+fn warn_if_mixed(pool: &Pool) -> bool {
+    let cards: Vec<(&str, Arc<serde_json::Value>)> = pool
+        .backends
+        .iter()
+        .filter_map(|b| b.card().map(|c| (b.config.name.as_str(), c)))
+        .collect();
+    for field in ["root", "max_model_len"] {
+        let mut values: Vec<(String, &str)> = cards
+            .iter()
+            .map(|(name, c)| (c.get(field).map(|v| v.to_string()).unwrap_or_default(), *name))
+            .collect();
+        values.sort();
+        values.dedup_by(|a, b| a.0 == b.0);
+        if values.len() > 1 {
+            let detail = values
+                .iter()
+                .map(|(v, n)| format!("{n}={v}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            warn!(model = %pool.name, field, backends = %detail, "pool mixes backends that report different values; keep pools homogeneous");
+            return true;
+        }
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn card_is_found_by_id() {
+        let body = br#"{"object":"list","data":[{"id":"a","max_model_len":8},{"id":"m","root":"r"}]}"#;
+        let card = model_card(body, "m").unwrap().unwrap();
+        assert_eq!(card["root"], "r");
+    }
+
+    #[test]
+    fn wrong_model_lists_what_is_served() {
+        let body = br#"{"object":"list","data":[{"id":"llama"}]}"#;
+        let err = model_card(body, "mistral").unwrap_err().to_string();
+        assert!(err.contains("llama") && err.contains("mistral"), "{err}");
+        assert!(model_card(b"not json", "m").is_err());
+        assert!(model_card(b"{}", "m").is_err());
+    }
+}

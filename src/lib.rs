@@ -1,0 +1,25 @@
+//! modelgate: an OpenAI-compatible edge gateway for fleets of vLLM model servers, on Pingora.
+//!
+//! ```text
+//!  client ──► proxy (public listener, request path)
+//!              │ route::classify → body::Upload::preread (scan "model") → Snapshot::pool
+//!              └ forward: select healthy backend → send → relay chunks (retry only before 1st byte)
+//!  control plane: config::load → Snapshot::build → ArcSwap ◄─ health prober (atomics per backend)
+//!  admin listener: /health /ready /status
+//! ```
+//!
+//! The request path loads one immutable [`state::Snapshot`] per request and never locks or does
+//! I/O besides the client and backend sockets. The control plane builds snapshots and publishes
+//! them; health state lives in atomics on each pool's backends.
+
+pub mod admin;
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod health;
+pub mod mock;
+pub mod proxy;
+pub mod routing;
+pub mod scan;
+pub mod state;

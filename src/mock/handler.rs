@@ -1,0 +1,459 @@
+//! Routes one mock request and builds its answer: health, models, metrics, generations
+//! (whole or SSE), embeddings, pass-through `POST`s, vLLM-style errors, injected failures.
+//!
+//! Runs per mock request on the connection's task. Reads the config once per request from its
+//! `ArcSwap`, so a runtime change (`set_fail`, ...) applies to the next request, never half of
+//! one. Must not hold a lock across an `.await`.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http::header::{HeaderName, HeaderValue, CONTENT_LENGTH, CONTENT_TYPE};
+use http::{HeaderMap, Method, Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use serde::de::IgnoredAny;
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+use super::responses::{self, Endpoint, Generation, MetricValues};
+use super::stats::{MockStats, PostGuard};
+use super::stream::{self, MidFailure, MockBody, StreamPlan};
+use super::{FailMode, MockConfig};
+
+/// State shared by every connection of one mock server.
+pub(crate) struct Shared {
+    pub(crate) config: ArcSwap<MockConfig>,
+    pub(crate) stats: Arc<MockStats>,
+}
+
+const X_MOCK_BACKEND: HeaderName = HeaderName::from_static("x-mock-backend");
+const X_MOCK_BODY_SHA256: HeaderName = HeaderName::from_static("x-mock-body-sha256");
+const X_MOCK_BODY_LEN: HeaderName = HeaderName::from_static("x-mock-body-len");
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+const APPLICATION_JSON: HeaderValue = HeaderValue::from_static("application/json");
+const EVENT_STREAM: HeaderValue = HeaderValue::from_static("text/event-stream; charset=utf-8");
+
+/// GET paths the mock serves; other methods on them get 405, as FastAPI answers.
+const GET_PATHS: [&str; 4] = ["/health", "/version", "/v1/models", "/metrics"];
+
+/// The hyper service: never fails, every problem is an HTTP answer.
+pub(crate) async fn serve(
+    shared: Arc<Shared>,
+    req: Request<Incoming>,
+) -> Result<Response<MockBody>, Infallible> {
+    let config = shared.config.load_full();
+    let request_id = req.headers().get(&X_REQUEST_ID).cloned();
+    let mut response = match *req.method() {
+        Method::POST => post(&shared, &config, req).await,
+        Method::GET | Method::HEAD => get(&shared, &config, req.uri().path()),
+        _ if GET_PATHS.contains(&req.uri().path()) => detail(StatusCode::METHOD_NOT_ALLOWED),
+        _ => detail(StatusCode::NOT_FOUND),
+    };
+    let headers = response.headers_mut();
+    // A name that is not a valid header value (control characters) just goes unreported.
+    if let Ok(name) = HeaderValue::from_str(&config.name) {
+        headers.insert(X_MOCK_BACKEND, name);
+    }
+    if let Some(id) = request_id {
+        headers.insert(X_REQUEST_ID, id);
+    }
+    Ok(response)
+}
+
+fn get(shared: &Shared, config: &MockConfig, path: &str) -> Response<MockBody> {
+    match path {
+        "/health" => {
+            shared.stats.count_health();
+            respond(StatusCode::OK, None, Bytes::new())
+        }
+        "/version" => json(StatusCode::OK, Bytes::from_static(b"{\"version\":\"0.0.0+mock\"}")),
+        "/v1/models" => {
+            shared.stats.count_models();
+            json(StatusCode::OK, responses::models_json(config))
+        }
+        "/metrics" => {
+            shared.stats.count_metrics();
+            let values = MetricValues {
+                running: shared.stats.in_flight(),
+                prompt_tokens: shared.stats.prompt_tokens(),
+                generation_tokens: shared.stats.generation_tokens(),
+            };
+            let model = config.models.first().map_or("", String::as_str);
+            let text = responses::metrics_text(model, &values);
+            let content_type = HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8");
+            respond(StatusCode::OK, Some(content_type), Bytes::from(text))
+        }
+        _ => detail(StatusCode::NOT_FOUND),
+    }
+}
+
+/// Reads the body, records it, and answers (or fails as configured).
+async fn post(shared: &Shared, config: &MockConfig, req: Request<Incoming>) -> Response<MockBody> {
+    let guard = PostGuard::start(Arc::clone(&shared.stats));
+    let (parts, body) = req.into_parts();
+    let path = parts.uri.path().to_owned();
+    let body = match body.collect().await {
+        Ok(collected) => collected.to_bytes(),
+        // The client went away mid-upload (or sent broken framing); `guard` counts an abort.
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                &format!("error reading request body: {e}"),
+                None,
+            )
+        }
+    };
+    let sha256 = responses::hex(&Sha256::digest(&body));
+    let headers = parts
+        .headers
+        .iter()
+        .map(|(name, value)| {
+            let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
+            (name.as_str().to_owned(), value)
+        })
+        .collect();
+    let sha_header = HeaderValue::from_str(&sha256);
+    shared
+        .stats
+        .record_post(&path, sha256, body.len(), headers);
+    let body_len = body.len();
+
+    let mut response = answer(config, &path, &parts.headers, body, guard).await;
+    let headers = response.headers_mut();
+    if let Ok(sha) = sha_header {
+        headers.insert(X_MOCK_BODY_SHA256, sha);
+    }
+    headers.insert(X_MOCK_BODY_LEN, HeaderValue::from(body_len));
+    response
+}
+
+/// What a successful `POST` produces before failures and delays are applied.
+enum Answer {
+    Whole(Bytes),
+    Stream(Generation),
+}
+
+async fn answer(
+    config: &MockConfig,
+    path: &str,
+    headers: &HeaderMap,
+    body: Bytes,
+    mut guard: PostGuard,
+) -> Response<MockBody> {
+    let mid_failure = match config.fail {
+        FailMode::None => None,
+        FailMode::Status(code) => {
+            guard.finish();
+            let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            let message = format!("mock backend failure injected: status {}", status.as_u16());
+            return error(status, &message, None);
+        }
+        FailMode::Hang => {
+            // Dropped with the connection when the client gives up: `guard` counts an abort.
+            std::future::pending::<()>().await;
+            return detail(StatusCode::INTERNAL_SERVER_ERROR);
+        }
+        FailMode::CloseMidStream { after_chunks } => Some((after_chunks, MidFailure::Close)),
+        FailMode::HangMidStream { after_chunks } => Some((after_chunks, MidFailure::Hang)),
+    };
+
+    let stats = guard.stats();
+    let request_id = headers
+        .get(&X_REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let result = match path {
+        "/v1/chat/completions" => generation(config, Endpoint::Chat, &body, request_id, stats),
+        "/v1/completions" => generation(config, Endpoint::Completion, &body, request_id, stats),
+        "/v1/embeddings" => embeddings(config, &body, request_id),
+        _ => passthrough(config, path, &body),
+    };
+    let answer = match result {
+        Ok(answer) => answer,
+        Err(rejection) => {
+            guard.finish();
+            return rejection.into_response();
+        }
+    };
+    match answer {
+        Answer::Stream(generation) => {
+            guard.stats().count_stream();
+            let plan = StreamPlan {
+                ttft: config.ttft,
+                itl: config.itl,
+                fail: mid_failure,
+            };
+            let mut response = Response::new(stream::sse(generation, plan, guard));
+            response.headers_mut().insert(CONTENT_TYPE, EVENT_STREAM);
+            response
+        }
+        Answer::Whole(bytes) => {
+            if !config.ttft.is_zero() {
+                tokio::time::sleep(config.ttft).await;
+            }
+            match mid_failure {
+                None => {
+                    guard.finish();
+                    json(StatusCode::OK, bytes)
+                }
+                Some((_, failure)) => {
+                    let len = bytes.len();
+                    let mut response = Response::new(stream::half_then(bytes, failure, guard));
+                    let headers = response.headers_mut();
+                    headers.insert(CONTENT_TYPE, APPLICATION_JSON);
+                    headers.insert(CONTENT_LENGTH, HeaderValue::from(len));
+                    response
+                }
+            }
+        }
+    }
+}
+
+/// The fields of a chat or text completion request the mock acts on; the rest is ignored, as
+/// vLLM ignores (and logs) unknown fields.
+#[derive(Deserialize)]
+struct GenerationRequest {
+    #[serde(default)]
+    model: Option<String>,
+    #[serde(default)]
+    stream: Option<bool>,
+    #[serde(default)]
+    max_tokens: Option<u64>,
+    #[serde(default)]
+    max_completion_tokens: Option<u64>,
+    #[serde(default)]
+    stream_options: Option<StreamOptions>,
+    #[serde(default)]
+    messages: Option<IgnoredAny>,
+    #[serde(default)]
+    prompt: Option<IgnoredAny>,
+}
+
+#[derive(Deserialize)]
+struct StreamOptions {
+    /// vLLM defaults this to true once `stream_options` is given.
+    #[serde(default)]
+    include_usage: Option<bool>,
+}
+
+fn generation(
+    config: &MockConfig,
+    endpoint: Endpoint,
+    body: &[u8],
+    request_id: Option<String>,
+    stats: &MockStats,
+) -> Result<Answer, Rejection> {
+    let req: GenerationRequest = parse(body)?;
+    let model = resolve_model(config, req.model.as_deref())?;
+    match endpoint {
+        Endpoint::Chat if req.messages.is_none() => {
+            return Err(validation_error("messages", "Field required"));
+        }
+        Endpoint::Completion if req.prompt.is_none() => {
+            return Err(reject(
+                StatusCode::BAD_REQUEST,
+                "Either prompt or prompt_embeds must be provided and non-empty.",
+                None,
+            ));
+        }
+        _ => {}
+    }
+    let stream = req.stream.unwrap_or(false);
+    if req.stream_options.is_some() && !stream {
+        return Err(reject(
+            StatusCode::BAD_REQUEST,
+            "Stream options can only be defined when `stream=True`.",
+            Some("stream_options"),
+        ));
+    }
+    let max_tokens = match endpoint {
+        Endpoint::Chat => req.max_completion_tokens.or(req.max_tokens),
+        Endpoint::Completion => req.max_tokens,
+    };
+    if max_tokens == Some(0) {
+        return Err(reject(
+            StatusCode::BAD_REQUEST,
+            "max_tokens must be at least 1, got 0.",
+            Some("max_tokens"),
+        ));
+    }
+    let cap = max_tokens.map_or(usize::MAX, |m| usize::try_from(m).unwrap_or(usize::MAX));
+    let completion_tokens = config.tokens.min(cap);
+    let finish_reason = if cap <= config.tokens { "length" } else { "stop" };
+    let prefix = match endpoint {
+        Endpoint::Chat => "chatcmpl",
+        Endpoint::Completion => "cmpl",
+    };
+    let id = format!(
+        "{prefix}-{}",
+        request_id.unwrap_or_else(responses::random_hex)
+    );
+    let generation = Generation {
+        endpoint,
+        id_json: responses::json_string(&id),
+        model_json: responses::json_string(model),
+        created: responses::unix_now(),
+        prompt_tokens: prompt_tokens(body),
+        completion_tokens,
+        finish_reason,
+        include_usage: req
+            .stream_options
+            .is_some_and(|o| o.include_usage.unwrap_or(true)),
+    };
+    stats.add_prompt_tokens(generation.prompt_tokens);
+    if stream {
+        // Generation tokens are counted as the stream produces them.
+        Ok(Answer::Stream(generation))
+    } else {
+        stats.add_generation_tokens(completion_tokens as u64);
+        Ok(Answer::Whole(generation.full_json()))
+    }
+}
+
+#[derive(Deserialize)]
+struct EmbeddingRequest {
+    #[serde(default)]
+    model: Option<String>,
+    #[serde(default)]
+    input: Option<serde_json::Value>,
+}
+
+fn embeddings(
+    config: &MockConfig,
+    body: &[u8],
+    request_id: Option<String>,
+) -> Result<Answer, Rejection> {
+    let req: EmbeddingRequest = parse(body)?;
+    let model = resolve_model(config, req.model.as_deref())?;
+    let inputs = match req.input {
+        Some(serde_json::Value::String(_)) => 1,
+        // A list of token ids is one input; a list of strings or of token lists is many.
+        Some(serde_json::Value::Array(items)) if items.iter().all(|v| v.is_number()) => 1,
+        Some(serde_json::Value::Array(items)) => items.len(),
+        _ => return Err(validation_error("input", "Field required")),
+    };
+    let id = format!(
+        "embd-{}",
+        request_id.unwrap_or_else(responses::random_hex)
+    );
+    let bytes = responses::embeddings_json(
+        &id,
+        model,
+        inputs,
+        prompt_tokens(body),
+        responses::unix_now(),
+    );
+    Ok(Answer::Whole(bytes))
+}
+
+#[derive(Deserialize)]
+struct AnyRequest {
+    #[serde(default)]
+    model: Option<String>,
+}
+
+/// Any other `POST`: checks the model (default when absent or when the body is not JSON, so
+/// that non-JSON endpoints pass) and names the path.
+fn passthrough(config: &MockConfig, path: &str, body: &[u8]) -> Result<Answer, Rejection> {
+    let requested = serde_json::from_slice::<AnyRequest>(body)
+        .ok()
+        .and_then(|r| r.model);
+    let model = resolve_model(config, requested.as_deref())?;
+    Ok(Answer::Whole(responses::passthrough_json(path, model)))
+}
+
+/// vLLM counts real tokens; a quarter of the body's bytes is close enough, and never zero.
+fn prompt_tokens(body: &[u8]) -> u64 {
+    (body.len() as u64 / 4).max(1)
+}
+
+fn parse<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, Rejection> {
+    // serde would accept a JSON array for a struct; FastAPI wants an object.
+    let first = body.iter().find(|b| !b.is_ascii_whitespace());
+    if first != Some(&b'{') {
+        return Err(reject(
+            StatusCode::BAD_REQUEST,
+            "JSON decode error: the request body must be a JSON object",
+            None,
+        ));
+    }
+    serde_json::from_slice(body).map_err(|e| {
+        reject(
+            StatusCode::BAD_REQUEST,
+            &format!("JSON decode error: {e}"),
+            None,
+        )
+    })
+}
+
+/// vLLM's model check: absent or empty means the default (first served) model.
+fn resolve_model<'c>(
+    config: &'c MockConfig,
+    requested: Option<&str>,
+) -> Result<&'c str, Rejection> {
+    let found = match requested {
+        None | Some("") => config.models.first(),
+        Some(name) => config.models.iter().find(|m| m.as_str() == name),
+    };
+    found.map(String::as_str).ok_or_else(|| {
+        let message = format!("The model `{}` does not exist.", requested.unwrap_or(""));
+        reject(StatusCode::NOT_FOUND, &message, Some("model"))
+    })
+}
+
+fn validation_error(field: &str, problem: &str) -> Rejection {
+    let message = format!("1 validation error: body.{field}: {problem}");
+    reject(StatusCode::BAD_REQUEST, &message, None)
+}
+
+/// A request the mock refuses, rendered by [`Rejection::into_response`] as vLLM's error JSON.
+#[derive(Debug, thiserror::Error)]
+#[error("{status}: {message}")]
+struct Rejection {
+    status: StatusCode,
+    message: String,
+    param: Option<&'static str>,
+}
+
+impl Rejection {
+    fn into_response(self) -> Response<MockBody> {
+        error(self.status, &self.message, self.param)
+    }
+}
+
+fn reject(status: StatusCode, message: &str, param: Option<&'static str>) -> Rejection {
+    Rejection {
+        status,
+        message: message.to_owned(),
+        param,
+    }
+}
+
+fn error(status: StatusCode, message: &str, param: Option<&str>) -> Response<MockBody> {
+    let code = status.as_u16();
+    let body = responses::error_json(code, responses::error_kind(code), message, param);
+    json(status, body)
+}
+
+/// FastAPI's `{"detail": "<reason>"}` for unknown routes and methods.
+fn detail(status: StatusCode) -> Response<MockBody> {
+    let reason = status.canonical_reason().unwrap_or("Error");
+    let body = format!("{{\"detail\":{}}}", responses::json_string(reason));
+    json(status, Bytes::from(body))
+}
+
+fn json(status: StatusCode, body: Bytes) -> Response<MockBody> {
+    respond(status, Some(APPLICATION_JSON), body)
+}
+
+fn respond(status: StatusCode, content_type: Option<HeaderValue>, body: Bytes) -> Response<MockBody> {
+    let mut response = Response::new(stream::full(body));
+    *response.status_mut() = status;
+    if let Some(content_type) = content_type {
+        response.headers_mut().insert(CONTENT_TYPE, content_type);
+    }
+    response
+}

@@ -1,0 +1,171 @@
+//! The request body: bounded pre-read until `model` is known, then streamed upstream
+//! (request path).
+//!
+//! The body is read only until the scanner has the complete top-level `model`; the bytes read so
+//! far are kept and written upstream first, byte-exact, and the rest streams from the client
+//! straight to the backend while the scanner keeps watching for a second `model` key. Bytes are
+//! kept for a retry only up to [`RETRY_BODY_LIMIT`]; a longer body can still be retried after a
+//! connection failure (nothing of it was consumed beyond what we hold) but not after it streamed.
+//! Because we write the body ourselves, Pingora's 64 KiB retry-buffer replay is never used.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use pingora_proxy::Session;
+
+use crate::error::GatewayError;
+use crate::scan::{ModelScanner, ScanStatus};
+
+/// Bytes of request body kept for replay on another backend.
+pub const RETRY_BODY_LIMIT: u64 = 4 * 1024 * 1024;
+/// Longest wait for the next piece of request body from the client.
+pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The request body as far as it has been read.
+#[derive(Debug)]
+pub struct Upload {
+    scanner: ModelScanner,
+    /// Every byte read so far while `replayable`, else only what is not yet sent upstream.
+    chunks: Vec<Bytes>,
+    /// Total bytes read from the client.
+    pub read: u64,
+    /// The client's body is fully read.
+    pub done: bool,
+    /// `chunks` holds the whole body read so far, so another attempt can resend it.
+    pub replayable: bool,
+    limit: u64,
+}
+
+impl Upload {
+    /// Read the body until `model` is known (or the body ends). Answers 100-continue first.
+    pub async fn preread(session: &mut Session, limit: u64) -> Result<Upload, GatewayError> {
+        let mut up = Upload {
+            scanner: ModelScanner::new(),
+            chunks: Vec::new(),
+            read: 0,
+            done: false,
+            replayable: true,
+            limit,
+        };
+        if let Some(len) = content_length(session)? {
+            if len > limit {
+                return Err(GatewayError::PayloadTooLarge { limit });
+            }
+        }
+        if expects_continue(session) {
+            session
+                .write_continue_response()
+                .await
+                .map_err(|_| GatewayError::BodyRead)?;
+        }
+        loop {
+            match up.next_chunk(session).await? {
+                Some(chunk) => {
+                    let status = up.scanner.feed(&chunk).map_err(GatewayError::BadBody)?;
+                    up.chunks.push(chunk);
+                    if status == ScanStatus::Found {
+                        return Ok(up);
+                    }
+                }
+                None => {
+                    up.scanner.finish().map_err(GatewayError::BadBody)?;
+                    return Ok(up);
+                }
+            }
+        }
+    }
+
+    /// The model named by the body.
+    pub fn model(&self) -> Option<&str> {
+        self.scanner.model()
+    }
+
+    async fn next_chunk(&mut self, session: &mut Session) -> Result<Option<Bytes>, GatewayError> {
+        if self.done {
+            return Ok(None);
+        }
+        let read = tokio::time::timeout(BODY_READ_TIMEOUT, session.read_request_body()).await;
+        match read {
+            Ok(Ok(Some(chunk))) => {
+                self.read += chunk.len() as u64;
+                if self.read > self.limit {
+                    return Err(GatewayError::PayloadTooLarge { limit: self.limit });
+                }
+                Ok(Some(chunk))
+            }
+            Ok(Ok(None)) => {
+                self.done = true;
+                Ok(None)
+            }
+            Ok(Err(_)) | Err(_) => Err(GatewayError::BodyRead),
+        }
+    }
+
+    /// The bytes to send first on a new attempt (all of the body read so far).
+    pub fn held(&self) -> &[Bytes] {
+        &self.chunks
+    }
+
+    /// Read the next chunk of the rest of the body for streaming upstream; keeps it for replay
+    /// while under [`RETRY_BODY_LIMIT`]. A second top-level `model` is a 400.
+    pub async fn next_for_upstream(
+        &mut self,
+        session: &mut Session,
+    ) -> Result<Option<Bytes>, GatewayError> {
+        let Some(chunk) = self.next_chunk(session).await? else {
+            self.scanner.finish().map_err(GatewayError::BadBody)?;
+            return Ok(None);
+        };
+        self.scanner.feed(&chunk).map_err(GatewayError::BadBody)?;
+        if self.replayable && self.read <= RETRY_BODY_LIMIT {
+            self.chunks.push(chunk.clone());
+        } else {
+            self.replayable = false;
+            self.chunks = Vec::new();
+        }
+        Ok(Some(chunk))
+    }
+
+    /// Whether another attempt can resend the whole body.
+    pub fn can_replay(&self) -> bool {
+        self.replayable
+    }
+
+    /// Drop the held bytes once a response has started (no more retries possible).
+    pub fn release(&mut self) {
+        self.chunks = Vec::new();
+        self.replayable = false;
+    }
+}
+
+fn content_length(session: &Session) -> Result<Option<u64>, GatewayError> {
+    let req = session.req_header();
+    let mut values = req.headers.get_all("content-length").iter();
+    let Some(first) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        return Err(GatewayError::BadRequest(
+            "duplicate Content-Length headers are not allowed",
+        ));
+    }
+    if req.headers.contains_key("transfer-encoding") {
+        return Err(GatewayError::BadRequest(
+            "Content-Length and Transfer-Encoding must not both be set",
+        ));
+    }
+    first
+        .to_str()
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(Some)
+        .ok_or(GatewayError::BadRequest("invalid Content-Length"))
+}
+
+fn expects_continue(session: &Session) -> bool {
+    session
+        .req_header()
+        .headers
+        .get("expect")
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
+}

@@ -1,0 +1,287 @@
+//! The upstream exchange: pick a backend, send the request, relay the response chunk by chunk,
+//! retry only while nothing has reached the client (request path).
+//!
+//! Timeouts: `connect` per connection attempt; `first_byte` from the request being sent to the
+//! response header (TTFT for streams); `idle` between response chunks; `request` for the whole
+//! exchange. A failure after the first response byte ends the response without its terminator
+//! (a stream is cut without `data: [DONE]`) so the client sees an error, never a short answer.
+//! While waiting, the client connection is watched: if the client goes away the upstream
+//! connection is closed at once so vLLM aborts the generation.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use pingora_core::connectors::http::v1::Connector;
+use pingora_core::protocols::http::v1::client::HttpSession as UpstreamSession;
+use pingora_http::ResponseHeader;
+use pingora_proxy::Session;
+use tracing::{debug, warn};
+
+use super::body::Upload;
+use super::ctx::RequestCtx;
+use super::headers;
+use crate::error::GatewayError;
+use crate::routing::{BackendState, Pool};
+
+/// Fresh-connection retries after a pooled keep-alive connection turned out to be closed by the
+/// backend; these do not count as attempts (nothing reached the backend's application).
+const STALE_RETRIES: u32 = 2;
+
+/// How an exchange ended, for the caller's logging.
+#[derive(Debug)]
+pub enum Outcome {
+    /// The whole response was relayed.
+    Complete,
+    /// Nothing was relayed; answer the client with this error.
+    Failed(GatewayError),
+    /// The response started and was cut; `cause` says why. The connection must be closed.
+    Cut(&'static str),
+}
+
+/// Why one attempt failed before anything reached the client.
+#[derive(Debug)]
+enum AttemptError {
+    /// Could not connect, or the connection broke before a response header.
+    Connection { stale: bool },
+    /// Connect or first-byte timeout.
+    Timeout,
+    /// The backend answered a status the pool retries on; the response was not relayed.
+    RetryableStatus,
+    /// Not retryable: answer with this error.
+    Fatal(GatewayError),
+    /// The response started and was then cut.
+    Cut(&'static str),
+    /// The client went away.
+    ClientGone,
+}
+
+/// Forward the request to `pool`, retrying per its policy.
+pub async fn forward(
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    pool: &Arc<Pool>,
+    upload: &mut Upload,
+    connector: &Connector,
+) -> Outcome {
+    let deadline = ctx.started + pool.timeouts.request;
+    let mut tried: Vec<usize> = Vec::with_capacity(2);
+    let mut last = GatewayError::NoHealthyBackend {
+        model: pool.name.clone(),
+    };
+    while ctx.attempts < pool.retries.max_attempts {
+        let Some(index) = pool.select(&tried) else {
+            break;
+        };
+        tried.push(index);
+        let backend = &pool.backends[index];
+        ctx.attempts += 1;
+        ctx.backend = Some(backend.config.name.clone());
+        let _in_flight = backend.track();
+        let more_allowed = ctx.attempts < pool.retries.max_attempts;
+        let mut stale_left = STALE_RETRIES;
+        let result = loop {
+            let r = attempt(session, ctx, pool, backend, upload, connector, deadline, more_allowed).await;
+            match r {
+                Err(AttemptError::Connection { stale: true }) if stale_left > 0 => {
+                    stale_left -= 1;
+                    debug!(backend = %backend.config.name, "pooled connection was closed; retrying on a fresh one");
+                }
+                other => break other,
+            }
+        };
+        let (retry, error) = match result {
+            Ok(()) => return Outcome::Complete,
+            Err(AttemptError::Cut(cause)) => return Outcome::Cut(cause),
+            Err(AttemptError::ClientGone) => return Outcome::Cut("client_gone"),
+            Err(AttemptError::Fatal(e)) => return Outcome::Failed(e),
+            Err(AttemptError::Connection { .. }) => {
+                warn!(model = %pool.name, backend = %backend.config.name, attempt = ctx.attempts, "upstream connection failed");
+                (pool.retries.on_connection_failure, GatewayError::Upstream)
+            }
+            Err(AttemptError::Timeout) => {
+                warn!(model = %pool.name, backend = %backend.config.name, attempt = ctx.attempts, "upstream timed out before the first byte");
+                (pool.retries.on_timeout, GatewayError::Timeout)
+            }
+            Err(AttemptError::RetryableStatus) => (true, GatewayError::Upstream),
+        };
+        last = error;
+        if !retry || !upload.can_replay() || Instant::now() >= deadline {
+            break;
+        }
+    }
+    Outcome::Failed(last)
+}
+
+fn remaining(deadline: Instant) -> Duration {
+    deadline.saturating_duration_since(Instant::now())
+}
+
+/// Resolves when the client closes its connection (the body has been read completely).
+async fn client_gone(session: &mut Session) {
+    loop {
+        match session.downstream_session.read_body_or_idle(true).await {
+            Err(_) => return,
+            // Pipelined bytes are not a close; keep waiting.
+            Ok(_) => std::future::pending::<()>().await,
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn attempt(
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    pool: &Pool,
+    backend: &BackendState,
+    upload: &mut Upload,
+    connector: &Connector,
+    deadline: Instant,
+    more_allowed: bool,
+) -> Result<(), AttemptError> {
+    let connect_budget = pool.timeouts.connect.min(remaining(deadline));
+    let (mut up, reused) =
+        match tokio::time::timeout(connect_budget, connector.get_http_session(&backend.peer)).await
+        {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                debug!(backend = %backend.config.name, error = %e, "connect failed");
+                return Err(match e.etype() {
+                    pingora_error::ErrorType::ConnectTimedout => AttemptError::Timeout,
+                    _ => AttemptError::Connection { stale: false },
+                });
+            }
+            Err(_) => return Err(AttemptError::Timeout),
+        };
+
+    // Send header and body, bounded by the whole-request deadline.
+    let req = headers::upstream_request(
+        session.req_header(),
+        &backend.config.path_prefix,
+        &ctx.request_id,
+        session.client_addr().and_then(|a| a.as_inet()).copied(),
+    );
+    let sent = tokio::time::timeout(remaining(deadline), send(session, &mut up, req, upload)).await;
+    match sent {
+        Ok(Ok(())) => {}
+        Ok(Err(SendError::Upstream)) => return Err(AttemptError::Connection { stale: reused }),
+        Ok(Err(SendError::Client(e))) => return Err(AttemptError::Fatal(e)),
+        Err(_) => return Err(AttemptError::Timeout),
+    }
+    ctx.bytes_in = upload.read;
+
+    // Wait for the response header (first byte), watching the client.
+    let first_byte_budget = pool.timeouts.first_byte.min(remaining(deadline));
+    let header = tokio::select! {
+        r = tokio::time::timeout(first_byte_budget, up.read_resp_header_parts()) => r,
+        () = client_gone(session) => return Err(AttemptError::ClientGone),
+    };
+    let mut resp: Box<ResponseHeader> = match header {
+        Ok(Ok(h)) => h,
+        Ok(Err(e)) => {
+            debug!(backend = %backend.config.name, error = %e, "reading response header failed");
+            return Err(AttemptError::Connection {
+                stale: reused && up.body_bytes_received() == 0,
+            });
+        }
+        Err(_) => return Err(AttemptError::Timeout),
+    };
+    let status = resp.status.as_u16();
+    let retryable_status = (pool.retries.on_http_5xx && matches!(status, 502..=504))
+        || (pool.retries.on_http_429 && status == 429);
+    if retryable_status && more_allowed && upload.can_replay() {
+        warn!(model = %pool.name, backend = %backend.config.name, status, "backend answered a retryable status; trying another backend");
+        return Err(AttemptError::RetryableStatus);
+    }
+
+    // From here on bytes reach the client: no retry.
+    upload.release();
+    headers::downstream_response(&mut resp, &backend.config.name, ctx.attempts, &ctx.request_id);
+    let end = up.is_body_done();
+    ctx.status = status;
+    ctx.response_started = true;
+    if session.write_response_header(resp, end).await.is_err() {
+        return Err(AttemptError::ClientGone);
+    }
+    relay_body(session, ctx, pool, &mut up, deadline).await?;
+    connector
+        .release_http_session(up, &backend.peer, Some(crate::routing::pool::UPSTREAM_IDLE_POOL))
+        .await;
+    Ok(())
+}
+
+enum SendError {
+    Upstream,
+    Client(GatewayError),
+}
+
+/// Write the request header and the whole body upstream.
+async fn send(
+    session: &mut Session,
+    up: &mut UpstreamSession,
+    req: pingora_http::RequestHeader,
+    upload: &mut Upload,
+) -> Result<(), SendError> {
+    up.write_request_header(Box::new(req))
+        .await
+        .map_err(|_| SendError::Upstream)?;
+    for chunk in upload.held() {
+        up.write_body(chunk).await.map_err(|_| SendError::Upstream)?;
+    }
+    while let Some(chunk) = upload
+        .next_for_upstream(session)
+        .await
+        .map_err(SendError::Client)?
+    {
+        up.write_body(&chunk).await.map_err(|_| SendError::Upstream)?;
+    }
+    up.finish_body().await.map_err(|_| SendError::Upstream)?;
+    Ok(())
+}
+
+/// Relay the response body chunk by chunk, unbuffered.
+async fn relay_body(
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    pool: &Pool,
+    up: &mut UpstreamSession,
+    deadline: Instant,
+) -> Result<(), AttemptError> {
+    loop {
+        if up.is_body_done() {
+            return match session.write_response_body(None, true).await {
+                Ok(()) => Ok(()),
+                Err(_) => Err(AttemptError::ClientGone),
+            };
+        }
+        let left = remaining(deadline);
+        let idle = pool.timeouts.idle.min(left);
+        let next = tokio::select! {
+            r = tokio::time::timeout(idle, up.read_body_bytes()) => r,
+            () = client_gone(session) => return Err(AttemptError::ClientGone),
+        };
+        let chunk: Option<Bytes> = match next {
+            Ok(Ok(c)) => c,
+            Ok(Err(e)) => {
+                debug!(error = %e, "upstream body read failed");
+                return Err(AttemptError::Cut("backend_error"));
+            }
+            Err(_) if idle < pool.timeouts.idle => return Err(AttemptError::Cut("request_timeout")),
+            Err(_) => return Err(AttemptError::Cut("idle_timeout")),
+        };
+        let Some(chunk) = chunk else {
+            if up.is_body_done() {
+                continue;
+            }
+            return Err(AttemptError::Cut("backend_error"));
+        };
+        ctx.bytes_out += chunk.len() as u64;
+        let end = up.is_body_done();
+        if session.write_response_body(Some(chunk), end).await.is_err() {
+            return Err(AttemptError::ClientGone);
+        }
+        if end {
+            return Ok(());
+        }
+    }
+}

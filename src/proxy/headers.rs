@@ -1,0 +1,161 @@
+//! Header handling on the request path: request ids, hop-by-hop stripping (RFC 9110 §7.6.1),
+//! the upstream request, and the route receipt on responses.
+//!
+//! Unknown headers pass through both ways untouched; `Authorization` is forwarded unchanged.
+
+use std::net::SocketAddr;
+
+use pingora_http::{RequestHeader, ResponseHeader};
+
+/// Hop-by-hop headers never forwarded, in either direction. `transfer-encoding` and
+/// `content-length` are framing: Pingora rewrites them per side, so they are kept.
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authorization",
+    "proxy-authenticate",
+    "te",
+    "trailer",
+    "upgrade",
+];
+
+/// Longest client-supplied request id we keep.
+const MAX_REQUEST_ID: usize = 200;
+
+/// The client's `x-request-id` if it is sane (1..=200 visible ASCII chars, no spaces),
+/// otherwise a fresh random one.
+pub fn request_id(req: &RequestHeader) -> String {
+    if let Some(v) = req.headers.get("x-request-id") {
+        let b = v.as_bytes();
+        if !b.is_empty() && b.len() <= MAX_REQUEST_ID && b.iter().all(|c| (0x21..=0x7e).contains(c)) {
+            // Checked ASCII above, so this is valid UTF-8.
+            return String::from_utf8_lossy(b).into_owned();
+        }
+    }
+    format!("{:032x}", rand::random::<u128>())
+}
+
+/// Names listed in `Connection:` (they are hop-by-hop too).
+fn connection_tokens(headers: &http::HeaderMap) -> Vec<String> {
+    headers
+        .get_all("connection")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|t| t.trim().to_ascii_lowercase())
+        .filter(|t| !t.is_empty() && t != "close" && t != "keep-alive")
+        .collect()
+}
+
+/// The request to send upstream: the client's, minus hop-by-hop headers and `Expect`, with the
+/// backend's path prefix, `x-request-id` and `x-forwarded-for` set.
+pub fn upstream_request(
+    req: &RequestHeader,
+    path_prefix: &str,
+    request_id: &str,
+    client: Option<SocketAddr>,
+) -> RequestHeader {
+    let mut up = req.clone();
+    for name in connection_tokens(&req.headers) {
+        up.remove_header(name.as_str());
+    }
+    for name in HOP_BY_HOP {
+        up.remove_header(*name);
+    }
+    // We answered (or ignored) 100-continue ourselves; the body is already in hand.
+    up.remove_header("expect");
+    let _ = up.insert_header("x-request-id", request_id);
+    if let Some(addr) = client {
+        let ip = addr.ip().to_string();
+        let xff = match req.headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+            Some(prev) => format!("{prev}, {ip}"),
+            None => ip,
+        };
+        let _ = up.insert_header("x-forwarded-for", xff);
+    }
+    if !path_prefix.is_empty() {
+        let pq = req.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+        if let Ok(uri) = format!("{path_prefix}{pq}").parse::<http::Uri>() {
+            up.set_uri(uri);
+        }
+    }
+    up
+}
+
+/// Strip hop-by-hop headers from a backend response and add the route receipt.
+pub fn downstream_response(
+    resp: &mut ResponseHeader,
+    backend: &str,
+    attempts: u32,
+    request_id: &str,
+) {
+    for name in connection_tokens(&resp.headers) {
+        resp.remove_header(name.as_str());
+    }
+    for name in HOP_BY_HOP {
+        resp.remove_header(*name);
+    }
+    let _ = resp.insert_header("x-modelgate-backend", backend);
+    let _ = resp.insert_header("x-modelgate-attempts", attempts);
+    let _ = resp.insert_header("x-request-id", request_id);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(headers: &[(&str, &str)]) -> RequestHeader {
+        let mut r = RequestHeader::build("POST", b"/v1/chat/completions?a=1", None).unwrap();
+        for (k, v) in headers {
+            r.append_header(k.to_string(), *v).unwrap();
+        }
+        r
+    }
+
+    #[test]
+    fn sane_request_ids_are_kept_others_replaced() {
+        assert_eq!(request_id(&req(&[("x-request-id", "abc-123")])), "abc-123");
+        for bad in ["", "has space", &"x".repeat(201)] {
+            let id = request_id(&req(&[("x-request-id", bad)]));
+            assert_eq!(id.len(), 32, "{bad:?} -> {id}");
+        }
+        assert_eq!(request_id(&req(&[])).len(), 32);
+    }
+
+    #[test]
+    fn hop_by_hop_is_stripped_and_rest_kept() {
+        let r = req(&[
+            ("connection", "keep-alive, x-private"),
+            ("x-private", "1"),
+            ("keep-alive", "timeout=5"),
+            ("te", "trailers"),
+            ("expect", "100-continue"),
+            ("authorization", "Bearer k"),
+            ("x-custom", "v"),
+            ("content-length", "2"),
+        ]);
+        let up = upstream_request(&r, "/base", "rid", Some("10.1.2.3:5".parse().unwrap()));
+        for gone in ["connection", "x-private", "keep-alive", "te", "expect"] {
+            assert!(up.headers.get(gone).is_none(), "{gone}");
+        }
+        assert_eq!(up.headers["authorization"], "Bearer k");
+        assert_eq!(up.headers["x-custom"], "v");
+        assert_eq!(up.headers["content-length"], "2");
+        assert_eq!(up.headers["x-request-id"], "rid");
+        assert_eq!(up.headers["x-forwarded-for"], "10.1.2.3");
+        assert_eq!(up.uri.to_string(), "/base/v1/chat/completions?a=1");
+    }
+
+    #[test]
+    fn response_gets_receipt() {
+        let mut resp = ResponseHeader::build(200, None).unwrap();
+        resp.append_header("connection", "close").unwrap();
+        resp.append_header("x-backend-thing", "1").unwrap();
+        downstream_response(&mut resp, "gpu0", 2, "rid");
+        assert!(resp.headers.get("connection").is_none());
+        assert_eq!(resp.headers["x-backend-thing"], "1");
+        assert_eq!(resp.headers["x-modelgate-backend"], "gpu0");
+        assert_eq!(resp.headers["x-modelgate-attempts"], "2");
+    }
+}

@@ -1,0 +1,204 @@
+//! The public listener: `impl ProxyHttp` for [`Gateway`] (request path).
+//!
+//! Phases delegate. `request_filter` classifies the route, pre-reads the body until `model` is
+//! known, picks the pool from the snapshot loaded once for this request, and runs the upstream
+//! exchange itself (`forward`), so body replay, first-byte and total timeouts, and the
+//! no-retry-after-first-byte rule are all under our control rather than Pingora's 64 KiB retry
+//! buffer. Nothing here locks, blocks or does DNS.
+
+pub mod body;
+pub mod ctx;
+pub mod forward;
+pub mod headers;
+pub mod models;
+pub mod route;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use pingora_core::connectors::http::v1::Connector;
+use pingora_core::upstreams::peer::HttpPeer;
+use pingora_error::{Error, ErrorType, Result};
+use pingora_proxy::{FailToProxy, ProxyHttp, Session};
+use tracing::debug;
+
+use crate::error::GatewayError;
+use crate::state::SharedState;
+use body::Upload;
+use ctx::RequestCtx;
+use forward::Outcome;
+use route::Route;
+
+/// The gateway's proxy logic.
+pub struct Gateway {
+    state: SharedState,
+    connector: Connector,
+}
+
+impl Gateway {
+    pub fn new(state: SharedState) -> Self {
+        Gateway {
+            state,
+            connector: Connector::new(None),
+        }
+    }
+
+    /// Route and answer one request. Returns the error to render if nothing was sent yet.
+    async fn handle(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<(), Outcome> {
+        let snapshot = self.state.load_full();
+        ctx.snapshot = Some(Arc::clone(&snapshot));
+        let route = {
+            let req = session.req_header();
+            route::classify(&req.method, req.uri.path())
+        };
+        match route.map_err(Outcome::Failed)? {
+            Route::ListModels => {
+                let body = models::list(&snapshot);
+                return send_json(session, ctx, 200, body).await;
+            }
+            Route::RetrieveModel(id) => {
+                let id = id.to_string();
+                return match models::retrieve(&snapshot, &id) {
+                    Some(body) => send_json(session, ctx, 200, body).await,
+                    None => Err(Outcome::Failed(GatewayError::ModelNotFound {
+                        model: id,
+                        available: snapshot.model_list.clone(),
+                    })),
+                };
+            }
+            Route::Forward => {}
+        }
+        let mut upload = Upload::preread(session, snapshot.max_body_bytes)
+            .await
+            .map_err(Outcome::Failed)?;
+        let model = upload.model().unwrap_or_default().to_string();
+        let Some(pool) = snapshot.pool(&model) else {
+            return Err(Outcome::Failed(GatewayError::ModelNotFound {
+                model,
+                available: snapshot.model_list.clone(),
+            }));
+        };
+        ctx.model = Some(model);
+        match forward::forward(session, ctx, pool, &mut upload, &self.connector).await {
+            Outcome::Complete => Ok(()),
+            other => Err(other),
+        }
+    }
+}
+
+/// Write a complete JSON response from the gateway itself.
+async fn send_json(
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    status: u16,
+    body: Bytes,
+) -> Result<(), Outcome> {
+    let mut header = pingora_http::ResponseHeader::build(status, Some(4))
+        .map_err(|_| Outcome::Failed(GatewayError::Upstream))?;
+    let _ = header.insert_header("content-type", "application/json");
+    let _ = header.insert_header("content-length", body.len());
+    let _ = header.insert_header("x-request-id", ctx.request_id.as_str());
+    ctx.status = status;
+    ctx.response_started = true;
+    let head_only = session.req_header().method == http::Method::HEAD;
+    session
+        .write_response_header(Box::new(header), head_only)
+        .await
+        .map_err(|_| Outcome::Cut("client_gone"))?;
+    if !head_only {
+        ctx.bytes_out += body.len() as u64;
+        session
+            .write_response_body(Some(body), true)
+            .await
+            .map_err(|_| Outcome::Cut("client_gone"))?;
+    }
+    Ok(())
+}
+
+/// Render a gateway error to the client. The connection is closed afterwards when the request
+/// body was not read to its end (so no stray body bytes are parsed as the next request).
+async fn send_error(session: &mut Session, ctx: &mut RequestCtx, error: &GatewayError) {
+    let (header, body) = error.response(Some(&ctx.request_id));
+    ctx.status = error.status();
+    ctx.cause = Some(error.cause());
+    if !session.is_body_done() {
+        session.set_keepalive(None);
+    }
+    if session.write_response_header(Box::new(header), false).await.is_ok() {
+        ctx.bytes_out += body.len() as u64;
+        let _ = session.write_response_body(Some(body), true).await;
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for Gateway {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> Self::CTX {
+        RequestCtx::default()
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
+        ctx.request_id = headers::request_id(session.req_header());
+        match self.handle(session, ctx).await {
+            Ok(()) => Ok(true),
+            Err(Outcome::Failed(e)) => {
+                send_error(session, ctx, &e).await;
+                Ok(true)
+            }
+            Err(Outcome::Cut(cause)) => {
+                // Bytes may already have gone out: end by closing the connection, never with an
+                // error body or a clean terminator (fail_to_proxy writes nothing then).
+                ctx.cause = Some(cause);
+                Err(Error::explain(ErrorType::WriteError, cause))
+            }
+            // `handle` maps Complete to Ok; kept total for the compiler.
+            Err(Outcome::Complete) => Ok(true),
+        }
+    }
+
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        _ctx: &mut Self::CTX,
+    ) -> Result<Box<HttpPeer>> {
+        // request_filter always answers; Pingora's own upstream path is never taken.
+        Error::e_explain(ErrorType::InternalError, "no upstream: request_filter answers")
+    }
+
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        _e: &Error,
+        ctx: &mut Self::CTX,
+    ) -> FailToProxy {
+        if !ctx.response_started && session.response_written().is_none() {
+            send_error(session, ctx, &GatewayError::Upstream).await;
+        }
+        FailToProxy {
+            error_code: ctx.status,
+            can_reuse_downstream: false,
+        }
+    }
+
+    fn suppress_error_log(&self, _session: &Session, _ctx: &Self::CTX, _error: &Error) -> bool {
+        // Every failure is logged by us with its cause, model and backend.
+        true
+    }
+
+    async fn logging(&self, _session: &mut Session, _e: Option<&Error>, ctx: &mut Self::CTX) {
+        debug!(
+            request_id = %ctx.request_id,
+            model = ctx.model.as_deref().unwrap_or(""),
+            backend = ctx.backend.as_deref().unwrap_or(""),
+            attempts = ctx.attempts,
+            status = ctx.status,
+            cause = ctx.cause.unwrap_or(""),
+            bytes_in = ctx.bytes_in,
+            bytes_out = ctx.bytes_out,
+            ms = ctx.started.elapsed().as_millis() as u64,
+            "request done"
+        );
+    }
+}

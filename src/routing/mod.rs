@@ -1,0 +1,8 @@
+//! Routing: model name → [`Pool`], and the pools themselves (request path, read-only).
+//!
+//! Later issues add aliases, default models and canaries here; the request path only ever asks
+//! [`crate::state::Snapshot::pool`] for a model's pool.
+
+pub mod pool;
+
+pub use pool::{BackendState, InFlightGuard, Pool};

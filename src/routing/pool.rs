@@ -1,0 +1,223 @@
+//! One model's pool: its backends, policy, timeouts, retries, and per-backend live state.
+//!
+//! Built by the control plane and never mutated afterwards, except through the atomics in
+//! [`BackendState`] (health, in-flight count) and the backend-reported model card, which the
+//! health prober publishes lock-free. Selection runs on the request path: no locks, no I/O.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwapOption;
+use pingora_core::upstreams::peer::HttpPeer;
+use pingora_load_balancing::selection::{Random, RoundRobin};
+use pingora_load_balancing::{Backend, LoadBalancer};
+
+use crate::config::{BackendConfig, HealthCheck, ModelConfig, Policy, Retries, Timeouts};
+
+/// How long an idle upstream keep-alive connection stays pooled. vLLM (uvicorn) closes idle
+/// connections after 5 s by default; staying below that avoids reusing a closing socket.
+pub const UPSTREAM_IDLE_POOL: Duration = Duration::from_secs(4);
+
+/// Live state of one backend within one pool. Health is per (model, backend): the same URL in
+/// two pools has two independent states, because it may serve one model and not the other.
+#[derive(Debug)]
+pub struct BackendState {
+    pub config: BackendConfig,
+    /// Pre-built peer (address + connect timeout); the request path only clones it.
+    pub peer: HttpPeer,
+    healthy: AtomicBool,
+    checked: AtomicBool,
+    in_flight: AtomicU64,
+    /// The backend's own `/v1/models` entry for this pool's model, from the last good probe.
+    card: ArcSwapOption<serde_json::Value>,
+}
+
+impl BackendState {
+    fn new(config: BackendConfig, timeouts: &Timeouts) -> Self {
+        let mut peer = HttpPeer::new(config.addr, false, String::new());
+        peer.options.connection_timeout = Some(timeouts.connect);
+        peer.options.total_connection_timeout = Some(timeouts.connect);
+        peer.options.idle_timeout = Some(UPSTREAM_IDLE_POOL);
+        BackendState {
+            config,
+            peer,
+            // Backends start unhealthy: no traffic before the first passing probe.
+            healthy: AtomicBool::new(false),
+            checked: AtomicBool::new(false),
+            in_flight: AtomicU64::new(0),
+            card: ArcSwapOption::empty(),
+        }
+    }
+
+    /// Whether the last probes passed (per the thresholds).
+    pub fn is_healthy(&self) -> bool {
+        self.healthy.load(Ordering::Acquire)
+    }
+
+    /// Whether at least one probe has completed.
+    pub fn is_checked(&self) -> bool {
+        self.checked.load(Ordering::Acquire)
+    }
+
+    /// Publish a health decision (control plane).
+    pub fn set_health(&self, healthy: bool) {
+        self.healthy.store(healthy, Ordering::Release);
+        self.checked.store(true, Ordering::Release);
+    }
+
+    /// Publish the backend-reported model card (control plane).
+    pub fn set_card(&self, card: Option<serde_json::Value>) {
+        self.card.store(card.map(Arc::new));
+    }
+
+    /// The backend-reported model card, if a probe has seen one.
+    pub fn card(&self) -> Option<Arc<serde_json::Value>> {
+        self.card.load_full()
+    }
+
+    /// Requests currently proxied to this backend through this gateway.
+    pub fn in_flight(&self) -> u64 {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Count a request as in flight until the guard drops (including on error and cancel).
+    pub fn track(self: &Arc<Self>) -> InFlightGuard {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlightGuard(Arc::clone(self))
+    }
+}
+
+/// Decrements the in-flight count of a backend on drop.
+#[derive(Debug)]
+pub struct InFlightGuard(Arc<BackendState>);
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The selection algorithm, one pingora-load-balancing `LoadBalancer` per pool.
+enum Selector {
+    RoundRobin(LoadBalancer<RoundRobin>),
+    Random(LoadBalancer<Random>),
+}
+
+/// One model's pool.
+pub struct Pool {
+    pub name: String,
+    pub policy: Policy,
+    pub timeouts: Timeouts,
+    pub retries: Retries,
+    pub health: HealthCheck,
+    pub backends: Vec<Arc<BackendState>>,
+    selector: Selector,
+    by_addr: HashMap<SocketAddr, usize>,
+}
+
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pool")
+            .field("name", &self.name)
+            .field("policy", &self.policy)
+            .field("backends", &self.backends.len())
+            .finish()
+    }
+}
+
+impl Pool {
+    /// Build a pool from its validated config.
+    pub fn build(config: &ModelConfig) -> Pool {
+        let backends: Vec<Arc<BackendState>> = config
+            .backends
+            .iter()
+            .map(|b| Arc::new(BackendState::new(b.clone(), &config.timeouts)))
+            .collect();
+        let by_addr = backends
+            .iter()
+            .enumerate()
+            .map(|(i, b)| (b.config.addr, i))
+            .collect();
+        let set = config
+            .backends
+            .iter()
+            .map(|b| Backend {
+                addr: pingora_core::protocols::l4::socket::SocketAddr::Inet(b.addr),
+                weight: b.weight as usize,
+                ext: Default::default(),
+            })
+            .collect();
+        let selector = match config.policy {
+            Policy::RoundRobin => Selector::RoundRobin(static_lb(set)),
+            Policy::Random => Selector::Random(static_lb(set)),
+        };
+        Pool {
+            name: config.name.clone(),
+            policy: config.policy,
+            timeouts: config.timeouts,
+            retries: config.retries,
+            health: config.health.clone(),
+            backends,
+            selector,
+            by_addr,
+        }
+    }
+
+    /// Pick a healthy backend per the policy, skipping `exclude` (backends that already failed
+    /// this request) while another healthy one exists. Returns an index into `backends`.
+    pub fn select(&self, exclude: &[usize]) -> Option<usize> {
+        self.pick(|i, b| b.is_healthy() && !exclude.contains(&i))
+            .or_else(|| self.pick(|_, b| b.is_healthy()))
+    }
+
+    /// Whether any backend is healthy right now.
+    pub fn has_healthy(&self) -> bool {
+        self.backends.iter().any(|b| b.is_healthy())
+    }
+
+    /// Whether every backend has had at least one probe.
+    pub fn is_checked(&self) -> bool {
+        self.backends.iter().all(|b| b.is_checked())
+    }
+
+    fn pick(&self, accept: impl Fn(usize, &BackendState) -> bool) -> Option<usize> {
+        let mut chosen = None;
+        let filter = |b: &Backend, _lb_health: bool| {
+            // The crate's own health is unused: ours is per (model, backend) and gated.
+            let Some(addr) = b.addr.as_inet() else {
+                return false;
+            };
+            match self.by_addr.get(addr) {
+                Some(&i) if accept(i, &self.backends[i]) => true,
+                _ => false,
+            }
+        };
+        let n = self.backends.len() * 4 + 8;
+        let picked = match &self.selector {
+            Selector::RoundRobin(lb) => lb.select_with(b"", n, filter),
+            Selector::Random(lb) => lb.select_with(b"", n, filter),
+        };
+        if let Some(b) = picked {
+            if let Some(addr) = b.addr.as_inet() {
+                chosen = self.by_addr.get(addr).copied();
+            }
+        }
+        chosen
+    }
+}
+
+fn static_lb<S>(set: std::collections::BTreeSet<Backend>) -> LoadBalancer<S>
+where
+    S: pingora_load_balancing::selection::BackendSelection + 'static,
+    S::Iter: pingora_load_balancing::selection::BackendIter,
+{
+    let discovery = pingora_load_balancing::discovery::Static::new(set);
+    let lb = LoadBalancer::from_backends(pingora_load_balancing::Backends::new(discovery));
+    // Static discovery completes immediately and cannot fail; if it ever did, the selector
+    // would be empty and every request would get a clean 503 instead of a crash.
+    let _ = futures_util::FutureExt::now_or_never(lb.update());
+    lb
+}

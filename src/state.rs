@@ -1,0 +1,73 @@
+//! The immutable [`Snapshot`] the request path reads, and the [`SharedState`] holding it.
+//!
+//! The control plane builds a whole new snapshot off the request path and publishes it with one
+//! `store`; a request loads it once and keeps the `Arc`, so it sees one version from start to
+//! end even across a reload. Nothing here locks.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+
+use crate::config::Config;
+use crate::routing::Pool;
+
+/// Everything a request needs, frozen.
+#[derive(Debug)]
+pub struct Snapshot {
+    /// +1 per applied config.
+    pub generation: u64,
+    /// Hex sha256 of the config file this snapshot was built from.
+    pub config_sha256: String,
+    /// Pools in config-file order.
+    pub pools: Vec<Arc<Pool>>,
+    by_name: HashMap<String, usize>,
+    /// Largest accepted request body.
+    pub max_body_bytes: u64,
+    /// "a, b, c": the configured model names, for 404 messages.
+    pub model_list: String,
+}
+
+impl Snapshot {
+    /// Build a snapshot from a validated config. Backends start unhealthy until probed.
+    pub fn build(config: &Config, generation: u64) -> Snapshot {
+        let pools: Vec<Arc<Pool>> = config.models.iter().map(|m| Arc::new(Pool::build(m))).collect();
+        let by_name = pools
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (p.name.clone(), i))
+            .collect();
+        let model_list = pools
+            .iter()
+            .map(|p| p.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ");
+        Snapshot {
+            generation,
+            config_sha256: config.sha256.clone(),
+            pools,
+            by_name,
+            max_body_bytes: config.max_body_bytes,
+            model_list,
+        }
+    }
+
+    /// The pool serving `model`, if configured.
+    pub fn pool(&self, model: &str) -> Option<&Arc<Pool>> {
+        self.by_name.get(model).and_then(|&i| self.pools.get(i))
+    }
+
+    /// Ready = every pool has completed its first probe round and at least one pool has a
+    /// healthy backend.
+    pub fn is_ready(&self) -> bool {
+        self.pools.iter().all(|p| p.is_checked()) && self.pools.iter().any(|p| p.has_healthy())
+    }
+}
+
+/// The live snapshot, shared by the proxy, the admin API and the control plane.
+pub type SharedState = Arc<ArcSwap<Snapshot>>;
+
+/// Wrap a first snapshot.
+pub fn shared(snapshot: Snapshot) -> SharedState {
+    Arc::new(ArcSwap::from_pointee(snapshot))
+}
