@@ -143,6 +143,7 @@ async fn run(args: Args) -> std::io::Result<()> {
         fail: args.fail_mode(),
     };
     let (name, models) = (config.name.clone(), config.models.join(","));
+    let shutdown = shutdown_signal()?;
     let server = MockServer::start_on(config, addr)
         .await
         .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
@@ -151,24 +152,31 @@ async fn run(args: Args) -> std::io::Result<()> {
         "modelgate-mock {name} serving {models} on {}",
         server.addr()
     );
-    wait_for_signal().await?;
+    shutdown.await;
     server.stop().await;
     Ok(())
 }
 
-/// Resolves on SIGINT or SIGTERM.
-async fn wait_for_signal() -> std::io::Result<()> {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut term = signal(SignalKind::terminate())?;
+/// Registers the SIGINT/SIGTERM handlers now (so a signal sent right after the readiness line
+/// is not lost) and returns a future that resolves on the first of them.
+#[cfg(unix)]
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    Ok(async move {
         tokio::select! {
-            result = tokio::signal::ctrl_c() => result,
-            _ = term.recv() => Ok(()),
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
         }
-    }
-    #[cfg(not(unix))]
-    {
-        tokio::signal::ctrl_c().await
-    }
+    })
+}
+
+/// Resolves on Ctrl-C.
+#[cfg(not(unix))]
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
+    Ok(async {
+        // Without a handler Ctrl-C kills the process, which is also a fine way to stop.
+        let _ = tokio::signal::ctrl_c().await;
+    })
 }

@@ -1,6 +1,6 @@
 //! Shared integration-test support: ports, the real gateway binary with a temp config, mock
 //! backends, HTTP helpers and `eventually`.
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 use std::future::Future;
 use std::net::{SocketAddr, TcpListener};
