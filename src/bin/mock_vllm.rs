@@ -79,11 +79,13 @@ fn parse_fail(value: &str) -> Result<Fail, String> {
             Err(format!("{status} is not an HTTP status (100-599)"))
         };
     }
-    FailName::from_str(value, true).map(Fail::Named).map_err(|_| {
-        "expected none, an HTTP status such as 500, 503 or 429, hang, close-mid-stream or \
+    FailName::from_str(value, true)
+        .map(Fail::Named)
+        .map_err(|_| {
+            "expected none, an HTTP status such as 500, 503 or 429, hang, close-mid-stream or \
          hang-mid-stream"
-            .to_owned()
-    })
+                .to_owned()
+        })
 }
 
 impl Args {

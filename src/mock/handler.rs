@@ -69,7 +69,10 @@ fn get(shared: &Shared, config: &MockConfig, path: &str) -> Response<MockBody> {
             shared.stats.count_health();
             respond(StatusCode::OK, None, Bytes::new())
         }
-        "/version" => json(StatusCode::OK, Bytes::from_static(b"{\"version\":\"0.0.0+mock\"}")),
+        "/version" => json(
+            StatusCode::OK,
+            Bytes::from_static(b"{\"version\":\"0.0.0+mock\"}"),
+        ),
         "/v1/models" => {
             shared.stats.count_models();
             json(StatusCode::OK, responses::models_json(config))
@@ -116,9 +119,7 @@ async fn post(shared: &Shared, config: &MockConfig, req: Request<Incoming>) -> R
         })
         .collect();
     let sha_header = HeaderValue::from_str(&sha256);
-    shared
-        .stats
-        .record_post(&path, sha256, body.len(), headers);
+    shared.stats.record_post(&path, sha256, body.len(), headers);
     let body_len = body.len();
 
     let mut response = answer(config, &path, &parts.headers, body, guard).await;
@@ -282,7 +283,11 @@ fn generation(
     }
     let cap = max_tokens.map_or(usize::MAX, |m| usize::try_from(m).unwrap_or(usize::MAX));
     let completion_tokens = config.tokens.min(cap);
-    let finish_reason = if cap <= config.tokens { "length" } else { "stop" };
+    let finish_reason = if cap <= config.tokens {
+        "length"
+    } else {
+        "stop"
+    };
     let prefix = match endpoint {
         Endpoint::Chat => "chatcmpl",
         Endpoint::Completion => "cmpl",
@@ -335,10 +340,7 @@ fn embeddings(
         Some(serde_json::Value::Array(items)) => items.len(),
         _ => return Err(validation_error("input", "Field required")),
     };
-    let id = format!(
-        "embd-{}",
-        request_id.unwrap_or_else(responses::random_hex)
-    );
+    let id = format!("embd-{}", request_id.unwrap_or_else(responses::random_hex));
     let bytes = responses::embeddings_json(
         &id,
         model,
@@ -449,7 +451,11 @@ fn json(status: StatusCode, body: Bytes) -> Response<MockBody> {
     respond(status, Some(APPLICATION_JSON), body)
 }
 
-fn respond(status: StatusCode, content_type: Option<HeaderValue>, body: Bytes) -> Response<MockBody> {
+fn respond(
+    status: StatusCode,
+    content_type: Option<HeaderValue>,
+    body: Bytes,
+) -> Response<MockBody> {
     let mut response = Response::new(stream::full(body));
     *response.status_mut() = status;
     if let Some(content_type) = content_type {

@@ -120,7 +120,9 @@ impl MockStats {
     fn last(&self) -> MutexGuard<'_, LastPost> {
         // A panic while holding this lock can only come from a failing test; the data is still
         // a consistent snapshot of plain values, so keep serving it.
-        self.last.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.last
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     pub(crate) fn count_models(&self) {

@@ -105,7 +105,9 @@ async fn non_stream_chat_has_openai_shape() {
     assert_eq!(choice["finish_reason"], "length");
     assert_eq!(choice["logprobs"], Value::Null);
     assert_eq!(body["usage"]["completion_tokens"], 3);
-    let prompt = body["usage"]["prompt_tokens"].as_u64().expect("prompt_tokens");
+    let prompt = body["usage"]["prompt_tokens"]
+        .as_u64()
+        .expect("prompt_tokens");
     assert_eq!(body["usage"]["total_tokens"], prompt + 3);
 
     // Without max_tokens the model stops by itself after `tokens`.
@@ -278,12 +280,7 @@ async fn stop_frees_port_for_restart_on_same_addr() {
 
     server.stop().await;
     // The open stream was killed with the server.
-    loop {
-        match body.next().await {
-            Some(Ok(_)) => continue,
-            Some(Err(_)) | None => break,
-        }
-    }
+    while let Some(Ok(_)) = body.next().await {}
     assert_eq!(stats.aborted(), 1);
     assert_eq!(stats.in_flight(), 0);
 
@@ -324,7 +321,11 @@ async fn close_mid_stream_cuts_body_before_done() {
     assert!(failed, "the connection must end with an error");
     assert!(!text.contains("[DONE]"), "{text}");
     assert_eq!(sse_events(&text).len(), 3, "{text}");
-    assert_eq!(server.stats().aborted(), 0, "an injected close is not an abort");
+    assert_eq!(
+        server.stats().aborted(),
+        0,
+        "an injected close is not an abort"
+    );
 
     // Non-stream: a truncated body under a full content-length.
     let request = serde_json::json!({"messages": []});
