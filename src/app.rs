@@ -49,7 +49,10 @@ pub fn run(cli: &Cli, config: Config) -> ! {
     );
     proxy.add_tcp(&config.listen.to_string());
 
-    let mut admin = Service::new("modelgate admin".to_string(), AdminApp::new(Arc::clone(&shared)));
+    let mut admin = Service::new(
+        "modelgate admin".to_string(),
+        AdminApp::new(Arc::clone(&shared)),
+    );
     admin.add_tcp(&config.admin_listen.to_string());
 
     let health = background_service("modelgate health", HealthService::new(Arc::clone(&shared)));
@@ -76,7 +79,11 @@ fn log_summary(config: &Config) {
 /// The `--test` summary: one screen with every model, policy, timeout and backend.
 pub fn summary(path: &str, config: &Config) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "modelgate: {path} is valid (sha256 {})", &config.sha256[..12.min(config.sha256.len())]);
+    let _ = writeln!(
+        out,
+        "modelgate: {path} is valid (sha256 {})",
+        &config.sha256[..12.min(config.sha256.len())]
+    );
     let _ = writeln!(
         out,
         "listen {}  admin {}  max_body_bytes {}",
@@ -110,7 +117,11 @@ pub fn summary(path: &str, config: &Config) -> String {
             m.health.interval.as_millis(),
         );
         for b in &m.backends {
-            let _ = writeln!(out, "  backend {} {} ({}) weight {}", b.name, b.url, b.addr, b.weight);
+            let _ = writeln!(
+                out,
+                "  backend {} {} ({}) weight {}",
+                b.name, b.url, b.addr, b.weight
+            );
         }
     }
     out
@@ -119,7 +130,10 @@ pub fn summary(path: &str, config: &Config) -> String {
 /// `--test --check-backends`: probe every backend once. Returns the report and whether every
 /// model has at least one good backend.
 pub fn check_backends(config: &Config) -> (String, bool) {
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => return (format!("cannot start runtime: {e}\n"), false),
     };
@@ -131,7 +145,14 @@ pub fn check_backends(config: &Config) -> (String, bool) {
         for pool in &snapshot.pools {
             let mut good = 0;
             for b in &pool.backends {
-                let r = health::probe(&connector, b, &pool.health.path, &pool.name, pool.health.timeout).await;
+                let r = health::probe(
+                    &connector,
+                    b,
+                    &pool.health.path,
+                    &pool.name,
+                    pool.health.timeout,
+                )
+                .await;
                 let verdict = match &r {
                     Ok(_) => {
                         good += 1;
@@ -142,7 +163,11 @@ pub fn check_backends(config: &Config) -> (String, bool) {
                     }
                     Err(e) => format!("BAD: {e}"),
                 };
-                let _ = writeln!(out, "model {} backend {} {}: {verdict}", pool.name, b.config.name, b.config.url);
+                let _ = writeln!(
+                    out,
+                    "model {} backend {} {}: {verdict}",
+                    pool.name, b.config.name, b.config.url
+                );
             }
             if good == 0 {
                 all_ok = false;

@@ -250,7 +250,10 @@ mod tests {
         assert_eq!(e.status(), 404);
         assert_eq!(v["error"]["code"], "model_not_found");
         let msg = v["error"]["message"].as_str().unwrap();
-        assert!(msg.contains("gpt-5") && msg.contains("mistral-7b, llama"), "{msg}");
+        assert!(
+            msg.contains("gpt-5") && msg.contains("mistral-7b, llama"),
+            "{msg}"
+        );
     }
 
     #[test]

@@ -37,7 +37,10 @@ pub enum ProbeError {
     #[error("answered invalid JSON: {0}")]
     Json(String),
     #[error("serves {served:?}, not {expected:?}")]
-    WrongModel { expected: String, served: Vec<String> },
+    WrongModel {
+        expected: String,
+        served: Vec<String>,
+    },
 }
 
 /// Result of one probe: the backend's own model card on success.
@@ -207,9 +210,8 @@ fn apply(pool: &Pool, backend: &BackendState, streak: &mut Streak, result: Probe
             streak.failures = 0;
             backend.set_card(card);
             // First probe ever: open the gate at once. Later: wait for the threshold.
-            let healthy = was_healthy
-                || !was_checked
-                || streak.passes >= pool.health.healthy_threshold;
+            let healthy =
+                was_healthy || !was_checked || streak.passes >= pool.health.healthy_threshold;
             backend.set_health(healthy);
             if healthy && !was_healthy {
                 info!(model = %pool.name, backend = %backend.config.name, url = %backend.config.url, "backend healthy");
@@ -238,7 +240,12 @@ fn warn_if_mixed(pool: &Pool) -> bool {
     for field in ["root", "max_model_len"] {
         let mut values: Vec<(String, &str)> = cards
             .iter()
-            .map(|(name, c)| (c.get(field).map(|v| v.to_string()).unwrap_or_default(), *name))
+            .map(|(name, c)| {
+                (
+                    c.get(field).map(|v| v.to_string()).unwrap_or_default(),
+                    *name,
+                )
+            })
             .collect();
         values.sort();
         values.dedup_by(|a, b| a.0 == b.0);
@@ -261,7 +268,8 @@ mod tests {
 
     #[test]
     fn card_is_found_by_id() {
-        let body = br#"{"object":"list","data":[{"id":"a","max_model_len":8},{"id":"m","root":"r"}]}"#;
+        let body =
+            br#"{"object":"list","data":[{"id":"a","max_model_len":8},{"id":"m","root":"r"}]}"#;
         let card = model_card(body, "m").unwrap().unwrap();
         assert_eq!(card["root"], "r");
     }

@@ -31,7 +31,11 @@ pub struct Snapshot {
 impl Snapshot {
     /// Build a snapshot from a validated config. Backends start unhealthy until probed.
     pub fn build(config: &Config, generation: u64) -> Snapshot {
-        let pools: Vec<Arc<Pool>> = config.models.iter().map(|m| Arc::new(Pool::build(m))).collect();
+        let pools: Vec<Arc<Pool>> = config
+            .models
+            .iter()
+            .map(|m| Arc::new(Pool::build(m)))
+            .collect();
         let by_name = pools
             .iter()
             .enumerate()

@@ -43,20 +43,32 @@ async fn bodies_reach_the_backend_byte_exact_at_every_size_and_position() {
             for chunked in [false, true] {
                 let body = body_of(size, model_first);
                 let want = sha256_hex(&body);
-                let req = c.post(gw.url("/v1/chat/completions")).header("content-type", "application/json");
+                let req = c
+                    .post(gw.url("/v1/chat/completions"))
+                    .header("content-type", "application/json");
                 let req = if chunked {
                     // 7 KiB pieces so chunk boundaries fall inside keys and values.
                     let pieces: Vec<Result<Vec<u8>, std::io::Error>> =
                         body.chunks(7 * 1024).map(|c| Ok(c.to_vec())).collect();
-                    req.body(reqwest::Body::wrap_stream(futures_util::stream::iter(pieces)))
+                    req.body(reqwest::Body::wrap_stream(futures_util::stream::iter(
+                        pieces,
+                    )))
                 } else {
                     req.body(body.clone())
                 };
                 let r = req.send().await.unwrap();
                 let what = format!("size {size} model_first {model_first} chunked {chunked}");
                 assert_eq!(r.status(), 200, "{what}");
-                assert_eq!(r.headers()["x-mock-body-sha256"].to_str().unwrap(), want, "{what}");
-                assert_eq!(r.headers()["x-mock-body-len"].to_str().unwrap(), size.to_string(), "{what}");
+                assert_eq!(
+                    r.headers()["x-mock-body-sha256"].to_str().unwrap(),
+                    want,
+                    "{what}"
+                );
+                assert_eq!(
+                    r.headers()["x-mock-body-len"].to_str().unwrap(),
+                    size.to_string(),
+                    "{what}"
+                );
                 let _ = r.bytes().await.unwrap();
             }
         }
@@ -100,7 +112,10 @@ async fn expect_100_continue_is_answered_and_not_forwarded() {
     s.write_all(head.as_bytes()).await.unwrap();
     // The gateway must say 100 Continue before we send anything (curl would wait 1 s otherwise).
     let mut buf = vec![0u8; 1024];
-    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await.unwrap().unwrap();
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
     let interim = String::from_utf8_lossy(&buf[..n]).to_string();
     assert!(interim.starts_with("HTTP/1.1 100"), "{interim}");
     s.write_all(&body).await.unwrap();
@@ -121,7 +136,10 @@ async fn expect_100_continue_is_answered_and_not_forwarded() {
     let resp = String::from_utf8_lossy(&out).to_string();
     assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
     assert_eq!(a.stats().last_body_sha256().unwrap(), sha256_hex(&body));
-    assert!(a.stats().last_header("expect").is_none(), "Expect must not be forwarded");
+    assert!(
+        a.stats().last_header("expect").is_none(),
+        "Expect must not be forwarded"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -140,12 +158,22 @@ async fn bad_bodies_get_400_with_openai_error_and_never_reach_a_backend() {
         ("not json at all", "invalid_json"),
     ];
     for (body, code) in cases {
-        let r = c.post(gw.url("/v1/chat/completions")).body(body.to_string()).send().await.unwrap();
+        let r = c
+            .post(gw.url("/v1/chat/completions"))
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap();
         let v = expect_error(r, 400, Some(code)).await;
         assert_eq!(v["error"]["type"], "invalid_request_error", "{body}");
     }
     // Invalid UTF-8 bytes inside the model string.
-    let r = c.post(gw.url("/v1/chat/completions")).body(b"{\"model\": \"m\xff\"}".to_vec()).send().await.unwrap();
+    let r = c
+        .post(gw.url("/v1/chat/completions"))
+        .body(b"{\"model\": \"m\xff\"}".to_vec())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 400);
     assert_eq!(a.stats().requests(), 0);
     // A duplicate model far beyond the pre-read is still caught before the backend answers:
@@ -153,7 +181,12 @@ async fn bad_bodies_get_400_with_openai_error_and_never_reach_a_backend() {
     let mut big = body_of(200 * 1024, true);
     big.truncate(big.len() - 1);
     big.extend_from_slice(br#","model":"m"}"#);
-    let r = c.post(gw.url("/v1/chat/completions")).body(big).send().await.unwrap();
+    let r = c
+        .post(gw.url("/v1/chat/completions"))
+        .body(big)
+        .send()
+        .await
+        .unwrap();
     expect_error(r, 400, Some("invalid_model")).await;
     assert!(a.stats().last_body_sha256().is_none());
 }
@@ -175,18 +208,30 @@ async fn unknown_model_is_404_naming_it_and_listing_available() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_body_is_413_by_header_and_by_stream() {
     let a = mock("a0", "m").await;
-    let gw = Gateway::start_ready(&model_block("m", &[backend("a0", &a)], ""), "max_body_bytes: 4096").await;
+    let gw = Gateway::start_ready(
+        &model_block("m", &[backend("a0", &a)], ""),
+        "max_body_bytes: 4096",
+    )
+    .await;
     let c = client();
     let mut body = br#"{"messages":""#.to_vec();
     body.extend(std::iter::repeat_n(b'x', 5000));
     body.extend_from_slice(br#"","model":"m"}"#);
-    let r = c.post(gw.url("/v1/chat/completions")).body(body.clone()).send().await.unwrap();
-    expect_error(r, 413, Some("request_too_large")).await;
-    // Chunked: no Content-Length to check up front; the limit applies while reading.
-    let pieces: Vec<Result<Vec<u8>, std::io::Error>> = body.chunks(1000).map(|c| Ok(c.to_vec())).collect();
     let r = c
         .post(gw.url("/v1/chat/completions"))
-        .body(reqwest::Body::wrap_stream(futures_util::stream::iter(pieces)))
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    expect_error(r, 413, Some("request_too_large")).await;
+    // Chunked: no Content-Length to check up front; the limit applies while reading.
+    let pieces: Vec<Result<Vec<u8>, std::io::Error>> =
+        body.chunks(1000).map(|c| Ok(c.to_vec())).collect();
+    let r = c
+        .post(gw.url("/v1/chat/completions"))
+        .body(reqwest::Body::wrap_stream(futures_util::stream::iter(
+            pieces,
+        )))
         .send()
         .await
         .unwrap();
@@ -211,7 +256,11 @@ async fn smuggling_shapes_and_bad_methods_are_rejected() {
     )
     .await;
     assert!(dup.starts_with("HTTP/1.1 400"), "{dup}");
-    let r = client().get(gw.url("/v1/chat/completions")).send().await.unwrap();
+    let r = client()
+        .get(gw.url("/v1/chat/completions"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.headers()["allow"], "POST");
     expect_error(r, 405, Some("method_not_allowed")).await;
     let r = client().get(gw.url("/nowhere")).send().await.unwrap();

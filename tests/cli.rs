@@ -7,7 +7,10 @@ use std::process::Command;
 use support::*;
 
 fn modelgate(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_modelgate")).args(args).output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_modelgate"))
+        .args(args)
+        .output()
+        .unwrap();
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -21,15 +24,22 @@ fn test_flag_validates_the_shipped_config_and_prints_a_summary() {
     let (code, out, _) = modelgate(&["-t", "-c", conf]);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("is valid"), "{out}");
-    assert!(out.contains("model mistral-7b: policy round_robin"), "{out}");
-    assert!(out.contains("backend mistral-7b-gpu0 http://localhost:8001"), "{out}");
+    assert!(
+        out.contains("model mistral-7b: policy round_robin"),
+        "{out}"
+    );
+    assert!(
+        out.contains("backend mistral-7b-gpu0 http://localhost:8001"),
+        "{out}"
+    );
 }
 
 #[test]
 fn test_flag_rejects_a_bad_config_with_its_path_and_exit_1() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("bad.yaml");
-    let seed = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/conf/router.yaml")).unwrap();
+    let seed =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/conf/router.yaml")).unwrap();
     std::fs::write(&p, seed.replace("\"round_robin\"", "\"rr\"")).unwrap();
     let (code, _, err) = modelgate(&["--test", "--config", p.to_str().unwrap()]);
     assert_eq!(code, 1);
@@ -63,18 +73,23 @@ async fn check_backends_reports_good_wrong_and_dead_backends() {
     );
     std::fs::write(&p, &yaml).unwrap();
     let path = p.to_str().unwrap().to_string();
-    let (code, out, _) = tokio::task::spawn_blocking(move || modelgate(&["-t", "--check-backends", "-c", &path]))
-        .await
-        .unwrap();
+    let (code, out, _) =
+        tokio::task::spawn_blocking(move || modelgate(&["-t", "--check-backends", "-c", &path]))
+            .await
+            .unwrap();
     assert_eq!(code, 1, "model n has no good backend:\n{out}");
-    assert!(out.contains("backend good") && out.contains("ok: reachable, serves m"), "{out}");
+    assert!(
+        out.contains("backend good") && out.contains("ok: reachable, serves m"),
+        "{out}"
+    );
     assert!(out.contains("serves [\"llama\"], not m"), "{out}");
     assert!(out.contains("model n: NO good backend"), "{out}");
 
     std::fs::write(&p, yaml.split("  n:").next().unwrap()).unwrap();
     let path = p.to_str().unwrap().to_string();
-    let (code, out, _) = tokio::task::spawn_blocking(move || modelgate(&["-t", "--check-backends", "-c", &path]))
-        .await
-        .unwrap();
+    let (code, out, _) =
+        tokio::task::spawn_blocking(move || modelgate(&["-t", "--check-backends", "-c", &path]))
+            .await
+            .unwrap();
     assert_eq!(code, 0, "{out}");
 }

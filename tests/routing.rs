@@ -28,7 +28,10 @@ async fn round_robin_splits_100_requests_50_50_with_receipt() {
             .unwrap();
         assert_eq!(r.status(), 200);
         assert_eq!(r.headers()["x-modelgate-attempts"], "1");
-        let name = r.headers()["x-modelgate-backend"].to_str().unwrap().to_string();
+        let name = r.headers()["x-modelgate-backend"]
+            .to_str()
+            .unwrap()
+            .to_string();
         assert_eq!(r.headers()["x-mock-backend"].to_str().unwrap(), name);
         let v: serde_json::Value = r.json().await.unwrap();
         assert_eq!(v["object"], "chat.completion");
@@ -46,12 +49,22 @@ async fn models_are_routed_to_their_own_pools_and_any_v1_endpoint_passes_through
     let b = mock("b0", "beta").await;
     let models = format!(
         "{}{}",
-        model_block("alpha", &[backend("a0", &a)], "    load_balancer: {policy: random}\n"),
+        model_block(
+            "alpha",
+            &[backend("a0", &a)],
+            "    load_balancer: {policy: random}\n"
+        ),
         model_block("beta", &[backend("b0", &b)], "")
     );
     let gw = Gateway::start_ready(&models, "").await;
     let c = client();
-    for path in ["/v1/completions", "/v1/embeddings", "/v1/score", "/v1/rerank", "/tokenize"] {
+    for path in [
+        "/v1/completions",
+        "/v1/embeddings",
+        "/v1/score",
+        "/v1/rerank",
+        "/tokenize",
+    ] {
         let r = c
             .post(gw.url(path))
             .body(r#"{"input":"x","prompt":"x","model":"beta"}"#)
@@ -62,7 +75,12 @@ async fn models_are_routed_to_their_own_pools_and_any_v1_endpoint_passes_through
         assert_eq!(r.headers()["x-modelgate-backend"], "b0");
         assert_eq!(b.stats().last_path().as_deref(), Some(path));
     }
-    let r = c.post(gw.url("/v1/chat/completions")).body(chat_body("alpha", false)).send().await.unwrap();
+    let r = c
+        .post(gw.url("/v1/chat/completions"))
+        .body(chat_body("alpha", false))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.headers()["x-modelgate-backend"], "a0");
     assert_eq!(a.stats().requests(), 1);
     assert_eq!(b.stats().requests(), 5);
@@ -83,14 +101,22 @@ async fn wrong_model_backend_is_unhealthy_and_never_gets_traffic() {
     .await;
     let c = client();
     for _ in 0..20 {
-        let r = c.post(gw.url("/v1/chat/completions")).body(chat_body("m", false)).send().await.unwrap();
+        let r = c
+            .post(gw.url("/v1/chat/completions"))
+            .body(chat_body("m", false))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 200);
         assert_eq!(r.headers()["x-modelgate-backend"], "good");
     }
     assert_eq!(wrong.stats().requests(), 0);
     assert!(!gw.backend_healthy("m", "wrong").await);
     let log = gw.log();
-    assert!(log.contains("other-model"), "log names the served model:\n{log}");
+    assert!(
+        log.contains("other-model"),
+        "log names the served model:\n{log}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -111,9 +137,17 @@ async fn killed_backend_costs_no_failed_request_and_returns() {
     let send = |c: reqwest::Client| {
         let url = gw.url("/v1/chat/completions");
         async move {
-            let r = c.post(url).body(chat_body("m", false)).send().await.unwrap();
+            let r = c
+                .post(url)
+                .body(chat_body("m", false))
+                .send()
+                .await
+                .unwrap();
             assert_eq!(r.status(), 200, "no request may fail");
-            r.headers()["x-modelgate-backend"].to_str().unwrap().to_string()
+            r.headers()["x-modelgate-backend"]
+                .to_str()
+                .unwrap()
+                .to_string()
         }
     };
     for _ in 0..10 {
@@ -132,7 +166,11 @@ async fn killed_backend_costs_no_failed_request_and_returns() {
         assert_eq!(send(c.clone()).await, "gpu0");
     }
     let b2 = MockServer::start_on(
-        MockConfig { name: "gpu1".into(), models: vec!["m".into()], ..MockConfig::default() },
+        MockConfig {
+            name: "gpu1".into(),
+            models: vec!["m".into()],
+            ..MockConfig::default()
+        },
         b_addr,
     )
     .await
@@ -159,10 +197,18 @@ async fn pool_without_healthy_backend_answers_503_with_retry_after_at_once() {
     );
     let gw = Gateway::start(&models, "").await;
     // Not ready: no model has a healthy backend.
-    eventually(Duration::from_secs(10), "probes ran", || async { wrong.stats().models_requests() > 1 }).await;
+    eventually(Duration::from_secs(10), "probes ran", || async {
+        wrong.stats().models_requests() > 1
+    })
+    .await;
     let r = client().get(gw.admin_url("/ready")).send().await.unwrap();
     assert_eq!(r.status(), 503);
-    let r = client().post(gw.url("/v1/chat/completions")).body(chat_body("down", false)).send().await.unwrap();
+    let r = client()
+        .post(gw.url("/v1/chat/completions"))
+        .body(chat_body("down", false))
+        .send()
+        .await
+        .unwrap();
     assert!(r.headers().contains_key("retry-after"));
     expect_error(r, 503, Some("no_healthy_backend")).await;
 }
@@ -176,15 +222,30 @@ async fn models_endpoint_lists_healthy_models_with_backend_fields() {
         model_block("alpha", &[backend("a0", &a)], "")
     );
     let gw = Gateway::start_ready(&models, "").await;
-    let v: serde_json::Value = client().get(gw.url("/v1/models")).send().await.unwrap().json().await.unwrap();
+    let v: serde_json::Value = client()
+        .get(gw.url("/v1/models"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(v["object"], "list");
     let data = v["data"].as_array().unwrap();
     assert_eq!(data.len(), 1, "{v}");
     assert_eq!(data[0]["id"], "alpha");
     assert_eq!(data[0]["max_model_len"], 32768);
-    let r = client().get(gw.url("/v1/models/alpha")).send().await.unwrap();
+    let r = client()
+        .get(gw.url("/v1/models/alpha"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
-    let r = client().get(gw.url("/v1/models/beta")).send().await.unwrap();
+    let r = client()
+        .get(gw.url("/v1/models/beta"))
+        .send()
+        .await
+        .unwrap();
     expect_error(r, 404, Some("model_not_found")).await;
 }
 
@@ -196,14 +257,17 @@ async fn admin_paths_are_not_served_on_the_public_port() {
     for path in ["/health", "/ready", "/status"] {
         let r = c.get(gw.url(path)).send().await.unwrap();
         expect_error(r, 404, Some("not_found")).await;
-        assert_eq!(c.get(gw.admin_url(path)).send().await.unwrap().status(), 200);
+        assert_eq!(
+            c.get(gw.admin_url(path)).send().await.unwrap().status(),
+            200
+        );
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_check_path_and_thresholds_are_honoured() {
     let a = mock("a0", "m").await;
-    let gw = Gateway::start_ready(
+    let _gw = Gateway::start_ready(
         &format!(
             "  m:\n    backends:\n{}    health_check: {{path: /health, interval_ms: 50, timeout_ms: 500, healthy_threshold: 3, unhealthy_threshold: 3}}\n",
             backend("a0", &a)
@@ -211,6 +275,13 @@ async fn health_check_path_and_thresholds_are_honoured() {
         "",
     )
     .await;
-    eventually(Duration::from_secs(10), "custom path probed", || async { a.stats().health_requests() >= 3 }).await;
-    assert_eq!(a.stats().models_requests(), 0, "probe uses the configured path");
+    eventually(Duration::from_secs(10), "custom path probed", || async {
+        a.stats().health_requests() >= 3
+    })
+    .await;
+    assert_eq!(
+        a.stats().models_requests(),
+        0,
+        "probe uses the configured path"
+    );
 }

@@ -37,19 +37,29 @@ async fn sse_passes_through_complete_and_ends_with_done() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    assert!(r.headers()["content-type"].to_str().unwrap().starts_with("text/event-stream"));
+    assert!(r.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/event-stream"));
     assert_eq!(r.headers()["x-modelgate-backend"], "a0");
     let (text, failed) = read_all_text(r).await;
     assert!(!failed);
     assert!(text.ends_with("data: [DONE]\n\n"), "{text}");
-    assert_eq!(text.matches("\"chat.completion.chunk\"").count(), 14, "{text}");
+    assert_eq!(
+        text.matches("\"chat.completion.chunk\"").count(),
+        14,
+        "{text}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_chunk_reaches_the_client_before_the_backend_sends_the_next() {
     // The backend sends 3 chunks and then never sends another byte. If the gateway buffered
     // anything, the client would never see those chunks.
-    let a = mock_with("a0", "m", |c| c.fail = FailMode::HangMidStream { after_chunks: 3 }).await;
+    let a = mock_with("a0", "m", |c| {
+        c.fail = FailMode::HangMidStream { after_chunks: 3 }
+    })
+    .await;
     let gw = Gateway::start_ready(&model_block("m", &[backend("a0", &a)], ""), "").await;
     let r = client()
         .post(gw.url("/v1/chat/completions"))
@@ -74,12 +84,21 @@ async fn each_chunk_reaches_the_client_before_the_backend_sends_the_next() {
 async fn hanging_backend_gives_504_within_first_byte_timeout() {
     let a = mock_with("a0", "m", |c| c.fail = FailMode::Hang).await;
     let gw = Gateway::start_ready(
-        &model_block("m", &[backend("a0", &a)], "    timeouts: {first_byte_timeout_ms: 300}\n    retries: {max_attempts: 1}\n"),
+        &model_block(
+            "m",
+            &[backend("a0", &a)],
+            "    timeouts: {first_byte_timeout_ms: 300}\n    retries: {max_attempts: 1}\n",
+        ),
         "",
     )
     .await;
     let started = Instant::now();
-    let r = client().post(gw.url("/v1/chat/completions")).body(chat_body("m", false)).send().await.unwrap();
+    let r = client()
+        .post(gw.url("/v1/chat/completions"))
+        .body(chat_body("m", false))
+        .send()
+        .await
+        .unwrap();
     let v = expect_error(r, 504, Some("upstream_timeout")).await;
     assert_eq!(v["error"]["type"], "server_error");
     // Generous bound: proves the timeout fired rather than the client's 30 s one.
@@ -90,11 +109,20 @@ async fn hanging_backend_gives_504_within_first_byte_timeout() {
 async fn request_timeout_bounds_the_whole_exchange() {
     let a = mock_with("a0", "m", |c| c.fail = FailMode::Hang).await;
     let gw = Gateway::start_ready(
-        &model_block("m", &[backend("a0", &a)], "    timeouts: {request_timeout_ms: 300}\n    retries: {max_attempts: 1}\n"),
+        &model_block(
+            "m",
+            &[backend("a0", &a)],
+            "    timeouts: {request_timeout_ms: 300}\n    retries: {max_attempts: 1}\n",
+        ),
         "",
     )
     .await;
-    let r = client().post(gw.url("/v1/chat/completions")).body(chat_body("m", false)).send().await.unwrap();
+    let r = client()
+        .post(gw.url("/v1/chat/completions"))
+        .body(chat_body("m", false))
+        .send()
+        .await
+        .unwrap();
     expect_error(r, 504, Some("upstream_timeout")).await;
 }
 
@@ -112,11 +140,19 @@ async fn timeout_retry_goes_to_another_backend() {
     )
     .await;
     for _ in 0..4 {
-        let r = client().post(gw.url("/v1/chat/completions")).body(chat_body("m", false)).send().await.unwrap();
+        let r = client()
+            .post(gw.url("/v1/chat/completions"))
+            .body(chat_body("m", false))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 200);
         assert_eq!(r.headers()["x-modelgate-backend"], "fast");
     }
-    assert!(slow.stats().requests() >= 1, "round robin must have tried the slow one");
+    assert!(
+        slow.stats().requests() >= 1,
+        "round robin must have tried the slow one"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -124,17 +160,33 @@ async fn http_5xx_is_retried_only_when_configured_and_passed_through_otherwise()
     let bad = mock_with("bad", "m", |c| c.fail = FailMode::Status(503)).await;
     let good = mock("good", "m").await;
     let gw = Gateway::start_ready(
-        &model_block("m", &[backend("bad", &bad), backend("good", &good)], "    retries: {max_attempts: 2, retry_on: [http_5xx]}\n"),
+        &model_block(
+            "m",
+            &[backend("bad", &bad), backend("good", &good)],
+            "    retries: {max_attempts: 2, retry_on: [http_5xx]}\n",
+        ),
         "",
     )
     .await;
     for _ in 0..4 {
-        let r = client().post(gw.url("/v1/chat/completions")).body(chat_body("m", false)).send().await.unwrap();
+        let r = client()
+            .post(gw.url("/v1/chat/completions"))
+            .body(chat_body("m", false))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 200);
-        let attempts: u32 = r.headers()["x-modelgate-attempts"].to_str().unwrap().parse().unwrap();
+        let attempts: u32 = r.headers()["x-modelgate-attempts"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
         assert!(attempts <= 2);
     }
-    assert!(bad.stats().requests() >= 1, "round robin must have tried the failing one");
+    assert!(
+        bad.stats().requests() >= 1,
+        "round robin must have tried the failing one"
+    );
     assert_eq!(good.stats().requests(), 4);
 }
 
@@ -142,7 +194,12 @@ async fn http_5xx_is_retried_only_when_configured_and_passed_through_otherwise()
 async fn backend_errors_pass_through_unchanged_without_retry_policy() {
     let bad = mock_with("bad", "m", |c| c.fail = FailMode::Status(500)).await;
     let gw = Gateway::start_ready(&model_block("m", &[backend("bad", &bad)], ""), "").await;
-    let r = client().post(gw.url("/v1/chat/completions")).body(chat_body("m", false)).send().await.unwrap();
+    let r = client()
+        .post(gw.url("/v1/chat/completions"))
+        .body(chat_body("m", false))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 500);
     assert_eq!(r.headers()["x-modelgate-backend"], "bad");
     let v: serde_json::Value = r.json().await.unwrap();
@@ -151,7 +208,10 @@ async fn backend_errors_pass_through_unchanged_without_retry_policy() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backend_dying_mid_stream_is_cut_and_never_retried() {
-    let dying = mock_with("dying", "m", |c| c.fail = FailMode::CloseMidStream { after_chunks: 3 }).await;
+    let dying = mock_with("dying", "m", |c| {
+        c.fail = FailMode::CloseMidStream { after_chunks: 3 }
+    })
+    .await;
     let other = mock("other", "m").await;
     let gw = Gateway::start_ready(
         &model_block(
@@ -165,8 +225,16 @@ async fn backend_dying_mid_stream_is_cut_and_never_retried() {
     // Round robin starts somewhere; send until the dying backend has served one stream.
     let mut cut_seen = false;
     for _ in 0..4 {
-        let r = client().post(gw.url("/v1/chat/completions")).body(chat_body("m", true)).send().await.unwrap();
-        let name = r.headers()["x-modelgate-backend"].to_str().unwrap().to_string();
+        let r = client()
+            .post(gw.url("/v1/chat/completions"))
+            .body(chat_body("m", true))
+            .send()
+            .await
+            .unwrap();
+        let name = r.headers()["x-modelgate-backend"]
+            .to_str()
+            .unwrap()
+            .to_string();
         let (text, failed) = read_all_text(r).await;
         if name == "dying" {
             assert!(failed, "a cut stream must be an error for the client");
@@ -185,17 +253,32 @@ async fn backend_dying_mid_stream_is_cut_and_never_retried() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_gap_cuts_the_stream_without_done() {
-    let a = mock_with("a0", "m", |c| c.fail = FailMode::HangMidStream { after_chunks: 2 }).await;
+    let a = mock_with("a0", "m", |c| {
+        c.fail = FailMode::HangMidStream { after_chunks: 2 }
+    })
+    .await;
     let gw = Gateway::start_ready(
-        &model_block("m", &[backend("a0", &a)], "    timeouts: {idle_timeout_ms: 300}\n"),
+        &model_block(
+            "m",
+            &[backend("a0", &a)],
+            "    timeouts: {idle_timeout_ms: 300}\n",
+        ),
         "",
     )
     .await;
-    let r = client().post(gw.url("/v1/chat/completions")).body(chat_body("m", true)).send().await.unwrap();
+    let r = client()
+        .post(gw.url("/v1/chat/completions"))
+        .body(chat_body("m", true))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     let (text, failed) = read_all_text(r).await;
     assert!(failed, "client must see an error");
-    assert!(text.contains("data: ") && !text.contains("[DONE]"), "{text}");
+    assert!(
+        text.contains("data: ") && !text.contains("[DONE]"),
+        "{text}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -221,9 +304,11 @@ async fn client_disconnect_mid_stream_closes_the_upstream() {
         got.extend_from_slice(&buf[..n]);
     }
     drop(s);
-    eventually(Duration::from_secs(5), "backend saw the stream aborted", || async {
-        a.stats().aborted() == 1
-    })
+    eventually(
+        Duration::from_secs(5),
+        "backend saw the stream aborted",
+        || async { a.stats().aborted() == 1 },
+    )
     .await;
     assert_eq!(a.stats().completed_streams(), 0);
 }
@@ -239,9 +324,17 @@ async fn client_disconnect_while_waiting_for_first_token_closes_the_upstream() {
         body.len()
     );
     s.write_all(req.as_bytes()).await.unwrap();
-    eventually(Duration::from_secs(5), "request reached backend", || async { a.stats().in_flight() == 1 }).await;
+    eventually(
+        Duration::from_secs(5),
+        "request reached backend",
+        || async { a.stats().in_flight() == 1 },
+    )
+    .await;
     drop(s);
-    eventually(Duration::from_secs(5), "backend request ended", || async { a.stats().in_flight() == 0 }).await;
+    eventually(Duration::from_secs(5), "backend request ended", || async {
+        a.stats().in_flight() == 0
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -259,17 +352,37 @@ async fn headers_pass_both_ways_with_request_id_and_authorization() {
         .await
         .unwrap();
     assert_eq!(r.headers()["x-request-id"], "req-123");
-    assert!(r.headers().contains_key("x-mock-backend"), "unknown response headers pass");
+    assert!(
+        r.headers().contains_key("x-mock-backend"),
+        "unknown response headers pass"
+    );
     let st = a.stats();
-    assert_eq!(st.last_header("authorization").as_deref(), Some("Bearer sk-test"));
+    assert_eq!(
+        st.last_header("authorization").as_deref(),
+        Some("Bearer sk-test")
+    );
     assert_eq!(st.last_header("x-request-id").as_deref(), Some("req-123"));
     assert_eq!(st.last_header("x-custom-thing").as_deref(), Some("yes"));
     // A generated id when the client sends none (or an insane one), same up and down.
-    let r = c.post(gw.url("/v1/chat/completions")).body(chat_body("m", false)).send().await.unwrap();
+    let r = c
+        .post(gw.url("/v1/chat/completions"))
+        .body(chat_body("m", false))
+        .send()
+        .await
+        .unwrap();
     let id = r.headers()["x-request-id"].to_str().unwrap().to_string();
     assert_eq!(id.len(), 32);
-    assert_eq!(a.stats().last_header("x-request-id").as_deref(), Some(id.as_str()));
+    assert_eq!(
+        a.stats().last_header("x-request-id").as_deref(),
+        Some(id.as_str())
+    );
     // Errors carry it too.
-    let r = c.post(gw.url("/v1/chat/completions")).header("x-request-id", "e-1").body("{}").send().await.unwrap();
+    let r = c
+        .post(gw.url("/v1/chat/completions"))
+        .header("x-request-id", "e-1")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.headers()["x-request-id"], "e-1");
 }

@@ -23,11 +23,17 @@ fn seed_config_is_accepted_unchanged() {
     assert_eq!(m.backends.len(), 2);
     assert_eq!(m.backends[0].name, "mistral-7b-gpu0");
     assert_eq!(m.backends[0].addr.port(), 8001);
-    assert!(m.backends[0].addr.is_ipv4(), "localhost resolves to IPv4 first");
+    assert!(
+        m.backends[0].addr.is_ipv4(),
+        "localhost resolves to IPv4 first"
+    );
     assert_eq!(m.policy, Policy::RoundRobin);
     assert_eq!(m.timeouts.request, Duration::from_millis(60000));
     assert_eq!(m.timeouts.connect, Duration::from_millis(2000));
-    assert_eq!(m.timeouts.idle, Duration::from_millis(DEFAULT_IDLE_TIMEOUT_MS));
+    assert_eq!(
+        m.timeouts.idle,
+        Duration::from_millis(DEFAULT_IDLE_TIMEOUT_MS)
+    );
     assert_eq!(m.retries.max_attempts, 2);
     assert!(m.retries.on_connection_failure && m.retries.on_timeout);
     assert!(!m.retries.on_http_5xx && !m.retries.on_http_429);
@@ -79,7 +85,10 @@ models:
     assert_eq!(b.policy, Policy::RoundRobin);
     assert_eq!(b.retries.max_attempts, 1);
     assert_eq!(b.backends[0].path_prefix, "/prefix");
-    assert_eq!(c.models.iter().map(|m| m.name.as_str()).collect::<Vec<_>>(), ["a", "b"]);
+    assert_eq!(
+        c.models.iter().map(|m| m.name.as_str()).collect::<Vec<_>>(),
+        ["a", "b"]
+    );
 }
 
 #[test]
@@ -136,6 +145,8 @@ fn unknown_keys_are_errors_with_their_path() {
     let err = parse(yaml.as_bytes()).unwrap_err().to_string();
     assert!(err.contains("models.mistral-7b.load_balancer"), "{err}");
     assert!(err.contains("unknown field `polcy`"), "{err}");
-    let err = parse(b"listen: \"0.0.0.0:8000\"\nlissen: x\nmodels: {}\n").unwrap_err().to_string();
+    let err = parse(b"listen: \"0.0.0.0:8000\"\nlissen: x\nmodels: {}\n")
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("unknown field `lissen`"), "{err}");
 }

@@ -9,8 +9,8 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
 use super::spec::{
-    BackendSpec, DefaultsSpec, FileSpec, HealthCheckSpec, LoadBalancerSpec, ModelSpec,
-    RetriesSpec, TimeoutsSpec,
+    BackendSpec, DefaultsSpec, FileSpec, HealthCheckSpec, LoadBalancerSpec, ModelSpec, RetriesSpec,
+    TimeoutsSpec,
 };
 use super::*;
 
@@ -59,10 +59,14 @@ pub(super) fn validate(spec: FileSpec) -> Result<Config, Vec<ConfigIssue>> {
 
     let mut models = Vec::new();
     match spec.models {
-        None => issues.push("models", "no models configured; add at least one model with backends"),
-        Some(map) if map.is_empty() => {
-            issues.push("models", "no models configured; add at least one model with backends")
-        }
+        None => issues.push(
+            "models",
+            "no models configured; add at least one model with backends",
+        ),
+        Some(map) if map.is_empty() => issues.push(
+            "models",
+            "no models configured; add at least one model with backends",
+        ),
         Some(map) => {
             for (name, model) in map {
                 if let Some(m) = model_config(name, model, &defaults, &mut issues) {
@@ -247,11 +251,7 @@ fn backend_config(b: BackendSpec, path: &str, issues: &mut Issues) -> Option<Bac
 }
 
 /// Parse `http://host[:port][/prefix]` and resolve the host once.
-fn backend_url(
-    raw: &str,
-    path: &str,
-    issues: &mut Issues,
-) -> Option<(SocketAddr, String, String)> {
+fn backend_url(raw: &str, path: &str, issues: &mut Issues) -> Option<(SocketAddr, String, String)> {
     let url = match url::Url::parse(raw) {
         Ok(u) => u,
         Err(e) => {
@@ -277,10 +277,7 @@ fn backend_url(
         return None;
     }
     if url.query().is_some() || url.fragment().is_some() {
-        issues.push(
-            path,
-            format!("{raw:?} must not have a query or fragment"),
-        );
+        issues.push(path, format!("{raw:?} must not have a query or fragment"));
         return None;
     }
     let Some(host) = url.host_str() else {

@@ -81,7 +81,17 @@ pub async fn forward(
         let more_allowed = ctx.attempts < pool.retries.max_attempts;
         let mut stale_left = STALE_RETRIES;
         let result = loop {
-            let r = attempt(session, ctx, pool, backend, upload, connector, deadline, more_allowed).await;
+            let r = attempt(
+                session,
+                ctx,
+                pool,
+                backend,
+                upload,
+                connector,
+                deadline,
+                more_allowed,
+            )
+            .await;
             match r {
                 Err(AttemptError::Connection { stale: true }) if stale_left > 0 => {
                     stale_left -= 1;
@@ -196,7 +206,12 @@ async fn attempt(
 
     // From here on bytes reach the client: no retry.
     upload.release();
-    headers::downstream_response(&mut resp, &backend.config.name, ctx.attempts, &ctx.request_id);
+    headers::downstream_response(
+        &mut resp,
+        &backend.config.name,
+        ctx.attempts,
+        &ctx.request_id,
+    );
     let end = up.is_body_done();
     ctx.status = status;
     ctx.response_started = true;
@@ -205,7 +220,11 @@ async fn attempt(
     }
     relay_body(session, ctx, pool, &mut up, deadline).await?;
     connector
-        .release_http_session(up, &backend.peer, Some(crate::routing::pool::UPSTREAM_IDLE_POOL))
+        .release_http_session(
+            up,
+            &backend.peer,
+            Some(crate::routing::pool::UPSTREAM_IDLE_POOL),
+        )
         .await;
     Ok(())
 }
@@ -226,14 +245,18 @@ async fn send(
         .await
         .map_err(|_| SendError::Upstream)?;
     for chunk in upload.held() {
-        up.write_body(chunk).await.map_err(|_| SendError::Upstream)?;
+        up.write_body(chunk)
+            .await
+            .map_err(|_| SendError::Upstream)?;
     }
     while let Some(chunk) = upload
         .next_for_upstream(session)
         .await
         .map_err(SendError::Client)?
     {
-        up.write_body(&chunk).await.map_err(|_| SendError::Upstream)?;
+        up.write_body(&chunk)
+            .await
+            .map_err(|_| SendError::Upstream)?;
     }
     up.finish_body().await.map_err(|_| SendError::Upstream)?;
     Ok(())
@@ -266,7 +289,9 @@ async fn relay_body(
                 debug!(error = %e, "upstream body read failed");
                 return Err(AttemptError::Cut("backend_error"));
             }
-            Err(_) if idle < pool.timeouts.idle => return Err(AttemptError::Cut("request_timeout")),
+            Err(_) if idle < pool.timeouts.idle => {
+                return Err(AttemptError::Cut("request_timeout"))
+            }
             Err(_) => return Err(AttemptError::Cut("idle_timeout")),
         };
         let Some(chunk) = chunk else {

@@ -28,7 +28,8 @@ const MAX_REQUEST_ID: usize = 200;
 pub fn request_id(req: &RequestHeader) -> String {
     if let Some(v) = req.headers.get("x-request-id") {
         let b = v.as_bytes();
-        if !b.is_empty() && b.len() <= MAX_REQUEST_ID && b.iter().all(|c| (0x21..=0x7e).contains(c)) {
+        if !b.is_empty() && b.len() <= MAX_REQUEST_ID && b.iter().all(|c| (0x21..=0x7e).contains(c))
+        {
             // Checked ASCII above, so this is valid UTF-8.
             return String::from_utf8_lossy(b).into_owned();
         }
@@ -68,7 +69,11 @@ pub fn upstream_request(
     let _ = up.insert_header("x-request-id", request_id);
     if let Some(addr) = client {
         let ip = addr.ip().to_string();
-        let xff = match req.headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+        let xff = match req
+            .headers
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok())
+        {
             Some(prev) => format!("{prev}, {ip}"),
             None => ip,
         };

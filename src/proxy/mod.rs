@@ -125,7 +125,11 @@ async fn send_error(session: &mut Session, ctx: &mut RequestCtx, error: &Gateway
     if !session.is_body_done() {
         session.set_keepalive(None);
     }
-    if session.write_response_header(Box::new(header), false).await.is_ok() {
+    if session
+        .write_response_header(Box::new(header), false)
+        .await
+        .is_ok()
+    {
         ctx.bytes_out += body.len() as u64;
         let _ = session.write_response_body(Some(body), true).await;
     }
@@ -164,7 +168,10 @@ impl ProxyHttp for Gateway {
         _ctx: &mut Self::CTX,
     ) -> Result<Box<HttpPeer>> {
         // request_filter always answers; Pingora's own upstream path is never taken.
-        Error::e_explain(ErrorType::InternalError, "no upstream: request_filter answers")
+        Error::e_explain(
+            ErrorType::InternalError,
+            "no upstream: request_filter answers",
+        )
     }
 
     async fn fail_to_proxy(

@@ -19,7 +19,8 @@ fn card(pool: &Pool) -> Option<Value> {
         .unwrap_or_else(|| json!({"object": "model", "owned_by": "modelgate"}));
     if let Some(obj) = card.as_object_mut() {
         obj.insert("id".into(), Value::String(pool.name.clone()));
-        obj.entry("object").or_insert_with(|| Value::String("model".into()));
+        obj.entry("object")
+            .or_insert_with(|| Value::String("model".into()));
     }
     Some(card)
 }

@@ -73,19 +73,42 @@ mod tests {
     fn routes() {
         let post = Method::POST;
         let get = Method::GET;
-        assert!(matches!(classify(&get, "/v1/models"), Ok(Route::ListModels)));
-        assert!(matches!(classify(&get, "/v1/models?x=1"), Ok(Route::ListModels)));
-        assert!(matches!(classify(&get, "/v1/models/m-7b"), Ok(Route::RetrieveModel("m-7b"))));
-        for p in ["/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/score", "/v1/rerank", "/tokenize", "/v2/rerank"] {
+        assert!(matches!(
+            classify(&get, "/v1/models"),
+            Ok(Route::ListModels)
+        ));
+        assert!(matches!(
+            classify(&get, "/v1/models?x=1"),
+            Ok(Route::ListModels)
+        ));
+        assert!(matches!(
+            classify(&get, "/v1/models/m-7b"),
+            Ok(Route::RetrieveModel("m-7b"))
+        ));
+        for p in [
+            "/v1/chat/completions",
+            "/v1/completions",
+            "/v1/embeddings",
+            "/v1/score",
+            "/v1/rerank",
+            "/tokenize",
+            "/v2/rerank",
+        ] {
             assert!(matches!(classify(&post, p), Ok(Route::Forward)), "{p}");
         }
-        assert_eq!(classify(&get, "/v1/chat/completions").unwrap_err().status(), 405);
+        assert_eq!(
+            classify(&get, "/v1/chat/completions").unwrap_err().status(),
+            405
+        );
         assert_eq!(classify(&post, "/v1/models").unwrap_err().status(), 405);
         assert_eq!(classify(&post, "/admin").unwrap_err().status(), 404);
         assert_eq!(classify(&get, "/health").unwrap_err().status(), 404);
         assert_eq!(classify(&get, "/ready").unwrap_err().status(), 404);
         assert_eq!(classify(&post, "/v1/").unwrap_err().status(), 404);
         assert_eq!(classify(&post, "/v1/../admin").unwrap_err().status(), 400);
-        assert_eq!(classify(&post, "http://x/v1/chat").unwrap_err().status(), 400);
+        assert_eq!(
+            classify(&post, "http://x/v1/chat").unwrap_err().status(),
+            400
+        );
     }
 }

@@ -184,28 +184,21 @@ impl Pool {
     }
 
     fn pick(&self, accept: impl Fn(usize, &BackendState) -> bool) -> Option<usize> {
-        let mut chosen = None;
         let filter = |b: &Backend, _lb_health: bool| {
             // The crate's own health is unused: ours is per (model, backend) and gated.
             let Some(addr) = b.addr.as_inet() else {
                 return false;
             };
-            match self.by_addr.get(addr) {
-                Some(&i) if accept(i, &self.backends[i]) => true,
-                _ => false,
-            }
+            self.by_addr
+                .get(addr)
+                .is_some_and(|&i| accept(i, &self.backends[i]))
         };
         let n = self.backends.len() * 4 + 8;
         let picked = match &self.selector {
             Selector::RoundRobin(lb) => lb.select_with(b"", n, filter),
             Selector::Random(lb) => lb.select_with(b"", n, filter),
         };
-        if let Some(b) = picked {
-            if let Some(addr) = b.addr.as_inet() {
-                chosen = self.by_addr.get(addr).copied();
-            }
-        }
-        chosen
+        picked.and_then(|b| b.addr.as_inet().and_then(|a| self.by_addr.get(a).copied()))
     }
 }
 

@@ -509,82 +509,84 @@ impl ModelScanner {
         mut escape: Escape,
     ) -> Result<usize, Stop> {
         loop {
-            match escape {
-                Escape::None => {
-                    let rest = chunk.get(i..).unwrap_or_default();
-                    if rest.is_empty() {
-                        break;
-                    }
-                    // Long strings (prompts) are skipped with SIMD searches, not byte by byte.
-                    let hit = memchr2(b'"', b'\\', rest);
-                    let run_len = hit.unwrap_or(rest.len());
-                    let run = rest.get(..run_len).unwrap_or_default();
-                    let control = first_control(run);
-                    // Content before a control byte counts first, so the outcome is the same
-                    // however the body is split.
-                    let valid = run.get(..control.unwrap_or(run_len)).unwrap_or_default();
-                    self.emit_run(target, valid)?;
-                    if let Some(at) = control {
-                        return Err(Stop::Syntax(base + i + at));
-                    }
-                    i += run_len;
-                    match chunk.get(i) {
-                        Some(b'"') => {
-                            i += 1;
-                            self.close_string(target, base + i)?;
-                            return Ok(i);
-                        }
-                        Some(_) => {
-                            i += 1;
-                            escape = Escape::Backslash;
-                        }
-                        None => break,
-                    }
-                }
-                Escape::Backslash => {
-                    let Some(&byte) = chunk.get(i) else { break };
-                    let decoded = match byte {
-                        b'"' | b'\\' | b'/' => byte,
-                        b'b' => 0x08,
-                        b'f' => 0x0c,
-                        b'n' => b'\n',
-                        b'r' => b'\r',
-                        b't' => b'\t',
-                        b'u' => {
-                            i += 1;
-                            escape = Escape::Hex {
-                                digits: 0,
-                                value: 0,
-                            };
-                            continue;
-                        }
-                        _ => return Err(Stop::Syntax(base + i)),
-                    };
-                    self.emit_unit(target, u16::from(decoded))?;
+            // Finish the current escape byte by byte (it may have been split across chunks).
+            while escape != Escape::None {
+                let Some(&byte) = chunk.get(i) else {
+                    self.state = State::Str { target, escape };
+                    return Ok(i);
+                };
+                escape = self.escape_byte(target, escape, byte, base + i)?;
+                i += 1;
+            }
+            let rest = chunk.get(i..).unwrap_or_default();
+            let Some(at) = find_special(rest) else {
+                self.emit_run(target, rest)?;
+                self.state = State::Str { target, escape };
+                return Ok(chunk.len());
+            };
+            // Content before a control byte counts first, so the outcome is the same however
+            // the body is split.
+            self.emit_run(target, rest.get(..at).unwrap_or_default())?;
+            i += at;
+            match rest.get(at) {
+                Some(b'"') => {
                     i += 1;
-                    escape = Escape::None;
+                    self.close_string(target, base + i)?;
+                    return Ok(i);
                 }
-                Escape::Hex { digits, value } => {
-                    let Some(&byte) = chunk.get(i) else { break };
-                    let Some(digit) = hex_value(byte) else {
-                        return Err(Stop::Syntax(base + i));
-                    };
+                Some(b'\\') => {
                     i += 1;
-                    let value = (value << 4) | digit;
-                    if digits == 3 {
-                        self.emit_unit(target, value)?;
-                        escape = Escape::None;
-                    } else {
-                        escape = Escape::Hex {
-                            digits: digits + 1,
-                            value,
-                        };
+                    escape = Escape::Backslash;
+                }
+                // A raw control byte.
+                _ => return Err(Stop::Syntax(base + i)),
+            }
+        }
+    }
+
+    /// Advances an escape sequence by one byte at absolute `offset`.
+    fn escape_byte(
+        &mut self,
+        target: Target,
+        escape: Escape,
+        byte: u8,
+        offset: usize,
+    ) -> Result<Escape, Stop> {
+        match escape {
+            Escape::None => Ok(Escape::None),
+            Escape::Backslash => {
+                let decoded = match byte {
+                    b'"' | b'\\' | b'/' => byte,
+                    b'b' => 0x08,
+                    b'f' => 0x0c,
+                    b'n' => b'\n',
+                    b'r' => b'\r',
+                    b't' => b'\t',
+                    b'u' => {
+                        return Ok(Escape::Hex {
+                            digits: 0,
+                            value: 0,
+                        })
                     }
+                    _ => return Err(Stop::Syntax(offset)),
+                };
+                self.emit_unit(target, u16::from(decoded))?;
+                Ok(Escape::None)
+            }
+            Escape::Hex { digits, value } => {
+                let digit = hex_value(byte).ok_or(Stop::Syntax(offset))?;
+                let value = (value << 4) | digit;
+                if digits == 3 {
+                    self.emit_unit(target, value)?;
+                    Ok(Escape::None)
+                } else {
+                    Ok(Escape::Hex {
+                        digits: digits + 1,
+                        value,
+                    })
                 }
             }
         }
-        self.state = State::Str { target, escape };
-        Ok(i)
     }
 
     /// Appends raw (unescaped, control-free) string bytes.
@@ -703,13 +705,54 @@ fn kind_bit(depth: usize) -> Option<u64> {
     }
 }
 
-/// Index of the first byte below 0x20 (not allowed raw inside a JSON string).
-fn first_control(run: &[u8]) -> Option<usize> {
-    // A min-reduction vectorizes, so the common case (no control byte) stays memchr-fast;
-    // only a run that has one pays for the position search.
-    if run.iter().fold(u8::MAX, |min, &b| min.min(b)) >= 0x20 {
-        None
-    } else {
-        run.iter().position(|&b| b < 0x20)
+/// Index of the first byte that ends a plain string run: `"`, `\\` or a control byte (< 0x20,
+/// not allowed raw inside a JSON string).
+fn find_special(bytes: &[u8]) -> Option<usize> {
+    // Prompts hit an escape every few dozen bytes, where per-call setup dominates, so look at
+    // the first 16 bytes eight at a time (SWAR); long runs (prompts, base64 images) then go to
+    // memchr2, which uses the widest SIMD the CPU has.
+    let head_len = bytes.len().min(16);
+    let (head, tail) = bytes.split_at(head_len);
+    if let Some(at) = find_special_swar(head) {
+        return Some(at);
     }
+    let hit = memchr2(b'"', b'\\', tail);
+    let run = tail.get(..hit.unwrap_or(tail.len())).unwrap_or_default();
+    // A min-reduction vectorizes, so the common case (no control byte) stays fast; only a run
+    // that has one pays for the position search.
+    let control = if run.iter().fold(u8::MAX, |min, &b| min.min(b)) < 0x20 {
+        run.iter().position(|&b| b < 0x20)
+    } else {
+        None
+    };
+    control.or(hit).map(|at| head_len + at)
+}
+
+/// [`find_special`] eight bytes at a time with word arithmetic.
+fn find_special_swar(bytes: &[u8]) -> Option<usize> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    let mut words = bytes.chunks_exact(8);
+    let mut offset = 0;
+    for word in &mut words {
+        let word = u64::from_le_bytes(word.try_into().unwrap_or_default());
+        let quote = word ^ (ONES * u64::from(b'"'));
+        let backslash = word ^ (ONES * u64::from(b'\\'));
+        // Classic "has zero byte" / "has byte less than n" tricks. They can flag false
+        // positives only above a true one, so the lowest flagged byte is exact.
+        let flags = ((quote.wrapping_sub(ONES) & !quote)
+            | (backslash.wrapping_sub(ONES) & !backslash)
+            | (word.wrapping_sub(ONES * 0x20) & !word))
+            & HIGHS;
+        if flags != 0 {
+            // Little-endian: the lowest set bit is the first byte; at most 63 / 8 = 7.
+            return Some(offset + (flags.trailing_zeros() / 8) as usize);
+        }
+        offset += 8;
+    }
+    words
+        .remainder()
+        .iter()
+        .position(|&b| b == b'"' || b == b'\\' || b < 0x20)
+        .map(|at| offset + at)
 }

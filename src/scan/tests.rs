@@ -621,6 +621,20 @@ fn arb_bytes() -> impl Strategy<Value = Vec<u8>> {
 
 proptest! {
     #[test]
+    fn find_special_matches_a_naive_search(
+        bytes in prop::collection::vec(
+            prop_oneof![
+                8 => 0x20u8..=0xff,
+                1 => prop::sample::select(b"\"\\\x00\x01\x1f\x21\x5b\x5d\x80\xff".to_vec()),
+            ],
+            0..200,
+        ),
+    ) {
+        let naive = bytes.iter().position(|&b| b == b'"' || b == b'\\' || b < 0x20);
+        prop_assert_eq!(find_special(&bytes), naive);
+    }
+
+    #[test]
     fn documents_agree_with_serde_json(
         body in arb_document(),
         picks in prop::collection::vec(any::<Index>(), 0..12),

@@ -200,10 +200,16 @@ pub fn chat_body(model: &str, stream: bool) -> String {
 }
 
 /// Assert an OpenAI-shaped error and return it.
-pub async fn expect_error(resp: reqwest::Response, status: u16, code: Option<&str>) -> serde_json::Value {
+pub async fn expect_error(
+    resp: reqwest::Response,
+    status: u16,
+    code: Option<&str>,
+) -> serde_json::Value {
     assert_eq!(resp.status().as_u16(), status, "status");
     assert_eq!(
-        resp.headers().get("content-type").map(|v| v.to_str().unwrap()),
+        resp.headers()
+            .get("content-type")
+            .map(|v| v.to_str().unwrap()),
         Some("application/json")
     );
     let v: serde_json::Value = resp.json().await.unwrap();
