@@ -13,6 +13,7 @@ fn main() -> ExitCode {
         .with_env_filter(filter)
         .with_target(false)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
 
     let path = cli.config.display().to_string();

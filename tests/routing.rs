@@ -285,3 +285,21 @@ async fn health_check_path_and_thresholds_are_honoured() {
         "probe uses the configured path"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mixed_pool_is_reported_with_the_backends_named() {
+    let a = mock_with("small", "m", |c| c.max_model_len = 4096).await;
+    let b = mock_with("large", "m", |c| c.max_model_len = 32768).await;
+    let gw = Gateway::start_ready(
+        &model_block("m", &[backend("small", &a), backend("large", &b)], ""),
+        "",
+    )
+    .await;
+    eventually(Duration::from_secs(10), "mixed-pool warning", || async {
+        let log = gw.log();
+        log.contains("different values")
+            && log.contains("small=4096")
+            && log.contains("large=32768")
+    })
+    .await;
+}

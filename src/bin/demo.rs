@@ -31,6 +31,7 @@ fn main() -> ExitCode {
         )
         .with_target(false)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let config = match app::load(&cli.config) {
         Ok(c) => c,
