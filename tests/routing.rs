@@ -75,12 +75,7 @@ async fn models_are_routed_to_their_own_pools_and_any_v1_endpoint_passes_through
         assert_eq!(r.headers()["x-modelgate-backend"], "b0");
         assert_eq!(b.stats().last_path().as_deref(), Some(path));
     }
-    let r = c
-        .post(gw.url("/v1/chat/completions"))
-        .body(chat_body("alpha", false))
-        .send()
-        .await
-        .unwrap();
+    let r = gw.chat("alpha", false).await;
     assert_eq!(r.headers()["x-modelgate-backend"], "a0");
     assert_eq!(a.stats().requests(), 1);
     assert_eq!(b.stats().requests(), 5);
@@ -99,14 +94,8 @@ async fn wrong_model_backend_is_unhealthy_and_never_gets_traffic() {
         wrong.stats().models_requests() > 0
     })
     .await;
-    let c = client();
     for _ in 0..20 {
-        let r = c
-            .post(gw.url("/v1/chat/completions"))
-            .body(chat_body("m", false))
-            .send()
-            .await
-            .unwrap();
+        let r = gw.chat("m", false).await;
         assert_eq!(r.status(), 200);
         assert_eq!(r.headers()["x-modelgate-backend"], "good");
     }
@@ -203,12 +192,7 @@ async fn pool_without_healthy_backend_answers_503_with_retry_after_at_once() {
     .await;
     let r = client().get(gw.admin_url("/ready")).send().await.unwrap();
     assert_eq!(r.status(), 503);
-    let r = client()
-        .post(gw.url("/v1/chat/completions"))
-        .body(chat_body("down", false))
-        .send()
-        .await
-        .unwrap();
+    let r = gw.chat("down", false).await;
     assert!(r.headers().contains_key("retry-after"));
     expect_error(r, 503, Some("no_healthy_backend")).await;
 }

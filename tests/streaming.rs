@@ -61,12 +61,7 @@ async fn each_chunk_reaches_the_client_before_the_backend_sends_the_next() {
     })
     .await;
     let gw = Gateway::start_ready(&model_block("m", &[backend("a0", &a)], ""), "").await;
-    let r = client()
-        .post(gw.url("/v1/chat/completions"))
-        .body(chat_body("m", true))
-        .send()
-        .await
-        .unwrap();
+    let r = gw.chat("m", true).await;
     let mut s = r.bytes_stream();
     let mut seen = String::new();
     while seen.matches("data: ").count() < 3 {
@@ -93,12 +88,7 @@ async fn hanging_backend_gives_504_within_first_byte_timeout() {
     )
     .await;
     let started = Instant::now();
-    let r = client()
-        .post(gw.url("/v1/chat/completions"))
-        .body(chat_body("m", false))
-        .send()
-        .await
-        .unwrap();
+    let r = gw.chat("m", false).await;
     let v = expect_error(r, 504, Some("upstream_timeout")).await;
     assert_eq!(v["error"]["type"], "server_error");
     // Generous bound: proves the timeout fired rather than the client's 30 s one.
@@ -117,12 +107,7 @@ async fn request_timeout_bounds_the_whole_exchange() {
         "",
     )
     .await;
-    let r = client()
-        .post(gw.url("/v1/chat/completions"))
-        .body(chat_body("m", false))
-        .send()
-        .await
-        .unwrap();
+    let r = gw.chat("m", false).await;
     expect_error(r, 504, Some("upstream_timeout")).await;
 }
 
@@ -140,12 +125,7 @@ async fn timeout_retry_goes_to_another_backend() {
     )
     .await;
     for _ in 0..4 {
-        let r = client()
-            .post(gw.url("/v1/chat/completions"))
-            .body(chat_body("m", false))
-            .send()
-            .await
-            .unwrap();
+        let r = gw.chat("m", false).await;
         assert_eq!(r.status(), 200);
         assert_eq!(r.headers()["x-modelgate-backend"], "fast");
     }
@@ -169,12 +149,7 @@ async fn http_5xx_is_retried_only_when_configured_and_passed_through_otherwise()
     )
     .await;
     for _ in 0..4 {
-        let r = client()
-            .post(gw.url("/v1/chat/completions"))
-            .body(chat_body("m", false))
-            .send()
-            .await
-            .unwrap();
+        let r = gw.chat("m", false).await;
         assert_eq!(r.status(), 200);
         let attempts: u32 = r.headers()["x-modelgate-attempts"]
             .to_str()
@@ -194,12 +169,7 @@ async fn http_5xx_is_retried_only_when_configured_and_passed_through_otherwise()
 async fn backend_errors_pass_through_unchanged_without_retry_policy() {
     let bad = mock_with("bad", "m", |c| c.fail = FailMode::Status(500)).await;
     let gw = Gateway::start_ready(&model_block("m", &[backend("bad", &bad)], ""), "").await;
-    let r = client()
-        .post(gw.url("/v1/chat/completions"))
-        .body(chat_body("m", false))
-        .send()
-        .await
-        .unwrap();
+    let r = gw.chat("m", false).await;
     assert_eq!(r.status(), 500);
     assert_eq!(r.headers()["x-modelgate-backend"], "bad");
     let v: serde_json::Value = r.json().await.unwrap();
@@ -225,12 +195,7 @@ async fn backend_dying_mid_stream_is_cut_and_never_retried() {
     // Round robin starts somewhere; send until the dying backend has served one stream.
     let mut cut_seen = false;
     for _ in 0..4 {
-        let r = client()
-            .post(gw.url("/v1/chat/completions"))
-            .body(chat_body("m", true))
-            .send()
-            .await
-            .unwrap();
+        let r = gw.chat("m", true).await;
         let name = r.headers()["x-modelgate-backend"]
             .to_str()
             .unwrap()
@@ -266,12 +231,7 @@ async fn idle_gap_cuts_the_stream_without_done() {
         "",
     )
     .await;
-    let r = client()
-        .post(gw.url("/v1/chat/completions"))
-        .body(chat_body("m", true))
-        .send()
-        .await
-        .unwrap();
+    let r = gw.chat("m", true).await;
     assert_eq!(r.status(), 200);
     let (text, failed) = read_all_text(r).await;
     assert!(failed, "client must see an error");
@@ -364,12 +324,7 @@ async fn headers_pass_both_ways_with_request_id_and_authorization() {
     assert_eq!(st.last_header("x-request-id").as_deref(), Some("req-123"));
     assert_eq!(st.last_header("x-custom-thing").as_deref(), Some("yes"));
     // A generated id when the client sends none (or an insane one), same up and down.
-    let r = c
-        .post(gw.url("/v1/chat/completions"))
-        .body(chat_body("m", false))
-        .send()
-        .await
-        .unwrap();
+    let r = gw.chat("m", false).await;
     let id = r.headers()["x-request-id"].to_str().unwrap().to_string();
     assert_eq!(id.len(), 32);
     assert_eq!(

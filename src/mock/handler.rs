@@ -137,6 +137,9 @@ enum Answer {
     Stream(Generation),
 }
 
+/// Applies the failure mode, then routes by path. Whole answers wait `ttft` before their head;
+/// streams send their head at once and wait inside the body. `guard` ends up either finished
+/// here or owned by the body, so in-flight and abort counts follow the body's life.
 async fn answer(
     config: &MockConfig,
     path: &str,

@@ -307,7 +307,8 @@ impl ModelScanner {
         Err(error)
     }
 
-    /// The decoded model value (escapes resolved) once found.
+    /// The decoded model value (escapes resolved) once found. It stays set if a later error
+    /// (such as `DuplicateModel`) is reported, so check the result of `feed`/`finish` first.
     pub fn model(&self) -> Option<&str> {
         self.model.as_deref()
     }

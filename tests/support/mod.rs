@@ -138,6 +138,17 @@ impl Gateway {
         std::fs::read_to_string(self.dir.path().join("gateway.log")).unwrap_or_default()
     }
 
+    /// `POST /v1/chat/completions` for `model` with a small body.
+    pub async fn chat(&self, model: &str, stream: bool) -> reqwest::Response {
+        client()
+            .post(self.url("/v1/chat/completions"))
+            .header("content-type", "application/json")
+            .body(chat_body(model, stream))
+            .send()
+            .await
+            .unwrap()
+    }
+
     /// Admin `/status` JSON.
     pub async fn status(&self) -> serde_json::Value {
         client()
