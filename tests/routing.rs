@@ -287,3 +287,35 @@ async fn mixed_pool_is_reported_with_the_backends_named() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_url_in_two_pools_has_health_per_model() {
+    let shared = mock("shared", "a").await;
+    let only_b = mock("only-b", "b").await;
+    let models = format!(
+        "{}{}",
+        model_block("a", &[backend("s", &shared)], ""),
+        model_block("b", &[backend("s", &shared), backend("ob", &only_b)], "")
+    );
+    let gw = Gateway::start_ready(&models, "").await;
+    eventually(Duration::from_secs(10), "both pools probed", || async {
+        gw.status().await["models"][1]["backends"][1]["checked"] == true
+            && gw.status().await["models"][1]["backends"][0]["checked"] == true
+    })
+    .await;
+    assert!(gw.backend_healthy("a", "s").await);
+    assert!(
+        !gw.backend_healthy("b", "s").await,
+        "shared serves a, not b"
+    );
+    for _ in 0..6 {
+        assert_eq!(
+            gw.chat("a", false).await.headers()["x-modelgate-backend"],
+            "s"
+        );
+        assert_eq!(
+            gw.chat("b", false).await.headers()["x-modelgate-backend"],
+            "ob"
+        );
+    }
+}

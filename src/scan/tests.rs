@@ -624,10 +624,10 @@ proptest! {
     fn find_special_matches_a_naive_search(
         bytes in prop::collection::vec(
             prop_oneof![
-                8 => 0x20u8..=0xff,
+                40 => 0x20u8..=0xff,
                 1 => prop::sample::select(b"\"\\\x00\x01\x1f\x21\x5b\x5d\x80\xff".to_vec()),
             ],
-            0..200,
+            0..400,
         ),
     ) {
         let naive = bytes.iter().position(|&b| b == b'"' || b == b'\\' || b < 0x20);
