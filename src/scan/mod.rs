@@ -681,6 +681,21 @@ impl ModelScanner {
 
 /// One-shot convenience over a complete body: [`ModelScanner::feed`] then
 /// [`ModelScanner::finish`].
+///
+/// ```
+/// use modelgate::scan::{find_model, ModelScanner, ScanError, ScanStatus};
+///
+/// let body = br#"{"messages":[{"model":"inner"}],"model":"mistral-7b","stream":true}"#;
+/// assert_eq!(find_model(body).unwrap(), "mistral-7b");
+/// assert_eq!(find_model(br#"{"model":1}"#), Err(ScanError::ModelNotString));
+///
+/// // Chunked: the split may fall anywhere, even inside the value.
+/// let mut s = ModelScanner::new();
+/// assert_eq!(s.feed(br#"{"mod"#).unwrap(), ScanStatus::NeedMore);
+/// assert_eq!(s.feed(br#"el":"mistral"#).unwrap(), ScanStatus::NeedMore);
+/// assert_eq!(s.feed(br#"-7b","messages":[]}"#).unwrap(), ScanStatus::Found);
+/// assert_eq!(s.model(), Some("mistral-7b"));
+/// ```
 pub fn find_model(body: &[u8]) -> Result<String, ScanError> {
     let mut scanner = ModelScanner::new();
     scanner.feed(body)?;
