@@ -341,3 +341,34 @@ async fn headers_pass_both_ways_with_request_id_and_authorization() {
         .unwrap();
     assert_eq!(r.headers()["x-request-id"], "e-1");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_failure_on_every_attempt_is_502_without_backend_details() {
+    let a = mock("a0", "m").await;
+    let b = mock("b0", "m").await;
+    // Probes far apart: both stay "healthy" after they die, so the requests really try them.
+    let gw = Gateway::start_ready(
+        &format!(
+            "  m:\n    backends:\n{}{}    health_check: {{interval_ms: 60000}}\n    retries: {{max_attempts: 2, retry_on: [connection_failure]}}\n",
+            backend("a0", &a),
+            backend("b0", &b)
+        ),
+        "",
+    )
+    .await;
+    let (a_url, b_url) = (a.url(), b.url());
+    a.stop().await;
+    b.stop().await;
+    let r = gw.chat("m", false).await;
+    assert_eq!(r.headers()["x-should-retry"], "false");
+    let v = expect_error(r, 502, Some("upstream_error")).await;
+    let text = v.to_string();
+    for leak in [
+        a_url.as_str(),
+        b_url.as_str(),
+        "127.0.0.1",
+        "Connection refused",
+    ] {
+        assert!(!text.contains(leak), "{text}");
+    }
+}
