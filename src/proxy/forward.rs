@@ -66,9 +66,8 @@ pub async fn forward(
 ) -> Outcome {
     let deadline = ctx.started + pool.timeouts.request;
     let mut tried: Vec<usize> = Vec::with_capacity(2);
-    let mut last = GatewayError::NoHealthyBackend {
-        model: pool.name.clone(),
-    };
+    // The error of the last failed attempt; none yet means no backend was ever picked.
+    let mut last: Option<GatewayError> = None;
     while ctx.attempts < pool.retries.max_attempts {
         let Some(index) = pool.select(&tried) else {
             break;
@@ -115,12 +114,14 @@ pub async fn forward(
             }
             Err(AttemptError::RetryableStatus) => (true, GatewayError::Upstream),
         };
-        last = error;
+        last = Some(error);
         if !retry || !upload.can_replay() || Instant::now() >= deadline {
             break;
         }
     }
-    Outcome::Failed(last)
+    Outcome::Failed(last.unwrap_or_else(|| GatewayError::NoHealthyBackend {
+        model: pool.name.clone(),
+    }))
 }
 
 fn remaining(deadline: Instant) -> Duration {
