@@ -1,9 +1,11 @@
-//! The admin listener: `GET /health`, `GET /ready`, `GET /status` (control plane; never bound
-//! on the public address).
+//! The admin listener: `GET /health`, `GET /ready`, `GET /status`, `GET /config` (control
+//! plane; never bound on the public address).
 //!
 //! `/health` = the process is alive. `/ready` = 200 only once every model has had its first
 //! health-check round and at least one model has a healthy backend, else 503: the signal a cloud
-//! load balancer uses before sending traffic. `/status` shows every backend's health.
+//! load balancer uses before sending traffic; it turns 503 the moment a drain starts. `/status`
+//! shows every backend's health and drain flag. `/config` shows the config in force: generation,
+//! sha256 of the file, when it was loaded and the last rejected reload's error.
 
 use async_trait::async_trait;
 use http::{Response, StatusCode};
@@ -11,16 +13,19 @@ use pingora_core::apps::http_app::ServeHttp;
 use pingora_core::protocols::http::ServerSession;
 use serde_json::{json, Value};
 
-use crate::state::{SharedState, Snapshot};
+use std::sync::Arc;
+
+use crate::control::Control;
+use crate::state::Snapshot;
 
 /// The admin HTTP app.
 pub struct AdminApp {
-    state: SharedState,
+    control: Arc<Control>,
 }
 
 impl AdminApp {
-    pub fn new(state: SharedState) -> Self {
-        AdminApp { state }
+    pub fn new(control: Arc<Control>) -> Self {
+        AdminApp { control }
     }
 }
 
@@ -49,6 +54,7 @@ pub fn status(snapshot: &Snapshot) -> Value {
                         "name": b.config.name,
                         "url": b.config.url,
                         "healthy": b.is_healthy(),
+                        "draining": b.config.drain,
                         "checked": b.is_checked(),
                         "in_flight": b.in_flight(),
                         "root": card.as_ref().and_then(|c| c.get("root").cloned()),
@@ -60,6 +66,7 @@ pub fn status(snapshot: &Snapshot) -> Value {
                 "model": p.name,
                 "policy": p.policy.as_str(),
                 "healthy_backends": p.backends.iter().filter(|b| b.is_healthy()).count(),
+                "usable_backends": p.backends.iter().filter(|b| b.is_usable()).count(),
                 "backends": backends,
             })
         })
@@ -77,26 +84,36 @@ impl ServeHttp for AdminApp {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
         let path = session.req_header().uri.path().to_string();
         let is_get = session.req_header().method == http::Method::GET;
-        let snapshot = self.state.load();
+        let snapshot = self.control.state.load();
         match (is_get, path.as_str()) {
             (true, "/health") => json_response(StatusCode::OK, &json!({"status": "ok"})),
             (true, "/ready") => {
-                let ready = snapshot.is_ready();
+                let draining = self.control.is_draining();
+                let ready = !draining && snapshot.is_ready();
                 let code = if ready {
                     StatusCode::OK
                 } else {
                     StatusCode::SERVICE_UNAVAILABLE
                 };
-                json_response(code, &json!({"ready": ready}))
+                json_response(code, &json!({"ready": ready, "draining": draining}))
             }
-            (true, "/status") => json_response(StatusCode::OK, &status(&snapshot)),
-            (false, "/health" | "/ready" | "/status") => json_response(
+            (true, "/status") => {
+                let mut body = status(&snapshot);
+                body["draining"] = json!(self.control.is_draining());
+                body["in_flight"] = json!(self.control.in_flight());
+                json_response(StatusCode::OK, &body)
+            }
+            (true, "/config") => json_response(
+                StatusCode::OK,
+                &serde_json::to_value(&*self.control.status()).unwrap_or_default(),
+            ),
+            (false, "/health" | "/ready" | "/status" | "/config") => json_response(
                 StatusCode::METHOD_NOT_ALLOWED,
                 &json!({"error": {"message": "use GET", "type": "invalid_request_error", "param": null, "code": "method_not_allowed"}}),
             ),
             _ => json_response(
                 StatusCode::NOT_FOUND,
-                &json!({"error": {"message": "unknown admin path; try /health, /ready, /status", "type": "invalid_request_error", "param": null, "code": "not_found"}}),
+                &json!({"error": {"message": "unknown admin path; try /health, /ready, /status, /config", "type": "invalid_request_error", "param": null, "code": "not_found"}}),
             ),
         }
     }

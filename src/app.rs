@@ -1,41 +1,61 @@
-//! Wiring: the Pingora server with the public proxy, the admin listener and the health prober;
-//! and `--test` (control plane).
+//! Wiring: the Pingora server with the public proxy, the admin listener, the health prober, the
+//! reloader and the lifecycle services, run with modelgate's own signal handling; and `--test`
+//! (control plane).
 
 use std::fmt::Write as _;
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use pingora_core::connectors::http::v1::Connector;
 use pingora_core::server::configuration::{Opt, ServerConf};
-use pingora_core::server::Server;
+use pingora_core::server::{RunArgs, Server};
 use pingora_core::services::background::background_service;
 use pingora_core::services::listening::Service;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::admin::AdminApp;
 use crate::cli::Cli;
 use crate::config::{self, Config};
+use crate::control::Control;
 use crate::health::{self, HealthService};
+use crate::lifecycle::{self, ExitPlan, GatewaySignals, LifecycleService};
 use crate::proxy::Gateway;
-use crate::state::{self, Snapshot};
+use crate::reload::ReloadService;
+use crate::state::Snapshot;
 
-/// Seconds the old process keeps serving in-flight requests after SIGTERM/SIGQUIT.
-/// TODO(issue 3): make this `server.grace_period_s`.
-const GRACE_PERIOD_S: u64 = 30;
+/// Pingora's own grace sleep is only a backstop: [`LifecycleService`] exits as soon as the last
+/// request ends or at the deadline the shutdown signal chose; Pingora's sleep ends this much later.
+const PINGORA_GRACE_SLACK_S: u64 = 10;
 
-/// Start serving `config` and never return.
-pub fn run(cli: &Cli, config: Config) -> ! {
+/// Start serving `config` and never return. `early_hup` is the flag `main` set up so a SIGHUP
+/// during startup is remembered instead of killing the process.
+pub fn run(cli: &Cli, config: Config, early_hup: Arc<AtomicBool>) -> ! {
     log_summary(&config);
-    let shared = state::shared(Snapshot::build(&config, 1));
+    let (paths, problems) = lifecycle::paths::resolve(&config.server);
+    for p in problems {
+        warn!(problem = %p, "upgrade socket / pid file directory; binary upgrades may not work");
+    }
+    let config_path = std::path::absolute(&cli.config).unwrap_or_else(|_| cli.config.clone());
+    let control = Control::new(&config, config_path);
+    let exit_plan = Arc::new(ExitPlan::new(config.server.grace_period));
+    let self_command = lifecycle::upgrade::SelfCommand::capture();
 
     let opt = Opt {
         upgrade: cli.upgrade,
         daemon: cli.daemon,
         ..Default::default()
     };
+    let longest = config.server.grace_period.max(config.drain.timeout);
     let conf = ServerConf {
-        threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
-        grace_period_seconds: Some(GRACE_PERIOD_S),
+        threads: config
+            .server
+            .threads
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())),
+        grace_period_seconds: Some(longest.as_secs() + PINGORA_GRACE_SLACK_S),
         graceful_shutdown_timeout_seconds: Some(5),
+        pid_file: paths.pid_file.display().to_string(),
+        upgrade_sock: paths.upgrade_sock.display().to_string(),
+        daemon_wait_for_ready: cli.daemon,
         ..Default::default()
     };
     let mut server = Server::new_with_opt_and_conf(opt, conf);
@@ -44,24 +64,45 @@ pub fn run(cli: &Cli, config: Config) -> ! {
 
     let mut proxy = pingora_proxy::http_proxy_service_with_name(
         &server_conf,
-        Gateway::new(Arc::clone(&shared)),
+        Gateway::new(Arc::clone(&control)),
         "modelgate proxy",
     );
     proxy.add_tcp(&config.listen.to_string());
 
     let mut admin = Service::new(
         "modelgate admin".to_string(),
-        AdminApp::new(Arc::clone(&shared)),
+        AdminApp::new(Arc::clone(&control)),
     );
     admin.add_tcp(&config.admin_listen.to_string());
 
-    let health = background_service("modelgate health", HealthService::new(Arc::clone(&shared)));
+    let health = background_service("modelgate health", HealthService::new(Arc::clone(&control)));
+    let reload = background_service(
+        "modelgate reload",
+        ReloadService::new(Arc::clone(&control), early_hup, !cli.no_watch),
+    );
+    let lifecycle = background_service(
+        "modelgate lifecycle",
+        LifecycleService {
+            control: Arc::clone(&control),
+            exit: Arc::clone(&exit_plan),
+        },
+    );
 
     server.add_service(proxy);
     server.add_service(admin);
     server.add_service(health);
-    info!(listen = %config.listen, admin = %config.admin_listen, "modelgate listening");
-    server.run_forever()
+    server.add_service(reload);
+    server.add_service(lifecycle);
+    info!(listen = %config.listen, admin = %config.admin_listen, upgrade_sock = %paths.upgrade_sock.display(), pid = std::process::id(), "modelgate listening");
+    server.run(RunArgs {
+        shutdown_signal: Box::new(GatewaySignals {
+            control,
+            exit: exit_plan,
+            upgrade_sock: paths.upgrade_sock,
+            self_command,
+        }),
+    });
+    std::process::exit(0)
 }
 
 fn log_summary(config: &Config) {

@@ -21,7 +21,10 @@ pub struct Cli {
     /// Take over the listening sockets of a running modelgate (zero-downtime upgrade).
     #[arg(short = 'u', long = "upgrade")]
     pub upgrade: bool,
-    /// Run in the background.
+    /// Run in the background (writes server.pid_file).
     #[arg(short = 'd', long = "daemon")]
     pub daemon: bool,
+    /// Do not watch the config file; reload on SIGHUP only.
+    #[arg(long = "no-watch")]
+    pub no_watch: bool,
 }

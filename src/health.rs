@@ -17,8 +17,8 @@ use pingora_core::services::background::BackgroundService;
 use pingora_http::RequestHeader;
 use tracing::{info, warn};
 
+use crate::control::Control;
 use crate::routing::{BackendState, Pool};
-use crate::state::SharedState;
 
 /// Cap on a probe's response body: a `/v1/models` list is a few KiB.
 const MAX_PROBE_BODY: usize = 1024 * 1024;
@@ -136,23 +136,17 @@ pub fn model_card(body: &[u8], model: &str) -> ProbeResult {
     })
 }
 
-/// Consecutive-result counters of one backend, owned by its pool's probe loop.
-#[derive(Debug, Default, Clone, Copy)]
-struct Streak {
-    passes: u32,
-    failures: u32,
-}
-
-/// Probes every pool of the current snapshot. Runs as a Pingora background service.
+/// Probes every pool of the current snapshot and follows reloads. Runs as a Pingora background
+/// service.
 pub struct HealthService {
-    state: SharedState,
+    control: Arc<Control>,
     connector: Arc<Connector>,
 }
 
 impl HealthService {
-    pub fn new(state: SharedState) -> Self {
+    pub fn new(control: Arc<Control>) -> Self {
         HealthService {
-            state,
+            control,
             connector: Arc::new(Connector::new(None)),
         }
     }
@@ -161,21 +155,38 @@ impl HealthService {
 #[async_trait]
 impl BackgroundService for HealthService {
     async fn start(&self, mut shutdown: ShutdownWatch) {
-        let snapshot = self.state.load_full();
+        let mut reloads = self.control.subscribe();
         let mut tasks = tokio::task::JoinSet::new();
-        for pool in &snapshot.pools {
-            tasks.spawn(run_pool(Arc::clone(pool), Arc::clone(&self.connector)));
+        loop {
+            // One task per pool of the snapshot in force. A reload replaces them all: tasks of
+            // removed pools stop, new pools start, and kept backends carry their state (streaks
+            // included) in their shared `BackendHealth`, so restarting a task loses nothing.
+            tasks.abort_all();
+            let snapshot = self.control.state.load_full();
+            for pool in &snapshot.pools {
+                tasks.spawn(run_pool(Arc::clone(pool), Arc::clone(&self.connector)));
+            }
+            drop(snapshot);
+            tokio::select! {
+                _ = shutdown.changed() => break,
+                changed = reloads.changed() => if changed.is_err() { break },
+            }
         }
-        let _ = shutdown.changed().await;
         tasks.abort_all();
     }
 }
 
-/// Probe one pool's backends forever, every `interval`, all backends concurrently.
+/// Probe one pool's backends forever, every `interval`, all backends concurrently. A pool whose
+/// backends all carry state from before a reload waits one interval before its first round;
+/// a pool with any new backend probes at once, so new backends are gated as briefly as possible.
 pub async fn run_pool(pool: Arc<Pool>, connector: Arc<Connector>) {
-    let mut streaks = vec![Streak::default(); pool.backends.len()];
     let mut warned_mixed = false;
-    let mut ticker = tokio::time::interval(pool.health.interval);
+    let first = if pool.backends.iter().all(|b| b.is_checked()) {
+        tokio::time::Instant::now() + pool.health.interval
+    } else {
+        tokio::time::Instant::now()
+    };
+    let mut ticker = tokio::time::interval_at(first, pool.health.interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
@@ -190,8 +201,8 @@ pub async fn run_pool(pool: Arc<Pool>, connector: Arc<Connector>) {
             )
         }))
         .await;
-        for ((backend, streak), result) in pool.backends.iter().zip(&mut streaks).zip(results) {
-            apply(&pool, backend, streak, result);
+        for (backend, result) in pool.backends.iter().zip(results) {
+            apply(&pool, backend, result);
         }
         if !warned_mixed {
             warned_mixed = warn_if_mixed(&pool);
@@ -201,26 +212,23 @@ pub async fn run_pool(pool: Arc<Pool>, connector: Arc<Connector>) {
 }
 
 /// Fold one probe result into the backend's health, logging each flip.
-fn apply(pool: &Pool, backend: &BackendState, streak: &mut Streak, result: ProbeResult) {
+fn apply(pool: &Pool, backend: &BackendState, result: ProbeResult) {
     let was_checked = backend.is_checked();
     let was_healthy = backend.is_healthy();
     match result {
         Ok(card) => {
-            streak.passes = streak.passes.saturating_add(1);
-            streak.failures = 0;
+            let (passes, _) = backend.record_probe(true);
             backend.set_card(card);
             // First probe ever: open the gate at once. Later: wait for the threshold.
-            let healthy =
-                was_healthy || !was_checked || streak.passes >= pool.health.healthy_threshold;
+            let healthy = was_healthy || !was_checked || passes >= pool.health.healthy_threshold;
             backend.set_health(healthy);
             if healthy && !was_healthy {
                 info!(model = %pool.name, backend = %backend.config.name, url = %backend.config.url, "backend healthy");
             }
         }
         Err(e) => {
-            streak.failures = streak.failures.saturating_add(1);
-            streak.passes = 0;
-            let healthy = was_healthy && streak.failures < pool.health.unhealthy_threshold;
+            let (_, failures) = backend.record_probe(false);
+            let healthy = was_healthy && failures < pool.health.unhealthy_threshold;
             backend.set_health(healthy);
             if was_healthy && !healthy || !was_checked {
                 warn!(model = %pool.name, backend = %backend.config.name, url = %backend.config.url, reason = %e, "backend unhealthy");

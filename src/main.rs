@@ -1,11 +1,20 @@
 //! `modelgate` binary: parse the CLI, set up logging, load the config, run.
 
 use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 
 use clap::Parser;
 use modelgate::{app, cli::Cli};
 
 fn main() -> ExitCode {
+    // First thing: until the reloader listens for SIGHUP, its default action would kill us.
+    // Remember it instead; the reloader applies it once it runs.
+    let early_hup = Arc::new(AtomicBool::new(false));
+    if let Err(e) = signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&early_hup))
+    {
+        eprintln!("modelgate: cannot handle SIGHUP: {e}");
+    }
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -35,5 +44,5 @@ fn main() -> ExitCode {
         }
         return ExitCode::SUCCESS;
     }
-    app::run(&cli, config)
+    app::run(&cli, config, early_hup)
 }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
-use crate::config::Config;
+use crate::config::{Config, DrainSettings};
 use crate::routing::Pool;
 
 /// Everything a request needs, frozen.
@@ -26,15 +26,32 @@ pub struct Snapshot {
     pub max_body_bytes: u64,
     /// "a, b, c": the configured model names, for 404 messages.
     pub model_list: String,
+    /// Drain timings (reloadable; read when SIGTERM arrives).
+    pub drain: DrainSettings,
 }
 
 impl Snapshot {
     /// Build a snapshot from a validated config. Backends start unhealthy until probed.
     pub fn build(config: &Config, generation: u64) -> Snapshot {
+        Snapshot::build_from(config, generation, None)
+    }
+
+    /// Build the next snapshot. A backend that was in `previous` under the same model with the
+    /// same URL and address keeps its live state (health, streaks, in-flight count, card): no
+    /// flap, no re-gating. Anything new starts gated until its first passing probe.
+    pub fn build_from(config: &Config, generation: u64, previous: Option<&Snapshot>) -> Snapshot {
         let pools: Vec<Arc<Pool>> = config
             .models
             .iter()
-            .map(|m| Arc::new(Pool::build(m)))
+            .map(|m| {
+                let old = previous.and_then(|p| p.pool(&m.name));
+                Arc::new(Pool::build_with(m, |b| {
+                    old?.backends
+                        .iter()
+                        .find(|o| o.config.url == b.url && o.config.addr == b.addr)
+                        .map(|o| Arc::clone(o.live()))
+                }))
+            })
             .collect();
         let by_name = pools
             .iter()
@@ -53,6 +70,7 @@ impl Snapshot {
             by_name,
             max_body_bytes: config.max_body_bytes,
             model_list,
+            drain: config.drain,
         }
     }
 

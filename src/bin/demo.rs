@@ -23,6 +23,11 @@ const CURL: &str = r#"curl http://localhost:8000/v1/chat/completions \
   }'"#;
 
 fn main() -> ExitCode {
+    let early_hup = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let _ = signal_hook::flag::register(
+        signal_hook::consts::SIGHUP,
+        std::sync::Arc::clone(&early_hup),
+    );
     let cli = Cli::parse_from(["modelgate", "--config", "conf/router.yaml"]);
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -86,7 +91,7 @@ fn main() -> ExitCode {
         Err(_) => return ExitCode::from(1),
     }
     eprintln!(
-        "\nmodelgate demo: mock vLLM backends on :8001 and :8002, gateway on :8000 (admin on 127.0.0.1:9000).\nTry:\n\n{CURL}\n\nor streaming: curl -N http://localhost:8000/v1/chat/completions -H 'Content-Type: application/json' -d '{{\"model\":\"mistral-7b\",\"messages\":[{{\"role\":\"user\",\"content\":\"hi\"}}],\"stream\":true}}'\nCtrl-C stops everything.\n"
+        "\nmodelgate demo: mock vLLM backends on :8001 and :8002, gateway on :8000 (admin on 127.0.0.1:9000).\nTry:\n\n{CURL}\n\nor streaming: curl -N http://localhost:8000/v1/chat/completions -H 'Content-Type: application/json' -d '{{\"model\":\"mistral-7b\",\"messages\":[{{\"role\":\"user\",\"content\":\"hi\"}}],\"stream\":true}}'\nCtrl-C drains like SIGTERM in production (/ready turns 503, 5 s later the listener closes); press it twice to stop at once.\n"
     );
-    app::run(&cli, config)
+    app::run(&cli, config, early_hup)
 }

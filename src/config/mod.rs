@@ -44,6 +44,17 @@ pub const DEFAULT_HEALTHY_THRESHOLD: u32 = 2;
 /// Two failures in a row before a healthy backend is taken out (one lost probe is noise).
 pub const DEFAULT_UNHEALTHY_THRESHOLD: u32 = 2;
 
+/// An old process waits up to this long for its in-flight requests after handing its sockets to
+/// a new binary; it exits as soon as the last one ends. Five minutes covers long generations.
+pub const DEFAULT_GRACE_PERIOD_S: u64 = 300;
+/// After SIGTERM, keep serving this long while `/ready` says 503, so the cloud load balancer
+/// sees the failing check and stops sending (2 checks at 2 s interval, plus margin).
+pub const DEFAULT_DRAIN_DELAY_MS: u64 = 5_000;
+/// After the listener closes, in-flight requests get this long to finish (same as the grace).
+pub const DEFAULT_DRAIN_TIMEOUT_MS: u64 = 300_000;
+/// Unix socket paths are limited to 107 bytes (`sun_path`).
+pub const MAX_SOCKET_PATH: usize = 107;
+
 /// Load, parse and validate a config file.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
     let bytes = std::fs::read(path).map_err(|e| ConfigError::Io {
@@ -107,8 +118,34 @@ pub struct Config {
     pub max_body_bytes: u64,
     /// Models in file order.
     pub models: Vec<ModelConfig>,
+    /// Process settings; read at start only.
+    pub server: ServerSettings,
+    /// Graceful drain timings.
+    pub drain: DrainSettings,
     /// Hex sha256 of the file bytes.
     pub sha256: String,
+}
+
+/// `server:` block, typed. Read once at start: changing it takes a binary upgrade.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerSettings {
+    /// Proxy worker threads; `None` = one per CPU.
+    pub threads: Option<usize>,
+    /// Longest wait for in-flight requests of an old process after an upgrade.
+    pub grace_period: Duration,
+    /// Pid file written with `--daemon`; `None` = `<runtime dir>/modelgate.pid`.
+    pub pid_file: Option<std::path::PathBuf>,
+    /// Socket the listening sockets are handed over on; `None` = `<runtime dir>/upgrade.sock`.
+    pub upgrade_sock: Option<std::path::PathBuf>,
+}
+
+/// `drain:` block, typed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DrainSettings {
+    /// Keep serving this long after SIGTERM while readiness fails.
+    pub delay: Duration,
+    /// Then give in-flight requests this long.
+    pub timeout: Duration,
 }
 
 /// One logical model and its pool.
@@ -137,6 +174,8 @@ pub struct BackendConfig {
     pub path_prefix: String,
     /// Relative weight, ≥ 1.
     pub weight: u32,
+    /// Draining: gets no new requests; in-flight ones finish.
+    pub drain: bool,
 }
 
 /// Load-balancing policy of a pool.

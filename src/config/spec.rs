@@ -21,6 +21,28 @@ pub struct FileSpec {
     pub defaults: Option<DefaultsSpec>,
     /// Logical model name → pool, in file order.
     pub models: Option<IndexMap<String, ModelSpec>>,
+    /// Process settings (threads, upgrade, pid file); changing them needs a binary upgrade.
+    pub server: Option<ServerSpec>,
+    /// Graceful drain on SIGTERM/SIGINT.
+    pub drain: Option<DrainSpec>,
+}
+
+/// `server:` block.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSpec {
+    pub threads: Option<u64>,
+    pub grace_period_s: Option<u64>,
+    pub pid_file: Option<String>,
+    pub upgrade_sock: Option<String>,
+}
+
+/// `drain:` block (top level; a backend's `drain: true` is a different thing).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DrainSpec {
+    pub delay_ms: Option<u64>,
+    pub timeout_ms: Option<u64>,
 }
 
 /// `admin:` block.
@@ -58,6 +80,8 @@ pub struct BackendSpec {
     pub name: Option<String>,
     pub url: Option<String>,
     pub weight: Option<u32>,
+    /// `true`: no new requests; in-flight ones finish.
+    pub drain: Option<bool>,
 }
 
 /// `load_balancer:` block.

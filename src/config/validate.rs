@@ -9,8 +9,8 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
 use super::spec::{
-    BackendSpec, DefaultsSpec, FileSpec, HealthCheckSpec, LoadBalancerSpec, ModelSpec, RetriesSpec,
-    TimeoutsSpec,
+    BackendSpec, DefaultsSpec, DrainSpec, FileSpec, HealthCheckSpec, LoadBalancerSpec, ModelSpec,
+    RetriesSpec, ServerSpec, TimeoutsSpec,
 };
 use super::*;
 
@@ -76,15 +76,74 @@ pub(super) fn validate(spec: FileSpec) -> Result<Config, Vec<ConfigIssue>> {
         }
     }
 
+    let server = server_settings(spec.server.unwrap_or_default(), &mut issues);
+    let drain = drain_settings(spec.drain.unwrap_or_default());
+
     match (listen, admin_listen) {
         (Some(listen), Some(admin_listen)) if issues.0.is_empty() => Ok(Config {
             listen,
             admin_listen,
             max_body_bytes,
             models,
+            server,
+            drain,
             sha256: String::new(),
         }),
         _ => Err(issues.0),
+    }
+}
+
+fn server_settings(s: ServerSpec, issues: &mut Issues) -> ServerSettings {
+    let threads = match s.threads {
+        None | Some(0) => None,
+        Some(n) if n > 1024 => {
+            issues.push(
+                "server.threads",
+                format!("{n} is out of range (1 to 1024; omit it for one per CPU)"),
+            );
+            None
+        }
+        Some(n) => usize::try_from(n).ok(),
+    };
+    let grace = s.grace_period_s.unwrap_or(DEFAULT_GRACE_PERIOD_S);
+    if grace == 0 {
+        issues.push(
+            "server.grace_period_s",
+            "must be at least 1 (seconds an old process may finish its streams)",
+        );
+    }
+    let mut path = |value: Option<String>, key: &str, socket: bool| {
+        let v = value?;
+        if v.is_empty() || v.contains('\0') {
+            issues.push(format!("server.{key}"), "must be a non-empty file path");
+            return None;
+        }
+        if socket && v.len() > MAX_SOCKET_PATH {
+            issues.push(
+                format!("server.{key}"),
+                format!(
+                    "{} bytes is too long for a unix socket path (max {MAX_SOCKET_PATH})",
+                    v.len()
+                ),
+            );
+            return None;
+        }
+        Some(std::path::PathBuf::from(v))
+    };
+    let pid_file = path(s.pid_file, "pid_file", false);
+    let upgrade_sock = path(s.upgrade_sock, "upgrade_sock", true);
+    ServerSettings {
+        threads,
+        grace_period: Duration::from_secs(grace.max(1)),
+        pid_file,
+        upgrade_sock,
+    }
+}
+
+fn drain_settings(d: DrainSpec) -> DrainSettings {
+    DrainSettings {
+        delay: Duration::from_millis(d.delay_ms.unwrap_or(DEFAULT_DRAIN_DELAY_MS)),
+        timeout: Duration::from_millis(d.timeout_ms.unwrap_or(DEFAULT_DRAIN_TIMEOUT_MS)),
     }
 }
 
@@ -247,6 +306,7 @@ fn backend_config(b: BackendSpec, path: &str, issues: &mut Issues) -> Option<Bac
         authority,
         path_prefix,
         weight: weight.max(1),
+        drain: b.drain.unwrap_or(false),
     })
 }
 

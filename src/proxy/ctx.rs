@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::control::RequestGuard;
 use crate::state::Snapshot;
 
 /// What one request has learned and done so far.
@@ -30,6 +31,8 @@ pub struct RequestCtx {
     pub bytes_in: u64,
     /// Response body bytes written to the client.
     pub bytes_out: u64,
+    /// Holds the process-wide in-flight count up while the request lives.
+    pub in_flight: Option<RequestGuard>,
 }
 
 impl Default for RequestCtx {
@@ -46,6 +49,7 @@ impl Default for RequestCtx {
             cause: None,
             bytes_in: 0,
             bytes_out: 0,
+            in_flight: None,
         }
     }
 }

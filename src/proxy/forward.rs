@@ -28,6 +28,11 @@ use crate::routing::{BackendState, Pool};
 /// backend; these do not count as attempts (nothing reached the backend's application).
 const STALE_RETRIES: u32 = 2;
 
+/// Extra wait beyond the probe timeout for a never-probed pool's first round.
+const FIRST_PROBE_SLACK: Duration = Duration::from_millis(500);
+/// Poll step while waiting for it.
+const FIRST_PROBE_POLL: Duration = Duration::from_millis(5);
+
 /// How an exchange ended, for the caller's logging.
 #[derive(Debug)]
 pub enum Outcome {
@@ -56,6 +61,29 @@ enum AttemptError {
     ClientGone,
 }
 
+/// Pick a backend. A pool none of whose backends has been probed yet (a process that just
+/// started, e.g. the new binary of an upgrade, or a model a reload just added) waits for its
+/// first probe round, bounded by the probe timeout, instead of failing with 503.
+async fn select(pool: &Pool, tried: &[usize], first: bool, deadline: Instant) -> Option<usize> {
+    if let Some(i) = pool.select(tried) {
+        return Some(i);
+    }
+    if !first || pool.is_checked() {
+        return None;
+    }
+    let until = deadline.min(Instant::now() + pool.health.timeout + FIRST_PROBE_SLACK);
+    while Instant::now() < until {
+        tokio::time::sleep(FIRST_PROBE_POLL).await;
+        if let Some(i) = pool.select(tried) {
+            return Some(i);
+        }
+        if pool.is_checked() {
+            return None;
+        }
+    }
+    None
+}
+
 /// Forward the request to `pool`, retrying per its policy.
 pub async fn forward(
     session: &mut Session,
@@ -69,7 +97,7 @@ pub async fn forward(
     // The error of the last failed attempt; none yet means no backend was ever picked.
     let mut last: Option<GatewayError> = None;
     while ctx.attempts < pool.retries.max_attempts {
-        let Some(index) = pool.select(&tried) else {
+        let Some(index) = select(pool, &tried, ctx.attempts == 0, deadline).await else {
             break;
         };
         tried.push(index);

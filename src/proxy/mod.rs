@@ -23,8 +23,8 @@ use pingora_error::{Error, ErrorType, Result};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 use tracing::debug;
 
+use crate::control::Control;
 use crate::error::GatewayError;
-use crate::state::SharedState;
 use body::Upload;
 use ctx::RequestCtx;
 use forward::Outcome;
@@ -32,21 +32,21 @@ use route::Route;
 
 /// The gateway's proxy logic.
 pub struct Gateway {
-    state: SharedState,
+    control: Arc<Control>,
     connector: Connector,
 }
 
 impl Gateway {
-    pub fn new(state: SharedState) -> Self {
+    pub fn new(control: Arc<Control>) -> Self {
         Gateway {
-            state,
+            control,
             connector: Connector::new(None),
         }
     }
 
     /// Route and answer one request. Returns the error to render if nothing was sent yet.
     async fn handle(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<(), Outcome> {
-        let snapshot = self.state.load_full();
+        let snapshot = self.control.state.load_full();
         ctx.snapshot = Some(Arc::clone(&snapshot));
         let route = {
             let req = session.req_header();
@@ -144,6 +144,8 @@ impl ProxyHttp for Gateway {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
+        // Counted until the context drops: graceful exit waits for this to reach zero.
+        ctx.in_flight = Some(self.control.track_request());
         ctx.request_id = headers::request_id(session.req_header());
         match self.handle(session, ctx).await {
             Ok(()) => Ok(true),

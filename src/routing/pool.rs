@@ -1,12 +1,12 @@
 //! One model's pool: its backends, policy, timeouts, retries, and per-backend live state.
 //!
-//! Built by the control plane and never mutated afterwards, except through the atomics in
-//! [`BackendState`] (health, in-flight count) and the backend-reported model card, which the
-//! health prober publishes lock-free. Selection runs on the request path: no locks, no I/O.
+//! Built by the control plane and never mutated afterwards, except through the shared
+//! [`BackendHealth`] (health, in-flight count, backend-reported model card), which the health
+//! prober publishes lock-free and which outlives a reload for backends that stay. Selection runs on the request path: no locks, no I/O.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,6 +21,21 @@ use crate::config::{BackendConfig, HealthCheck, ModelConfig, Policy, Retries, Ti
 /// connections after 5 s by default; staying below that avoids reusing a closing socket.
 pub const UPSTREAM_IDLE_POOL: Duration = Duration::from_secs(4);
 
+/// The live, mutable part of one (model, backend): health, probe streaks, in-flight count and
+/// the backend-reported model card. Shared by every snapshot in which the backend keeps the same
+/// model, URL and address, so a reload neither flaps nor re-gates it, and requests started on an
+/// old snapshot still count toward the new one's in-flight numbers.
+#[derive(Debug, Default)]
+pub struct BackendHealth {
+    healthy: AtomicBool,
+    checked: AtomicBool,
+    in_flight: AtomicU64,
+    passes: AtomicU32,
+    failures: AtomicU32,
+    /// The backend's own `/v1/models` entry for this pool's model, from the last good probe.
+    card: ArcSwapOption<serde_json::Value>,
+}
+
 /// Live state of one backend within one pool. Health is per (model, backend): the same URL in
 /// two pools has two independent states, because it may serve one model and not the other.
 #[derive(Debug)]
@@ -28,15 +43,12 @@ pub struct BackendState {
     pub config: BackendConfig,
     /// Pre-built peer (address + connect timeout); the request path only clones it.
     pub peer: HttpPeer,
-    healthy: AtomicBool,
-    checked: AtomicBool,
-    in_flight: AtomicU64,
-    /// The backend's own `/v1/models` entry for this pool's model, from the last good probe.
-    card: ArcSwapOption<serde_json::Value>,
+    live: Arc<BackendHealth>,
 }
 
 impl BackendState {
-    fn new(config: BackendConfig, timeouts: &Timeouts) -> Self {
+    /// A backend with fresh state: unhealthy (gated) until its first passing probe.
+    fn new(config: BackendConfig, timeouts: &Timeouts, live: Option<Arc<BackendHealth>>) -> Self {
         let mut peer = HttpPeer::new(config.addr, false, String::new());
         peer.options.connection_timeout = Some(timeouts.connect);
         peer.options.total_connection_timeout = Some(timeouts.connect);
@@ -44,55 +56,78 @@ impl BackendState {
         BackendState {
             config,
             peer,
-            // Backends start unhealthy: no traffic before the first passing probe.
-            healthy: AtomicBool::new(false),
-            checked: AtomicBool::new(false),
-            in_flight: AtomicU64::new(0),
-            card: ArcSwapOption::empty(),
+            live: live.unwrap_or_default(),
         }
+    }
+
+    /// The shared live state (for carrying it into the next snapshot).
+    pub fn live(&self) -> &Arc<BackendHealth> {
+        &self.live
     }
 
     /// Whether the last probes passed (per the thresholds).
     pub fn is_healthy(&self) -> bool {
-        self.healthy.load(Ordering::Acquire)
+        self.live.healthy.load(Ordering::Acquire)
+    }
+
+    /// Healthy and not draining: may get new requests.
+    pub fn is_usable(&self) -> bool {
+        !self.config.drain && self.is_healthy()
     }
 
     /// Whether at least one probe has completed.
     pub fn is_checked(&self) -> bool {
-        self.checked.load(Ordering::Acquire)
+        self.live.checked.load(Ordering::Acquire)
     }
 
     /// Publish a health decision (control plane).
     pub fn set_health(&self, healthy: bool) {
-        self.healthy.store(healthy, Ordering::Release);
-        self.checked.store(true, Ordering::Release);
+        self.live.healthy.store(healthy, Ordering::Release);
+        self.live.checked.store(true, Ordering::Release);
+    }
+
+    /// Count a probe result; returns the (passes, failures) streak after it (control plane).
+    pub fn record_probe(&self, passed: bool) -> (u32, u32) {
+        let (grow, reset) = if passed {
+            (&self.live.passes, &self.live.failures)
+        } else {
+            (&self.live.failures, &self.live.passes)
+        };
+        reset.store(0, Ordering::Relaxed);
+        let n = grow.load(Ordering::Relaxed).saturating_add(1);
+        grow.store(n, Ordering::Relaxed);
+        if passed {
+            (n, 0)
+        } else {
+            (0, n)
+        }
     }
 
     /// Publish the backend-reported model card (control plane).
     pub fn set_card(&self, card: Option<serde_json::Value>) {
-        self.card.store(card.map(Arc::new));
+        self.live.card.store(card.map(Arc::new));
     }
 
     /// The backend-reported model card, if a probe has seen one.
     pub fn card(&self) -> Option<Arc<serde_json::Value>> {
-        self.card.load_full()
+        self.live.card.load_full()
     }
 
     /// Requests currently proxied to this backend through this gateway.
     pub fn in_flight(&self) -> u64 {
-        self.in_flight.load(Ordering::Relaxed)
+        self.live.in_flight.load(Ordering::Relaxed)
     }
 
     /// Count a request as in flight until the guard drops (including on error and cancel).
-    pub fn track(self: &Arc<Self>) -> InFlightGuard {
-        self.in_flight.fetch_add(1, Ordering::Relaxed);
-        InFlightGuard(Arc::clone(self))
+    pub fn track(&self) -> InFlightGuard {
+        self.live.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlightGuard(Arc::clone(&self.live))
     }
 }
 
 /// Decrements the in-flight count of a backend on drop.
 #[derive(Debug)]
-pub struct InFlightGuard(Arc<BackendState>);
+pub struct InFlightGuard(Arc<BackendHealth>);
 
 impl Drop for InFlightGuard {
     fn drop(&mut self) {
@@ -129,12 +164,21 @@ impl std::fmt::Debug for Pool {
 }
 
 impl Pool {
-    /// Build a pool from its validated config.
+    /// Build a pool from its validated config; every backend starts gated.
     pub fn build(config: &ModelConfig) -> Pool {
+        Pool::build_with(config, |_| None)
+    }
+
+    /// Build a pool, taking each backend's live state from `carry` when it returns one (a
+    /// backend that stays across a reload), fresh otherwise.
+    pub fn build_with(
+        config: &ModelConfig,
+        carry: impl Fn(&BackendConfig) -> Option<Arc<BackendHealth>>,
+    ) -> Pool {
         let backends: Vec<Arc<BackendState>> = config
             .backends
             .iter()
-            .map(|b| Arc::new(BackendState::new(b.clone(), &config.timeouts)))
+            .map(|b| Arc::new(BackendState::new(b.clone(), &config.timeouts, carry(b))))
             .collect();
         let by_addr = backends
             .iter()
@@ -169,13 +213,13 @@ impl Pool {
     /// Pick a healthy backend per the policy, skipping `exclude` (backends that already failed
     /// this request) while another healthy one exists. Returns an index into `backends`.
     pub fn select(&self, exclude: &[usize]) -> Option<usize> {
-        self.pick(|i, b| b.is_healthy() && !exclude.contains(&i))
-            .or_else(|| self.pick(|_, b| b.is_healthy()))
+        self.pick(|i, b| b.is_usable() && !exclude.contains(&i))
+            .or_else(|| self.pick(|_, b| b.is_usable()))
     }
 
-    /// Whether any backend is healthy right now.
+    /// Whether any backend may take a new request right now (healthy, not draining).
     pub fn has_healthy(&self) -> bool {
-        self.backends.iter().any(|b| b.is_healthy())
+        self.backends.iter().any(|b| b.is_usable())
     }
 
     /// Whether every backend has had at least one probe.

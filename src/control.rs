@@ -1,0 +1,159 @@
+//! The process-wide handle shared by the request path, the admin API and the control plane:
+//! the live [`Snapshot`], what the last reload did, and the lifecycle counters (draining flag,
+//! requests in flight) that readiness and graceful exit read.
+//!
+//! The request path touches only `state` (one `load_full` per request) and the in-flight counter
+//! (one atomic add and sub): no locks.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use serde::Serialize;
+
+use crate::config::{Config, ServerSettings};
+use crate::state::{SharedState, Snapshot};
+
+/// What `GET /config` reports.
+#[derive(Debug, Clone, Serialize)]
+pub struct ConfigStatus {
+    /// 1 at start, +1 per applied reload.
+    pub generation: u64,
+    /// Hex sha256 of the bytes of the file in force.
+    pub sha256: String,
+    /// When the config in force was applied (RFC 3339, UTC).
+    pub loaded_at: String,
+    /// Message of the last rejected reload; `null` once a later reload applied.
+    pub last_error: Option<String>,
+    /// The config file.
+    pub path: String,
+}
+
+/// Settings read once at start; a reload that changes them is logged as needing an upgrade.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BootSettings {
+    pub listen: std::net::SocketAddr,
+    pub admin_listen: std::net::SocketAddr,
+    pub server: ServerSettings,
+}
+
+impl BootSettings {
+    pub fn of(config: &Config) -> Self {
+        BootSettings {
+            listen: config.listen,
+            admin_listen: config.admin_listen,
+            server: config.server.clone(),
+        }
+    }
+}
+
+/// Shared handle; see the module doc.
+#[derive(Debug)]
+pub struct Control {
+    pub state: SharedState,
+    pub config_path: PathBuf,
+    pub boot: BootSettings,
+    status: ArcSwap<ConfigStatus>,
+    /// Bumped after every applied reload; the health prober follows it.
+    generation_tx: tokio::sync::watch::Sender<u64>,
+    draining: AtomicBool,
+    in_flight: Arc<AtomicU64>,
+}
+
+impl Control {
+    /// Wrap the first config, already validated.
+    pub fn new(config: &Config, config_path: PathBuf) -> Arc<Control> {
+        let snapshot = Snapshot::build(config, 1);
+        let status = ConfigStatus {
+            generation: 1,
+            sha256: config.sha256.clone(),
+            loaded_at: now_rfc3339(),
+            last_error: None,
+            path: config_path.display().to_string(),
+        };
+        Arc::new(Control {
+            state: crate::state::shared(snapshot),
+            config_path,
+            boot: BootSettings::of(config),
+            status: ArcSwap::from_pointee(status),
+            generation_tx: tokio::sync::watch::channel(1).0,
+            draining: AtomicBool::new(false),
+            in_flight: Arc::new(AtomicU64::new(0)),
+        })
+    }
+
+    /// The reload status for `GET /config`.
+    pub fn status(&self) -> Arc<ConfigStatus> {
+        self.status.load_full()
+    }
+
+    /// Publish a new snapshot (control plane). Returns the one it replaced.
+    pub fn publish(&self, snapshot: Snapshot) -> Arc<Snapshot> {
+        let generation = snapshot.generation;
+        let sha256 = snapshot.config_sha256.clone();
+        let old = self.state.swap(Arc::new(snapshot));
+        self.status.store(Arc::new(ConfigStatus {
+            generation,
+            sha256,
+            loaded_at: now_rfc3339(),
+            last_error: None,
+            path: self.config_path.display().to_string(),
+        }));
+        self.generation_tx.send_replace(generation);
+        old
+    }
+
+    /// Record a rejected reload; the config in force stays.
+    pub fn reject(&self, message: String) {
+        let mut status = (*self.status.load_full()).clone();
+        status.last_error = Some(message);
+        self.status.store(Arc::new(status));
+    }
+
+    /// Follow applied reloads (the health prober).
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.generation_tx.subscribe()
+    }
+
+    /// Start draining: readiness fails from now on.
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::Release);
+    }
+
+    /// Whether SIGTERM/SIGINT started a drain.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
+    }
+
+    /// Ready for traffic: not draining, every pool probed once, some model servable.
+    pub fn is_ready(&self) -> bool {
+        !self.is_draining() && self.state.load().is_ready()
+    }
+
+    /// Count one client request until the guard drops.
+    pub fn track_request(&self) -> RequestGuard {
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        RequestGuard(Arc::clone(&self.in_flight))
+    }
+
+    /// Client requests being served right now, streams included.
+    pub fn in_flight(&self) -> u64 {
+        self.in_flight.load(Ordering::Acquire)
+    }
+}
+
+/// Decrements the process-wide in-flight count on drop.
+#[derive(Debug)]
+pub struct RequestGuard(Arc<AtomicU64>);
+
+impl Drop for RequestGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Current time as RFC 3339 with milliseconds, UTC.
+pub fn now_rfc3339() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
