@@ -101,6 +101,7 @@ impl ServeHttp for AdminApp {
                 let mut body = status(&snapshot);
                 body["draining"] = json!(self.control.is_draining());
                 body["in_flight"] = json!(self.control.in_flight());
+                body["pid"] = json!(std::process::id());
                 json_response(StatusCode::OK, &body)
             }
             (true, "/config") => json_response(

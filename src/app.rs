@@ -85,6 +85,8 @@ pub fn run(cli: &Cli, config: Config, early_hup: Arc<AtomicBool>) -> ! {
         LifecycleService {
             control: Arc::clone(&control),
             exit: Arc::clone(&exit_plan),
+            phases: std::sync::Mutex::new(Some(server.watch_execution_phase())),
+            listen: vec![config.listen, config.admin_listen],
         },
     );
 

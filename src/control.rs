@@ -58,6 +58,7 @@ pub struct Control {
     /// Bumped after every applied reload; the health prober follows it.
     generation_tx: tokio::sync::watch::Sender<u64>,
     draining: AtomicBool,
+    closing: AtomicBool,
     in_flight: Arc<AtomicU64>,
 }
 
@@ -79,6 +80,7 @@ impl Control {
             status: ArcSwap::from_pointee(status),
             generation_tx: tokio::sync::watch::channel(1).0,
             draining: AtomicBool::new(false),
+            closing: AtomicBool::new(false),
             in_flight: Arc::new(AtomicU64::new(0)),
         })
     }
@@ -116,9 +118,23 @@ impl Control {
         self.generation_tx.subscribe()
     }
 
-    /// Start draining: readiness fails from now on.
+    /// Start draining: readiness fails from now on, and keep-alive ends (see
+    /// [`Control::start_closing`]).
     pub fn start_draining(&self) {
         self.draining.store(true, Ordering::Release);
+        self.start_closing();
+    }
+
+    /// This process is going away (drain or hand-over to a new binary): every response from now
+    /// on says `Connection: close`, so keep-alive clients move to fresh connections (which reach
+    /// the new process or another replica) instead of racing the listener's close on an idle one.
+    pub fn start_closing(&self) {
+        self.closing.store(true, Ordering::Release);
+    }
+
+    /// Whether responses should end their connection.
+    pub fn is_closing(&self) -> bool {
+        self.closing.load(Ordering::Relaxed)
     }
 
     /// Whether SIGTERM/SIGINT started a drain.

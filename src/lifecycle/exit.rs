@@ -11,8 +11,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use pingora_core::server::ShutdownWatch;
+use pingora_core::server::{ExecutionPhase, ShutdownWatch};
 use pingora_core::services::background::BackgroundService;
+use tokio::sync::broadcast;
 use tracing::{info, warn};
 
 use super::{sdnotify, ExitPlan};
@@ -20,10 +21,33 @@ use crate::control::Control;
 
 const POLL: Duration = Duration::from_millis(20);
 
+/// The next execution phase, or never when there is no receiver (or it closed).
+async fn next_phase(
+    phases: &mut Option<broadcast::Receiver<ExecutionPhase>>,
+) -> Option<ExecutionPhase> {
+    let Some(rx) = phases.as_mut() else {
+        return std::future::pending().await;
+    };
+    loop {
+        match rx.recv().await {
+            Ok(p) => return Some(p),
+            Err(broadcast::error::RecvError::Lagged(_)) => continue,
+            Err(broadcast::error::RecvError::Closed) => {
+                *phases = None;
+                return std::future::pending().await;
+            }
+        }
+    }
+}
+
 /// See the module doc.
 pub struct LifecycleService {
     pub control: Arc<Control>,
     pub exit: Arc<ExitPlan>,
+    /// Pingora's execution phases: the hand-off to a new process shows up here.
+    pub phases: std::sync::Mutex<Option<broadcast::Receiver<ExecutionPhase>>>,
+    /// Our listening addresses (public and admin).
+    pub listen: Vec<std::net::SocketAddr>,
 }
 
 #[async_trait]
@@ -35,9 +59,19 @@ impl BackgroundService for LifecycleService {
             Ok(false) => {}
             Err(e) => warn!(error = %e, "sd_notify failed"),
         }
+        let mut phases = self.phases.lock().ok().and_then(|mut p| p.take());
         while !*shutdown.borrow() {
-            if shutdown.changed().await.is_err() {
-                return;
+            tokio::select! {
+                changed = shutdown.changed() => if changed.is_err() { return },
+                phase = next_phase(&mut phases) => {
+                    if matches!(phase, Some(ExecutionPhase::GracefulUpgradeCloseTimeout)) {
+                        // The sockets are with the new process now: stop taking connections.
+                        match super::quiesce::stop_accepting(&self.listen) {
+                            Ok(n) => info!(listeners = n, "upgrade: sockets handed over; this process accepts no new connections"),
+                            Err(e) => warn!(error = %e, "upgrade: cannot stop accepting; Pingora stops in 5 s"),
+                        }
+                    }
+                }
             }
         }
         let control = Arc::clone(&self.control);

@@ -17,6 +17,7 @@
 
 pub mod exit;
 pub mod paths;
+pub mod quiesce;
 pub mod sdnotify;
 pub mod signals;
 pub mod upgrade;

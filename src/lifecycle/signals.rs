@@ -90,6 +90,7 @@ impl GatewaySignals {
             "upgrade: handing the listening sockets to the new process; this one exits when its last in-flight request ends"
         );
         self.exit.set(grace);
+        self.control.start_closing();
         ShutdownSignal::GracefulUpgrade
     }
 

@@ -146,6 +146,9 @@ impl ProxyHttp for Gateway {
     async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
         // Counted until the context drops: graceful exit waits for this to reach zero.
         ctx.in_flight = Some(self.control.track_request());
+        if self.control.is_closing() {
+            session.set_keepalive(None);
+        }
         ctx.request_id = headers::request_id(session.req_header());
         match self.handle(session, ctx).await {
             Ok(()) => Ok(true),

@@ -54,17 +54,52 @@ pub async fn mock_with(name: &str, model: &str, f: impl FnOnce(&mut MockConfig))
 
 /// The real `modelgate` binary running with a temp config; killed on drop.
 pub struct Gateway {
-    child: Child,
+    pub child: Child,
     pub port: u16,
     pub admin_port: u16,
     pub dir: tempfile::TempDir,
     pub config_path: PathBuf,
+    /// Other processes this test started through the gateway (upgrade successors): killed on
+    /// drop too.
+    pub extra_pids: Vec<u32>,
+}
+
+/// The `modelgate` command for `config`, logging to `<dir>/gateway.log` (appending, so an
+/// upgrade successor's lines land in the same file), with its runtime directory (upgrade
+/// socket, pid file) private to the test.
+pub fn gateway_command(config: &std::path::Path, dir: &std::path::Path, args: &[&str]) -> Command {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("gateway.log"))
+        .unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_modelgate"));
+    cmd.arg("--config")
+        .arg(config)
+        .args(args)
+        .env("RUST_LOG", "info")
+        .env("RUNTIME_DIRECTORY", dir.join("run"))
+        .stdout(Stdio::null())
+        .stderr(log);
+    cmd
 }
 
 impl Gateway {
     /// Start with `models_yaml` as the `models:` block (indented by the caller) plus `extra`
     /// top-level YAML. Waits until the admin listener answers.
     pub async fn start(models_yaml: &str, extra: &str) -> Gateway {
+        Gateway::start_with_args(models_yaml, extra, &[]).await
+    }
+
+    /// [`Gateway::start`] with extra command-line arguments.
+    pub async fn start_with_args(models_yaml: &str, extra: &str, args: &[&str]) -> Gateway {
+        let gw = Gateway::spawn(models_yaml, extra, args);
+        gw.wait_admin().await;
+        gw
+    }
+
+    /// Write the config and start the process; does not wait for anything.
+    pub fn spawn(models_yaml: &str, extra: &str, args: &[&str]) -> Gateway {
         let port = free_port();
         let mut admin_port = free_port();
         while admin_port == port {
@@ -76,23 +111,22 @@ impl Gateway {
             "listen: \"127.0.0.1:{port}\"\nadmin:\n  listen: \"127.0.0.1:{admin_port}\"\n{extra}\nmodels:\n{models_yaml}\n"
         );
         std::fs::write(&config_path, yaml).unwrap();
-        let log = std::fs::File::create(dir.path().join("gateway.log")).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_modelgate"))
-            .arg("--config")
-            .arg(&config_path)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(log)
+        let child = gateway_command(&config_path, dir.path(), args)
             .spawn()
             .unwrap();
-        let gw = Gateway {
+        Gateway {
             child,
             port,
             admin_port,
             dir,
             config_path,
-        };
-        let admin = gw.admin_url("/health");
+            extra_pids: Vec::new(),
+        }
+    }
+
+    /// Wait until the admin listener answers `/health`.
+    pub async fn wait_admin(&self) {
+        let admin = self.admin_url("/health");
         let client = client();
         eventually(Duration::from_secs(20), "gateway admin /health", || {
             let c = client.clone();
@@ -100,7 +134,6 @@ impl Gateway {
             async move { c.get(&u).send().await.is_ok_and(|r| r.status() == 200) }
         })
         .await;
-        gw
     }
 
     /// Start and wait for `/ready`.
@@ -174,10 +207,111 @@ impl Gateway {
     }
 }
 
+impl Gateway {
+    /// The process started by the test.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Send `sig` to the process started by the test.
+    pub fn signal(&self, sig: nix::sys::signal::Signal) {
+        signal_pid(self.pid(), sig);
+    }
+
+    /// Wait for the started process to exit, up to `within`.
+    pub async fn wait_exit(&mut self, within: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                panic!("gateway did not exit within {within:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Replace the config file's content in place.
+    pub fn write_config(&self, models_yaml: &str, extra: &str) {
+        std::fs::write(&self.config_path, self.config_text(models_yaml, extra)).unwrap();
+    }
+
+    /// The full config text for these blocks, with this gateway's listeners.
+    pub fn config_text(&self, models_yaml: &str, extra: &str) -> String {
+        format!(
+            "listen: \"127.0.0.1:{}\"\nadmin:\n  listen: \"127.0.0.1:{}\"\n{extra}\nmodels:\n{models_yaml}\n",
+            self.port, self.admin_port
+        )
+    }
+
+    /// Admin `/config` JSON.
+    pub async fn config(&self) -> serde_json::Value {
+        client()
+            .get(self.admin_url("/config"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    /// `generation` from `/config`.
+    pub async fn generation(&self) -> u64 {
+        self.config().await["generation"].as_u64().unwrap()
+    }
+
+    /// Wait until `/config` reports `generation`.
+    pub async fn wait_generation(&self, generation: u64) {
+        let url = self.admin_url("/config");
+        let c = client();
+        eventually(
+            Duration::from_secs(10),
+            &format!("config generation {generation}"),
+            || {
+                let c = c.clone();
+                let u = url.clone();
+                async move {
+                    match c.get(&u).send().await {
+                        Ok(r) => r
+                            .json::<serde_json::Value>()
+                            .await
+                            .is_ok_and(|v| v["generation"] == generation),
+                        Err(_) => false,
+                    }
+                }
+            },
+        )
+        .await;
+    }
+
+    /// Wait until the log contains `needle`.
+    pub async fn wait_log(&self, needle: &str) {
+        eventually(
+            Duration::from_secs(10),
+            &format!("log line {needle:?}"),
+            || {
+                let found = self.log().contains(needle);
+                async move { found }
+            },
+        )
+        .await;
+    }
+}
+
+/// Send a signal to a process this test started.
+pub fn signal_pid(pid: u32, sig: nix::sys::signal::Signal) {
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), sig);
+}
+
 impl Drop for Gateway {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        for pid in &self.extra_pids {
+            signal_pid(*pid, nix::sys::signal::Signal::SIGKILL);
+        }
         if std::thread::panicking() {
             eprintln!("---- gateway log ----\n{}", self.log());
         }
@@ -237,4 +371,45 @@ pub async fn expect_error(
 pub fn sha256_hex(data: &[u8]) -> String {
     use sha2::Digest;
     format!("{:x}", sha2::Sha256::digest(data))
+}
+
+/// Read a whole response body; `Err` if the body broke off.
+pub async fn read_body(r: reqwest::Response) -> Result<String, String> {
+    use futures_util::StreamExt;
+    let mut s = r.bytes_stream();
+    let mut out = Vec::new();
+    while let Some(item) = s.next().await {
+        out.extend_from_slice(&item.map_err(|e| e.to_string())?);
+    }
+    Ok(String::from_utf8_lossy(&out).into_owned())
+}
+
+/// Run one streaming chat request to completion: `Ok(backend)` if it answered 200 and the
+/// stream ended with `data: [DONE]`, `Err(why)` otherwise.
+pub async fn full_stream(c: &reqwest::Client, url: &str, model: &str) -> Result<String, String> {
+    let r = c
+        .post(url)
+        .header("content-type", "application/json")
+        .body(chat_body(model, true).replace("\"max_tokens\":8", "\"max_tokens\":1000"))
+        .send()
+        .await
+        .map_err(|e| format!("send: {e}"))?;
+    let status = r.status().as_u16();
+    let backend = r
+        .headers()
+        .get("x-modelgate-backend")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let body = read_body(r).await.map_err(|e| format!("body: {e}"))?;
+    if status != 200 {
+        return Err(format!("status {status}: {body}"));
+    }
+    if !body.ends_with("data: [DONE]\n\n") {
+        return Err(format!(
+            "stream cut: ...{}",
+            &body[body.len().saturating_sub(80)..]
+        ));
+    }
+    Ok(backend)
 }
