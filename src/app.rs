@@ -55,7 +55,6 @@ pub fn run(cli: &Cli, config: Config, early_hup: Arc<AtomicBool>) -> ! {
         graceful_shutdown_timeout_seconds: Some(5),
         pid_file: paths.pid_file.display().to_string(),
         upgrade_sock: paths.upgrade_sock.display().to_string(),
-        daemon_wait_for_ready: cli.daemon,
         ..Default::default()
     };
     let mut server = Server::new_with_opt_and_conf(opt, conf);

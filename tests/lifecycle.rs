@@ -308,3 +308,53 @@ async fn upgrade_with_sigquit_under_load_refuses_nothing_and_cuts_nothing() {
 async fn upgrade_with_sigusr2_under_load_refuses_nothing_and_cuts_nothing() {
     upgrade_under_load(true).await;
 }
+
+/// Whether `pid` is still running (a zombie awaiting its reaper counts as gone).
+fn running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        s.rsplit(')')
+            .next()
+            .is_some_and(|rest| !rest.trim_start().starts_with('Z'))
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn daemon_mode_writes_the_configured_pid_file_and_drains_on_sigterm() {
+    let a = mock("a0", "m").await;
+    let dir = tempfile::tempdir().unwrap();
+    let pid_file = dir.path().join("pids/modelgate.pid");
+    let extra = format!(
+        "server:\n  pid_file: \"{}\"\n  upgrade_sock: \"{}\"\ndrain:\n  delay_ms: 200\n",
+        pid_file.display(),
+        dir.path().join("pids/upgrade.sock").display()
+    );
+    let mut gw = Gateway::spawn(&model_block("m", &[backend("a0", &a)], ""), &extra, &["-d"]);
+    // The foreground process returns at once with 0; the daemon keeps serving.
+    let status = gw.wait_exit(Duration::from_secs(10)).await;
+    assert!(status.success(), "{status:?}");
+    let pf = pid_file.clone();
+    eventually(Duration::from_secs(10), "pid file written", || {
+        let ok = std::fs::read_to_string(&pf).is_ok_and(|s| s.trim().parse::<u32>().is_ok());
+        async move { ok }
+    })
+    .await;
+    let pid: u32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    gw.extra_pids.push(pid);
+    assert_ne!(pid, gw.pid());
+    gw.wait_ready().await;
+    assert_eq!(gw.status().await["pid"], pid);
+    assert_eq!(gw.chat("m", false).await.status(), 200);
+    signal_pid(pid, Signal::SIGTERM);
+    eventually(Duration::from_secs(10), "daemon exited", || {
+        let gone = !running(pid);
+        async move { gone }
+    })
+    .await;
+    assert!(gw
+        .log()
+        .contains("all in-flight requests finished; exiting"));
+}

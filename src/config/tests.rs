@@ -150,3 +150,65 @@ fn unknown_keys_are_errors_with_their_path() {
         .to_string();
     assert!(err.contains("unknown field `lissen`"), "{err}");
 }
+
+const ONE_MODEL: &str =
+    "models:\n  m:\n    backends: [{name: a, url: \"http://127.0.0.1:8001\"}]\n";
+
+#[test]
+fn server_and_drain_blocks_have_documented_defaults() {
+    let c = parse(ONE_MODEL.as_bytes()).unwrap();
+    assert_eq!(c.server.threads, None);
+    assert_eq!(
+        c.server.grace_period,
+        Duration::from_secs(DEFAULT_GRACE_PERIOD_S)
+    );
+    assert_eq!(c.server.pid_file, None);
+    assert_eq!(c.server.upgrade_sock, None);
+    assert_eq!(c.drain.delay, Duration::from_millis(DEFAULT_DRAIN_DELAY_MS));
+    assert_eq!(
+        c.drain.timeout,
+        Duration::from_millis(DEFAULT_DRAIN_TIMEOUT_MS)
+    );
+    assert!(!c.models[0].backends[0].drain);
+}
+
+#[test]
+fn server_drain_and_backend_drain_are_read() {
+    let yaml = format!(
+        "server:\n  threads: 3\n  grace_period_s: 42\n  pid_file: /run/x/m.pid\n  upgrade_sock: /run/x/u.sock\ndrain: {{delay_ms: 0, timeout_ms: 1500}}\n{}",
+        ONE_MODEL.replace("}]", ", drain: true}]")
+    );
+    let c = parse(yaml.as_bytes()).unwrap();
+    assert_eq!(c.server.threads, Some(3));
+    assert_eq!(c.server.grace_period, Duration::from_secs(42));
+    assert_eq!(
+        c.server.pid_file.as_deref(),
+        Some(std::path::Path::new("/run/x/m.pid"))
+    );
+    assert_eq!(
+        c.server.upgrade_sock.as_deref(),
+        Some(std::path::Path::new("/run/x/u.sock"))
+    );
+    assert_eq!(c.drain.delay, Duration::ZERO);
+    assert_eq!(c.drain.timeout, Duration::from_millis(1500));
+    assert!(c.models[0].backends[0].drain);
+}
+
+#[test]
+fn bad_server_values_name_their_path() {
+    let long = format!("/{}", "s".repeat(MAX_SOCKET_PATH + 1));
+    let yaml = format!(
+        "server:\n  threads: 5000\n  grace_period_s: 0\n  pid_file: \"\"\n  upgrade_sock: \"{long}\"\n{ONE_MODEL}"
+    );
+    let got = issues(&yaml);
+    for path in [
+        "server.threads:",
+        "server.grace_period_s:",
+        "server.pid_file:",
+        "server.upgrade_sock:",
+    ] {
+        assert!(got.iter().any(|i| i.starts_with(path)), "{path} in {got:?}");
+    }
+    let typo = issues(&format!("drain: {{delay: 5}}\n{ONE_MODEL}"));
+    assert!(typo.iter().any(|i| i.contains("delay")), "{typo:?}");
+}

@@ -154,3 +154,6 @@ fn warn_needs_upgrade(boot: &BootSettings, new: &BootSettings) {
         warn!("`server:` settings changed: they take effect only after a binary upgrade (-u) or restart");
     }
 }
+
+#[cfg(test)]
+mod tests;
