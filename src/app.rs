@@ -131,6 +131,26 @@ pub fn summary(path: &str, config: &Config) -> String {
         "listen {}  admin {}  max_body_bytes {}",
         config.listen, config.admin_listen, config.max_body_bytes
     );
+    let s = &config.server;
+    let _ = writeln!(
+        out,
+        "server threads {}  grace_period_s {}  pid_file {}  upgrade_sock {}  (start-time only)",
+        s.threads
+            .map_or_else(|| "auto".to_string(), |t| t.to_string()),
+        s.grace_period.as_secs(),
+        s.pid_file
+            .as_ref()
+            .map_or_else(|| "default".to_string(), |p| p.display().to_string()),
+        s.upgrade_sock
+            .as_ref()
+            .map_or_else(|| "default".to_string(), |p| p.display().to_string()),
+    );
+    let _ = writeln!(
+        out,
+        "drain delay_ms {}  timeout_ms {}",
+        config.drain.delay.as_millis(),
+        config.drain.timeout.as_millis()
+    );
     for m in &config.models {
         let r = &m.retries;
         let on: Vec<&str> = [
@@ -161,8 +181,12 @@ pub fn summary(path: &str, config: &Config) -> String {
         for b in &m.backends {
             let _ = writeln!(
                 out,
-                "  backend {} {} ({}) weight {}",
-                b.name, b.url, b.addr, b.weight
+                "  backend {} {} ({}) weight {}{}",
+                b.name,
+                b.url,
+                b.addr,
+                b.weight,
+                if b.drain { " DRAINING" } else { "" }
             );
         }
     }
