@@ -26,3 +26,4 @@ pub mod reload;
 pub mod routing;
 pub mod scan;
 pub mod state;
+pub mod telemetry;
