@@ -39,42 +39,45 @@ fn json_response(status: StatusCode, body: &Value) -> Response<Vec<u8>> {
         .unwrap_or_default()
 }
 
-/// Per-model, per-backend health as JSON.
+/// Per-model, per-backend health as JSON: `models` is keyed by model name.
 pub fn status(snapshot: &Snapshot) -> Value {
-    let models: Vec<Value> = snapshot
-        .pools
-        .iter()
-        .map(|p| {
-            let backends: Vec<Value> = p
-                .backends
-                .iter()
-                .map(|b| {
-                    let card = b.card();
-                    json!({
-                        "name": b.config.name,
-                        "url": b.config.url,
-                        "healthy": b.is_healthy(),
-                        "draining": b.config.drain,
-                        "checked": b.is_checked(),
-                        "in_flight": b.in_flight(),
-                        "root": card.as_ref().and_then(|c| c.get("root").cloned()),
-                        "max_model_len": card.as_ref().and_then(|c| c.get("max_model_len").cloned()),
-                    })
+    let mut models = serde_json::Map::new();
+    for p in &snapshot.pools {
+        let backends: Vec<Value> = p
+            .backends
+            .iter()
+            .map(|b| {
+                let card = b.card();
+                let last_probe = b.last_probe().map(|r| {
+                    json!({"at": r.at, "ok": r.ok, "error": r.error, "duration_ms": r.duration_ms})
+                });
+                json!({
+                    "name": b.config.name,
+                    "url": b.config.url,
+                    "weight": b.config.weight,
+                    "healthy": b.is_healthy(),
+                    "checked": b.is_checked(),
+                    "draining": b.config.drain,
+                    "in_flight": b.in_flight(),
+                    "last_probe": last_probe,
+                    "root": card.as_ref().and_then(|c| c.get("root").cloned()),
+                    "max_model_len": card.as_ref().and_then(|c| c.get("max_model_len").cloned()),
                 })
-                .collect();
+            })
+            .collect();
+        models.insert(
+            p.name.clone(),
             json!({
-                "model": p.name,
                 "policy": p.policy.as_str(),
                 "healthy_backends": p.backends.iter().filter(|b| b.is_healthy()).count(),
                 "usable_backends": p.backends.iter().filter(|b| b.is_usable()).count(),
                 "backends": backends,
-            })
-        })
-        .collect();
+            }),
+        );
+    }
     json!({
         "generation": snapshot.generation,
         "config_sha256": snapshot.config_sha256,
-        "ready": snapshot.is_ready(),
         "models": models,
     })
 }
@@ -89,7 +92,7 @@ impl ServeHttp for AdminApp {
             (true, "/health") => json_response(StatusCode::OK, &json!({"status": "ok"})),
             (true, "/ready") => {
                 let draining = self.control.is_draining();
-                let ready = !draining && snapshot.is_ready();
+                let ready = self.control.is_ready();
                 let code = if ready {
                     StatusCode::OK
                 } else {
@@ -99,22 +102,32 @@ impl ServeHttp for AdminApp {
             }
             (true, "/status") => {
                 let mut body = status(&snapshot);
+                body["ready"] = json!(self.control.is_ready());
                 body["draining"] = json!(self.control.is_draining());
                 body["in_flight"] = json!(self.control.in_flight());
                 body["pid"] = json!(std::process::id());
                 json_response(StatusCode::OK, &body)
             }
+            (true, "/metrics") => {
+                let body = crate::metrics::render(&snapshot);
+                Response::builder()
+                    .status(StatusCode::OK)
+                    .header("content-type", "text/plain; version=0.0.4; charset=utf-8")
+                    .header("content-length", body.len())
+                    .body(body)
+                    .unwrap_or_default()
+            }
             (true, "/config") => json_response(
                 StatusCode::OK,
                 &serde_json::to_value(&*self.control.status()).unwrap_or_default(),
             ),
-            (false, "/health" | "/ready" | "/status" | "/config") => json_response(
+            (false, "/health" | "/ready" | "/status" | "/config" | "/metrics") => json_response(
                 StatusCode::METHOD_NOT_ALLOWED,
                 &json!({"error": {"message": "use GET", "type": "invalid_request_error", "param": null, "code": "method_not_allowed"}}),
             ),
             _ => json_response(
                 StatusCode::NOT_FOUND,
-                &json!({"error": {"message": "unknown admin path; try /health, /ready, /status, /config", "type": "invalid_request_error", "param": null, "code": "not_found"}}),
+                &json!({"error": {"message": "unknown admin path; try /health, /ready, /status, /config, /metrics", "type": "invalid_request_error", "param": null, "code": "not_found"}}),
             ),
         }
     }

@@ -37,6 +37,7 @@ pub fn run(cli: &Cli, config: Config, early_hup: Arc<AtomicBool>) -> ! {
     }
     let config_path = std::path::absolute(&cli.config).unwrap_or_else(|_| cli.config.clone());
     let control = Control::new(&config, config_path);
+    crate::metrics::record_start();
     let exit_plan = Arc::new(ExitPlan::new(config.server.grace_period));
     let self_command = lifecycle::upgrade::SelfCommand::capture();
 
@@ -103,7 +104,7 @@ pub fn run(cli: &Cli, config: Config, early_hup: Arc<AtomicBool>) -> ! {
             self_command,
         }),
     });
-    std::process::exit(0)
+    lifecycle::exit::exit_now()
 }
 
 fn log_summary(config: &Config) {

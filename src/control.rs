@@ -12,7 +12,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use serde::Serialize;
 
-use crate::config::{Config, ServerSettings};
+use crate::config::{Config, LogFormat, ServerSettings};
 use crate::state::{SharedState, Snapshot};
 
 /// What `GET /config` reports.
@@ -36,6 +36,7 @@ pub struct BootSettings {
     pub listen: std::net::SocketAddr,
     pub admin_listen: std::net::SocketAddr,
     pub server: ServerSettings,
+    pub log_format: LogFormat,
 }
 
 impl BootSettings {
@@ -44,6 +45,7 @@ impl BootSettings {
             listen: config.listen,
             admin_listen: config.admin_listen,
             server: config.server.clone(),
+            log_format: config.log.format,
         }
     }
 }
@@ -59,6 +61,9 @@ pub struct Control {
     generation_tx: tokio::sync::watch::Sender<u64>,
     draining: AtomicBool,
     closing: AtomicBool,
+    /// Set once the first full probe round made us ready; from then on a reload that adds a
+    /// not-yet-probed backend does not flip readiness.
+    was_ready: AtomicBool,
     in_flight: Arc<AtomicU64>,
 }
 
@@ -81,6 +86,7 @@ impl Control {
             generation_tx: tokio::sync::watch::channel(1).0,
             draining: AtomicBool::new(false),
             closing: AtomicBool::new(false),
+            was_ready: AtomicBool::new(false),
             in_flight: Arc::new(AtomicU64::new(0)),
         })
     }
@@ -142,9 +148,21 @@ impl Control {
         self.draining.load(Ordering::Acquire)
     }
 
-    /// Ready for traffic: not draining, every pool probed once, some model servable.
+    /// Ready for traffic: not draining, and some model servable — before the first time, also
+    /// every pool probed once (so a starting gateway is not sent traffic it would hold).
     pub fn is_ready(&self) -> bool {
-        !self.is_draining() && self.state.load().is_ready()
+        if self.is_draining() {
+            return false;
+        }
+        let snapshot = self.state.load();
+        if self.was_ready.load(Ordering::Acquire) {
+            return snapshot.pools.iter().any(|p| p.has_healthy());
+        }
+        let ready = snapshot.is_ready();
+        if ready {
+            self.was_ready.store(true, Ordering::Release);
+        }
+        ready
     }
 
     /// Count one client request until the guard drops.

@@ -18,7 +18,7 @@ use pingora_http::RequestHeader;
 use tracing::{info, warn};
 
 use crate::control::Control;
-use crate::routing::{BackendState, Pool};
+use crate::routing::{BackendState, Pool, ProbeRecord};
 
 /// Cap on a probe's response body: a `/v1/models` list is a few KiB.
 const MAX_PROBE_BODY: usize = 1024 * 1024;
@@ -191,17 +191,21 @@ pub async fn run_pool(pool: Arc<Pool>, connector: Arc<Connector>) {
     loop {
         ticker.tick().await;
         let started = Instant::now();
-        let results = futures_util::future::join_all(pool.backends.iter().map(|b| {
-            probe(
+        let results = futures_util::future::join_all(pool.backends.iter().map(|b| async {
+            let t = Instant::now();
+            let r = probe(
                 &connector,
                 b,
                 &pool.health.path,
                 &pool.name,
                 pool.health.timeout,
             )
+            .await;
+            (r, t.elapsed())
         }))
         .await;
-        for (backend, result) in pool.backends.iter().zip(results) {
+        for (backend, (result, took)) in pool.backends.iter().zip(results) {
+            record(backend, &result, took);
             apply(&pool, backend, result);
         }
         if !warned_mixed {
@@ -209,6 +213,22 @@ pub async fn run_pool(pool: Arc<Pool>, connector: Arc<Connector>) {
         }
         tracing::trace!(model = %pool.name, elapsed_ms = started.elapsed().as_millis() as u64, "probe round done");
     }
+}
+
+/// Per-probe metrics and the `/status` record.
+fn record(backend: &BackendState, result: &ProbeResult, took: Duration) {
+    let m = &backend.metrics;
+    m.probe_duration.observe(took.as_secs_f64());
+    match result {
+        Ok(_) => m.probe_ok.inc(),
+        Err(_) => m.probe_fail.inc(),
+    }
+    backend.set_last_probe(ProbeRecord {
+        at: crate::control::now_rfc3339(),
+        ok: result.is_ok(),
+        error: result.as_ref().err().map(ToString::to_string),
+        duration_ms: took.as_secs_f64() * 1000.0,
+    });
 }
 
 /// Fold one probe result into the backend's health, logging each flip.

@@ -20,6 +20,8 @@ pub mod control;
 pub mod error;
 pub mod health;
 pub mod lifecycle;
+pub mod logging;
+pub mod metrics;
 pub mod mock;
 pub mod proxy;
 pub mod reload;

@@ -15,15 +15,13 @@ fn main() -> ExitCode {
     {
         eprintln!("modelgate: cannot handle SIGHUP: {e}");
     }
+    // Likewise an upgrade signal that comes too early must not kill (or core-dump) us: until the
+    // lifecycle handlers run it is ignored; nothing can be waiting to take over yet.
+    let too_early = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGQUIT, signal_hook::consts::SIGUSR2] {
+        let _ = signal_hook::flag::register(sig, Arc::clone(&too_early));
+    }
     let cli = Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(false)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
 
     let path = cli.config.display().to_string();
     let config = match app::load(&cli.config) {
@@ -44,5 +42,6 @@ fn main() -> ExitCode {
         }
         return ExitCode::SUCCESS;
     }
+    modelgate::logging::init(&config.log);
     app::run(&cli, config, early_hup)
 }

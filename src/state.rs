@@ -28,6 +28,8 @@ pub struct Snapshot {
     pub model_list: String,
     /// Drain timings (reloadable; read when SIGTERM arrives).
     pub drain: DrainSettings,
+    /// `log.access_log`.
+    pub access_log: bool,
 }
 
 impl Snapshot {
@@ -45,12 +47,7 @@ impl Snapshot {
             .iter()
             .map(|m| {
                 let old = previous.and_then(|p| p.pool(&m.name));
-                Arc::new(Pool::build_with(m, |b| {
-                    old?.backends
-                        .iter()
-                        .find(|o| o.config.url == b.url && o.config.addr == b.addr)
-                        .map(|o| Arc::clone(o.live()))
-                }))
+                Arc::new(Pool::build_from(m, old.map(|p| &**p)))
             })
             .collect();
         let by_name = pools
@@ -71,6 +68,7 @@ impl Snapshot {
             max_body_bytes: config.max_body_bytes,
             model_list,
             drain: config.drain,
+            access_log: config.log.access_log,
         }
     }
 

@@ -299,8 +299,8 @@ async fn one_url_in_two_pools_has_health_per_model() {
     );
     let gw = Gateway::start_ready(&models, "").await;
     eventually(Duration::from_secs(10), "both pools probed", || async {
-        gw.status().await["models"][1]["backends"][1]["checked"] == true
-            && gw.status().await["models"][1]["backends"][0]["checked"] == true
+        gw.status().await["models"]["b"]["backends"][1]["checked"] == true
+            && gw.status().await["models"]["b"]["backends"][0]["checked"] == true
     })
     .await;
     assert!(gw.backend_healthy("a", "s").await);

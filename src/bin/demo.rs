@@ -29,15 +29,6 @@ fn main() -> ExitCode {
         std::sync::Arc::clone(&early_hup),
     );
     let cli = Cli::parse_from(["modelgate", "--config", "conf/router.yaml"]);
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_target(false)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
     let config = match app::load(&cli.config) {
         Ok(c) => c,
         Err(e) => {
@@ -45,6 +36,7 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    modelgate::logging::init(&config.log);
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let rt = match tokio::runtime::Builder::new_multi_thread()

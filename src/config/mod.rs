@@ -122,6 +122,8 @@ pub struct Config {
     pub server: ServerSettings,
     /// Graceful drain timings.
     pub drain: DrainSettings,
+    /// Logging.
+    pub log: LogSettings,
     /// Hex sha256 of the file bytes.
     pub sha256: String,
 }
@@ -137,6 +139,24 @@ pub struct ServerSettings {
     pub pid_file: Option<std::path::PathBuf>,
     /// Socket the listening sockets are handed over on; `None` = `<runtime dir>/upgrade.sock`.
     pub upgrade_sock: Option<std::path::PathBuf>,
+}
+
+/// `log:` block, typed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogSettings {
+    /// A tracing filter: `info`, `warn`, `modelgate=debug,info`… (`RUST_LOG` overrides it).
+    pub level: String,
+    /// `json` (default) or `text`, for both the event log and the access log.
+    pub format: LogFormat,
+    /// One line per request.
+    pub access_log: bool,
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Json,
+    Text,
 }
 
 /// `drain:` block, typed.

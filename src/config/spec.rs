@@ -25,6 +25,17 @@ pub struct FileSpec {
     pub server: Option<ServerSpec>,
     /// Graceful drain on SIGTERM/SIGINT.
     pub drain: Option<DrainSpec>,
+    /// Logging and the access log.
+    pub log: Option<LogSpec>,
+}
+
+/// `log:` block.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSpec {
+    pub level: Option<String>,
+    pub format: Option<String>,
+    pub access_log: Option<bool>,
 }
 
 /// `server:` block.

@@ -9,8 +9,8 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
 use super::spec::{
-    BackendSpec, DefaultsSpec, DrainSpec, FileSpec, HealthCheckSpec, LoadBalancerSpec, ModelSpec,
-    RetriesSpec, ServerSpec, TimeoutsSpec,
+    BackendSpec, DefaultsSpec, DrainSpec, FileSpec, HealthCheckSpec, LoadBalancerSpec, LogSpec,
+    ModelSpec, RetriesSpec, ServerSpec, TimeoutsSpec,
 };
 use super::*;
 
@@ -78,6 +78,7 @@ pub(super) fn validate(spec: FileSpec) -> Result<Config, Vec<ConfigIssue>> {
 
     let server = server_settings(spec.server.unwrap_or_default(), &mut issues);
     let drain = drain_settings(spec.drain.unwrap_or_default());
+    let log = log_settings(spec.log.unwrap_or_default(), &mut issues);
 
     match (listen, admin_listen) {
         (Some(listen), Some(admin_listen)) if issues.0.is_empty() => Ok(Config {
@@ -87,6 +88,7 @@ pub(super) fn validate(spec: FileSpec) -> Result<Config, Vec<ConfigIssue>> {
             models,
             server,
             drain,
+            log,
             sha256: String::new(),
         }),
         _ => Err(issues.0),
@@ -137,6 +139,32 @@ fn server_settings(s: ServerSpec, issues: &mut Issues) -> ServerSettings {
         grace_period: Duration::from_secs(grace.max(1)),
         pid_file,
         upgrade_sock,
+    }
+}
+
+fn log_settings(l: LogSpec, issues: &mut Issues) -> LogSettings {
+    let level = l.level.unwrap_or_else(|| "info".to_string());
+    if tracing_subscriber::EnvFilter::try_new(&level).is_err() || level.trim().is_empty() {
+        issues.push(
+            "log.level",
+            format!("invalid level {level:?}; use error, warn, info, debug, trace or a filter such as \"modelgate=debug,info\""),
+        );
+    }
+    let format = match l.format.as_deref() {
+        None | Some("json") => LogFormat::Json,
+        Some("text") => LogFormat::Text,
+        Some(other) => {
+            issues.push(
+                "log.format",
+                format!("unknown format {other:?}; expected json or text"),
+            );
+            LogFormat::Json
+        }
+    };
+    LogSettings {
+        level,
+        format,
+        access_log: l.access_log.unwrap_or(true),
     }
 }
 

@@ -3,7 +3,8 @@
 //! Pingora sleeps its whole grace period after shutdown starts, whatever is left in flight.
 //! This service waits for Pingora's shutdown broadcast (the listeners have stopped accepting by
 //! then) and exits the process when the in-flight count reaches zero, or at the deadline set by
-//! the signal that started the shutdown. A further SIGTERM or SIGINT exits at once. It also
+//! the signal that started the shutdown. A further SIGINT exits at once; a SIGTERM caps the
+//! wait at `drain.timeout_ms`. It also
 //! tells systemd `READY=1` once the services are up.
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -53,6 +54,7 @@ pub struct LifecycleService {
 #[async_trait]
 impl BackgroundService for LifecycleService {
     async fn start(&self, mut shutdown: ShutdownWatch) {
+        crate::logging::start_writer();
         let pid = std::process::id();
         match sdnotify::notify(&format!("READY=1\nMAINPID={pid}\nSTATUS=serving")) {
             Ok(true) => info!(pid, "told systemd READY=1"),
@@ -86,12 +88,22 @@ impl BackgroundService for LifecycleService {
     }
 }
 
+/// Exit 0 after the queued log lines are written.
+pub fn exit_now() -> ! {
+    crate::logging::flush();
+    std::process::exit(0)
+}
+
 fn wait_then_exit(control: &Control, limit: Duration) -> ! {
+    // SIGINT (Ctrl-C again) exits at once. SIGTERM — e.g. `systemctl stop` reaching an old
+    // process still finishing its streams after an upgrade — is a drain: the wait is capped at
+    // `drain.timeout_ms` from then on, but in-flight requests keep going.
     let force = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
-        let _ = signal_hook::flag::register(sig, Arc::clone(&force));
-    }
+    let term = Arc::new(AtomicBool::new(false));
+    let _ = signal_hook::flag::register(signal_hook::consts::SIGINT, Arc::clone(&force));
+    let _ = signal_hook::flag::register(signal_hook::consts::SIGTERM, Arc::clone(&term));
     let started = Instant::now();
+    let mut deadline = started + limit;
     info!(
         in_flight = control.in_flight(),
         limit_s = limit.as_secs_f64(),
@@ -104,18 +116,27 @@ fn wait_then_exit(control: &Control, limit: Duration) -> ! {
                 waited_ms = started.elapsed().as_millis() as u64,
                 "all in-flight requests finished; exiting"
             );
-            std::process::exit(0);
+            exit_now();
         }
         if force.load(Ordering::Acquire) {
-            warn!(in_flight = n, "signal received again; exiting now");
-            std::process::exit(0);
+            warn!(in_flight = n, "SIGINT received again; exiting now");
+            exit_now();
         }
-        if started.elapsed() >= limit {
+        if term.swap(false, Ordering::AcqRel) {
+            let drain = control.state.load().drain.timeout;
+            deadline = deadline.min(Instant::now() + drain);
+            info!(
+                in_flight = n,
+                timeout_ms = drain.as_millis() as u64,
+                "SIGTERM: in-flight requests get drain.timeout_ms at most"
+            );
+        }
+        if Instant::now() >= deadline {
             warn!(
                 in_flight = n,
                 "grace period over; exiting with requests still in flight"
             );
-            std::process::exit(0);
+            exit_now();
         }
         std::thread::sleep(POLL);
     }

@@ -6,7 +6,8 @@
 //!
 //! - `SIGTERM` / `SIGINT`: `/ready` turns 503 at once, the public listener keeps serving for
 //!   `drain.delay_ms`, then the listeners close and in-flight requests get `drain.timeout_ms`.
-//!   A second signal skips the rest of the delay; a third exits at once.
+//!   A second signal skips the rest of the delay; then a further SIGINT exits at once (a
+//!   further SIGTERM caps the wait at `drain.timeout_ms`).
 //! - `SIGQUIT`: hand the listening sockets to a new process started with `--upgrade`, but only
 //!   if one is actually waiting on `server.upgrade_sock`; otherwise it is ignored with a warning.
 //! - `SIGUSR2`: start the new binary ourselves (same path, same arguments, plus `--upgrade`) and

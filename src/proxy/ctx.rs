@@ -4,6 +4,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::control::RequestGuard;
+use crate::metrics::usage::Tail;
+use crate::routing::Pool;
 use crate::state::Snapshot;
 
 /// What one request has learned and done so far.
@@ -33,6 +35,24 @@ pub struct RequestCtx {
     pub bytes_out: u64,
     /// Holds the process-wide in-flight count up while the request lives.
     pub in_flight: Option<RequestGuard>,
+    /// The pool serving the request, once the model is known.
+    pub pool: Option<Arc<Pool>>,
+    /// Index in `pool.backends` of the backend that served (or last failed).
+    pub backend_index: Option<usize>,
+    /// `model` named a model no pool serves.
+    pub unknown_model: bool,
+    /// Index into [`crate::metrics::ENDPOINTS`].
+    pub endpoint: usize,
+    /// When the first response body byte went to the client.
+    pub first_byte: Option<Instant>,
+    /// When the previous body chunk went out (stream gap histogram).
+    pub last_chunk: Option<Instant>,
+    /// The response is an SSE stream.
+    pub stream: bool,
+    /// `cause` is a response cut after it started (not a gateway error).
+    pub cut: bool,
+    /// The end of a 200 response body, for `usage`.
+    pub tail: Option<Box<Tail>>,
 }
 
 impl Default for RequestCtx {
@@ -50,6 +70,15 @@ impl Default for RequestCtx {
             bytes_in: 0,
             bytes_out: 0,
             in_flight: None,
+            pool: None,
+            backend_index: None,
+            unknown_model: false,
+            endpoint: 0,
+            first_byte: None,
+            last_chunk: None,
+            stream: false,
+            cut: false,
+            tail: None,
         }
     }
 }

@@ -51,8 +51,9 @@ enum AttemptError {
     Connection { stale: bool },
     /// Connect or first-byte timeout.
     Timeout,
-    /// The backend answered a status the pool retries on; the response was not relayed.
-    RetryableStatus,
+    /// The backend answered a status the pool retries on (`http_5xx` / `http_429`); the
+    /// response was not relayed.
+    RetryableStatus(&'static str),
     /// Not retryable: answer with this error.
     Fatal(GatewayError),
     /// The response started and was then cut.
@@ -100,8 +101,13 @@ pub async fn forward(
         let Some(index) = select(pool, &tried, ctx.attempts == 0, deadline).await else {
             break;
         };
+        if tried.last().is_some_and(|&prev| prev != index) {
+            pool.metrics.failovers.inc();
+        }
         tried.push(index);
         let backend = &pool.backends[index];
+        backend.metrics.attempts.inc();
+        ctx.backend_index = Some(index);
         ctx.attempts += 1;
         ctx.backend = Some(backend.config.name.clone());
         let _in_flight = backend.track();
@@ -127,25 +133,34 @@ pub async fn forward(
                 other => break other,
             }
         };
-        let (retry, error) = match result {
+        let (retry, error, cause) = match result {
             Ok(()) => return Outcome::Complete,
             Err(AttemptError::Cut(cause)) => return Outcome::Cut(cause),
             Err(AttemptError::ClientGone) => return Outcome::Cut("client_gone"),
             Err(AttemptError::Fatal(e)) => return Outcome::Failed(e),
             Err(AttemptError::Connection { .. }) => {
                 warn!(model = %pool.name, backend = %backend.config.name, attempt = ctx.attempts, "upstream connection failed");
-                (pool.retries.on_connection_failure, GatewayError::Upstream)
+                (
+                    pool.retries.on_connection_failure,
+                    GatewayError::Upstream,
+                    "connection_failure",
+                )
             }
             Err(AttemptError::Timeout) => {
                 warn!(model = %pool.name, backend = %backend.config.name, attempt = ctx.attempts, "upstream timed out before the first byte");
-                (pool.retries.on_timeout, GatewayError::Timeout)
+                (pool.retries.on_timeout, GatewayError::Timeout, "timeout")
             }
-            Err(AttemptError::RetryableStatus) => (true, GatewayError::Upstream),
+            Err(AttemptError::RetryableStatus(cause)) => (true, GatewayError::Upstream, cause),
         };
         last = Some(error);
-        if !retry || !upload.can_replay() || Instant::now() >= deadline {
+        if !retry
+            || !upload.can_replay()
+            || Instant::now() >= deadline
+            || ctx.attempts >= pool.retries.max_attempts
+        {
             break;
         }
+        pool.metrics.retry(cause);
     }
     Outcome::Failed(last.unwrap_or_else(|| GatewayError::NoHealthyBackend {
         model: pool.name.clone(),
@@ -230,7 +245,11 @@ async fn attempt(
         || (pool.retries.on_http_429 && status == 429);
     if retryable_status && more_allowed && upload.can_replay() {
         warn!(model = %pool.name, backend = %backend.config.name, status, "backend answered a retryable status; trying another backend");
-        return Err(AttemptError::RetryableStatus);
+        return Err(AttemptError::RetryableStatus(if status == 429 {
+            "http_429"
+        } else {
+            "http_5xx"
+        }));
     }
 
     // From here on bytes reach the client: no retry.
@@ -244,10 +263,20 @@ async fn attempt(
     let end = up.is_body_done();
     ctx.status = status;
     ctx.response_started = true;
+    ctx.stream = resp
+        .headers
+        .get("content-type")
+        .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
+    if status == 200 {
+        ctx.tail = Some(Box::default());
+    }
     if session.write_response_header(resp, end).await.is_err() {
         return Err(AttemptError::ClientGone);
     }
-    relay_body(session, ctx, pool, &mut up, deadline).await?;
+    if end {
+        ctx.first_byte = Some(Instant::now());
+    }
+    relay_body(session, ctx, pool, backend, &mut up, deadline).await?;
     connector
         .release_http_session(
             up,
@@ -296,6 +325,7 @@ async fn relay_body(
     session: &mut Session,
     ctx: &mut RequestCtx,
     pool: &Pool,
+    backend: &BackendState,
     up: &mut UpstreamSession,
     deadline: Instant,
 ) -> Result<(), AttemptError> {
@@ -330,6 +360,19 @@ async fn relay_body(
             return Err(AttemptError::Cut("backend_error"));
         };
         ctx.bytes_out += chunk.len() as u64;
+        let now = Instant::now();
+        match ctx.last_chunk {
+            None => ctx.first_byte = Some(now),
+            Some(prev) if ctx.stream => backend
+                .metrics
+                .chunk_gap
+                .observe(now.duration_since(prev).as_secs_f64()),
+            Some(_) => {}
+        }
+        ctx.last_chunk = Some(now);
+        if let Some(tail) = ctx.tail.as_mut() {
+            tail.feed(&chunk);
+        }
         let end = up.is_body_done();
         if session.write_response_body(Some(chunk), end).await.is_err() {
             return Err(AttemptError::ClientGone);

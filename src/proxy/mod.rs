@@ -11,6 +11,7 @@ pub mod ctx;
 pub mod forward;
 pub mod headers;
 pub mod models;
+pub mod observe;
 pub mod route;
 
 use std::sync::Arc;
@@ -21,7 +22,6 @@ use pingora_core::connectors::http::v1::Connector;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorType, Result};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
-use tracing::debug;
 
 use crate::control::Control;
 use crate::error::GatewayError;
@@ -48,6 +48,7 @@ impl Gateway {
     async fn handle(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<(), Outcome> {
         let snapshot = self.control.state.load_full();
         ctx.snapshot = Some(Arc::clone(&snapshot));
+        ctx.endpoint = crate::metrics::endpoint_index(session.req_header().uri.path());
         let route = {
             let req = session.req_header();
             route::classify(&req.method, req.uri.path())
@@ -74,12 +75,14 @@ impl Gateway {
             .map_err(Outcome::Failed)?;
         let model = upload.model().unwrap_or_default().to_string();
         let Some(pool) = snapshot.pool(&model) else {
+            ctx.unknown_model = true;
             return Err(Outcome::Failed(GatewayError::ModelNotFound {
                 model,
                 available: snapshot.model_list.clone(),
             }));
         };
         ctx.model = Some(model);
+        ctx.pool = Some(Arc::clone(pool));
         match forward::forward(session, ctx, pool, &mut upload, &self.connector).await {
             Outcome::Complete => Ok(()),
             other => Err(other),
@@ -101,6 +104,7 @@ async fn send_json(
     let _ = header.insert_header("x-request-id", ctx.request_id.as_str());
     ctx.status = status;
     ctx.response_started = true;
+    ctx.first_byte = Some(std::time::Instant::now());
     let head_only = session.req_header().method == http::Method::HEAD;
     session
         .write_response_header(Box::new(header), head_only)
@@ -160,6 +164,11 @@ impl ProxyHttp for Gateway {
                 // Bytes may already have gone out: end by closing the connection, never with an
                 // error body or a clean terminator (fail_to_proxy writes nothing then).
                 ctx.cause = Some(cause);
+                ctx.cut = true;
+                if ctx.status == 0 {
+                    // Nothing was sent: log it the way nginx does a client that went away.
+                    ctx.status = 499;
+                }
                 Err(Error::explain(ErrorType::WriteError, cause))
             }
             // `handle` maps Complete to Ok; kept total for the compiler.
@@ -199,18 +208,7 @@ impl ProxyHttp for Gateway {
         true
     }
 
-    async fn logging(&self, _session: &mut Session, _e: Option<&Error>, ctx: &mut Self::CTX) {
-        debug!(
-            request_id = %ctx.request_id,
-            model = ctx.model.as_deref().unwrap_or(""),
-            backend = ctx.backend.as_deref().unwrap_or(""),
-            attempts = ctx.attempts,
-            status = ctx.status,
-            cause = ctx.cause.unwrap_or(""),
-            bytes_in = ctx.bytes_in,
-            bytes_out = ctx.bytes_out,
-            ms = ctx.started.elapsed().as_millis() as u64,
-            "request done"
-        );
+    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Self::CTX) {
+        observe::finish(session, ctx);
     }
 }

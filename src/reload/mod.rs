@@ -121,6 +121,8 @@ pub fn reload(control: &Control, graveyard: &Graveyard, trigger: Trigger) -> Out
     drop(current);
     let old = control.publish(next);
     graveyard.bury(old);
+    crate::metrics::record_reload(true);
+    crate::logging::set_level(&config.log.level);
     info!(
         generation,
         sha256 = %config.sha256,
@@ -132,6 +134,7 @@ pub fn reload(control: &Control, graveyard: &Graveyard, trigger: Trigger) -> Out
 }
 
 fn reject(control: &Control, trigger: Trigger, message: String) -> Outcome {
+    crate::metrics::record_reload(false);
     error!(
         trigger = trigger.as_str(),
         path = %control.config_path.display(),
@@ -150,8 +153,17 @@ fn warn_needs_upgrade(boot: &BootSettings, new: &BootSettings) {
     if boot.admin_listen != new.admin_listen {
         warn!(running = %boot.admin_listen, configured = %new.admin_listen, "`admin.listen` changed: it takes effect only after a binary upgrade (-u) or restart");
     }
-    if boot.server != new.server {
+    if boot.server.upgrade_sock != new.server.upgrade_sock {
+        warn!("`server.upgrade_sock` changed: the running process hands over on the old path, so this takes a restart");
+    }
+    if boot.server.threads != new.server.threads
+        || boot.server.grace_period != new.server.grace_period
+        || boot.server.pid_file != new.server.pid_file
+    {
         warn!("`server:` settings changed: they take effect only after a binary upgrade (-u) or restart");
+    }
+    if boot.log_format != new.log_format {
+        warn!("`log.format` changed: it takes effect only after a binary upgrade (-u) or restart");
     }
 }
 

@@ -5,4 +5,4 @@
 
 pub mod pool;
 
-pub use pool::{BackendHealth, BackendState, InFlightGuard, Pool};
+pub use pool::{BackendHealth, BackendState, InFlightGuard, Pool, ProbeRecord};

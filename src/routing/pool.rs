@@ -16,6 +16,7 @@ use pingora_load_balancing::selection::{Random, RoundRobin};
 use pingora_load_balancing::{Backend, LoadBalancer};
 
 use crate::config::{BackendConfig, HealthCheck, ModelConfig, Policy, Retries, Timeouts};
+use crate::metrics::{BackendMetrics, ModelMetrics};
 
 /// How long an idle upstream keep-alive connection stays pooled. vLLM (uvicorn) closes idle
 /// connections after 5 s by default; staying below that avoids reusing a closing socket.
@@ -34,6 +35,20 @@ pub struct BackendHealth {
     failures: AtomicU32,
     /// The backend's own `/v1/models` entry for this pool's model, from the last good probe.
     card: ArcSwapOption<serde_json::Value>,
+    /// The last probe's time and result.
+    last_probe: ArcSwapOption<ProbeRecord>,
+}
+
+/// One probe's outcome, for `/status`.
+#[derive(Debug, Clone)]
+pub struct ProbeRecord {
+    /// RFC 3339 time the probe finished.
+    pub at: String,
+    pub ok: bool,
+    /// Why it failed.
+    pub error: Option<String>,
+    /// How long it took.
+    pub duration_ms: f64,
 }
 
 /// Live state of one backend within one pool. Health is per (model, backend): the same URL in
@@ -43,19 +58,29 @@ pub struct BackendState {
     pub config: BackendConfig,
     /// Pre-built peer (address + connect timeout); the request path only clones it.
     pub peer: HttpPeer,
+    /// Pre-resolved metric handles of this (model, backend).
+    pub metrics: Arc<BackendMetrics>,
     live: Arc<BackendHealth>,
 }
 
 impl BackendState {
     /// A backend with fresh state: unhealthy (gated) until its first passing probe.
-    fn new(config: BackendConfig, timeouts: &Timeouts, live: Option<Arc<BackendHealth>>) -> Self {
+    fn new(
+        model: &str,
+        config: BackendConfig,
+        timeouts: &Timeouts,
+        live: Option<Arc<BackendHealth>>,
+        metrics: Option<Arc<BackendMetrics>>,
+    ) -> Self {
         let mut peer = HttpPeer::new(config.addr, false, String::new());
         peer.options.connection_timeout = Some(timeouts.connect);
         peer.options.total_connection_timeout = Some(timeouts.connect);
         peer.options.idle_timeout = Some(UPSTREAM_IDLE_POOL);
+        let metrics = metrics.unwrap_or_else(|| Arc::new(BackendMetrics::new(model, &config.name)));
         BackendState {
             config,
             peer,
+            metrics,
             live: live.unwrap_or_default(),
         }
     }
@@ -108,6 +133,16 @@ impl BackendState {
         self.live.card.store(card.map(Arc::new));
     }
 
+    /// Publish the last probe's outcome (control plane).
+    pub fn set_last_probe(&self, record: ProbeRecord) {
+        self.live.last_probe.store(Some(Arc::new(record)));
+    }
+
+    /// The last probe's outcome, if any.
+    pub fn last_probe(&self) -> Option<Arc<ProbeRecord>> {
+        self.live.last_probe.load_full()
+    }
+
     /// The backend-reported model card, if a probe has seen one.
     pub fn card(&self) -> Option<Arc<serde_json::Value>> {
         self.live.card.load_full()
@@ -149,6 +184,8 @@ pub struct Pool {
     pub retries: Retries,
     pub health: HealthCheck,
     pub backends: Vec<Arc<BackendState>>,
+    /// Pre-resolved model-level metric handles.
+    pub metrics: Arc<ModelMetrics>,
     selector: Selector,
     by_addr: HashMap<SocketAddr, usize>,
 }
@@ -166,19 +203,38 @@ impl std::fmt::Debug for Pool {
 impl Pool {
     /// Build a pool from its validated config; every backend starts gated.
     pub fn build(config: &ModelConfig) -> Pool {
-        Pool::build_with(config, |_| None)
+        Pool::build_from(config, None)
     }
 
-    /// Build a pool, taking each backend's live state from `carry` when it returns one (a
-    /// backend that stays across a reload), fresh otherwise.
-    pub fn build_with(
-        config: &ModelConfig,
-        carry: impl Fn(&BackendConfig) -> Option<Arc<BackendHealth>>,
-    ) -> Pool {
+    /// Build a pool, carrying from `old` (the same model's pool before a reload): the live
+    /// state of each backend with the same URL and address (health, streaks, in-flight count,
+    /// card), and the metric handles of each backend with the same name. New backends start
+    /// gated until their first passing probe.
+    pub fn build_from(config: &ModelConfig, old: Option<&Pool>) -> Pool {
         let backends: Vec<Arc<BackendState>> = config
             .backends
             .iter()
-            .map(|b| Arc::new(BackendState::new(b.clone(), &config.timeouts, carry(b))))
+            .map(|b| {
+                let live = old.and_then(|o| {
+                    o.backends
+                        .iter()
+                        .find(|x| x.config.url == b.url && x.config.addr == b.addr)
+                        .map(|x| Arc::clone(&x.live))
+                });
+                let metrics = old.and_then(|o| {
+                    o.backends
+                        .iter()
+                        .find(|x| x.config.name == b.name)
+                        .map(|x| Arc::clone(&x.metrics))
+                });
+                Arc::new(BackendState::new(
+                    &config.name,
+                    b.clone(),
+                    &config.timeouts,
+                    live,
+                    metrics,
+                ))
+            })
             .collect();
         let by_addr = backends
             .iter()
@@ -198,7 +254,11 @@ impl Pool {
             Policy::RoundRobin => Selector::RoundRobin(static_lb(set)),
             Policy::Random => Selector::Random(static_lb(set)),
         };
+        let metrics = old
+            .map(|o| Arc::clone(&o.metrics))
+            .unwrap_or_else(|| Arc::new(ModelMetrics::new(&config.name)));
         Pool {
+            metrics,
             name: config.name.clone(),
             policy: config.policy,
             timeouts: config.timeouts,

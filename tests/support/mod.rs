@@ -64,7 +64,8 @@ pub struct Gateway {
     pub extra_pids: Vec<u32>,
 }
 
-/// The `modelgate` command for `config`, logging to `<dir>/gateway.log` (appending, so an
+/// The `modelgate` command for `config`, logging (stdout and stderr) to `<dir>/gateway.log`
+/// (appending, so an
 /// upgrade successor's lines land in the same file), with its runtime directory (upgrade
 /// socket, pid file) private to the test.
 pub fn gateway_command(config: &std::path::Path, dir: &std::path::Path, args: &[&str]) -> Command {
@@ -79,7 +80,7 @@ pub fn gateway_command(config: &std::path::Path, dir: &std::path::Path, args: &[
         .args(args)
         .env("RUST_LOG", "info")
         .env("RUNTIME_DIRECTORY", dir.join("run"))
-        .stdout(Stdio::null())
+        .stdout(log.try_clone().unwrap())
         .stderr(log);
     cmd
 }
@@ -197,12 +198,10 @@ impl Gateway {
     /// Whether the named backend of `model` is healthy per `/status`.
     pub async fn backend_healthy(&self, model: &str, backend: &str) -> bool {
         let s = self.status().await;
-        s["models"]
+        s["models"][model]["backends"]
             .as_array()
-            .unwrap()
-            .iter()
-            .filter(|m| m["model"] == model)
-            .flat_map(|m| m["backends"].as_array().unwrap().iter())
+            .into_iter()
+            .flatten()
             .any(|b| b["name"] == backend && b["healthy"] == true)
     }
 }

@@ -1,0 +1,248 @@
+//! Prometheus metrics (prometheus 0.14, the version Pingora 0.9 uses), served by the admin
+//! listener at `GET /metrics`.
+//!
+//! One process-wide [`Registry`] holds every family. The request path never looks a label set
+//! up by hashing strings: each pool and backend of a snapshot carries pre-resolved handles
+//! ([`handles::ModelMetrics`], [`handles::BackendMetrics`]); series that depend on the request
+//! (endpoint × status class, cut cause, retry cause) are resolved once on first use and cached
+//! in the handle. Gauges that mirror live state (in-flight, health, config generation) are set
+//! at scrape time from the snapshot, so they never drift and removed backends disappear.
+//!
+//! Labels are bounded: `model` is a configured model name, `__unknown__` (a name no pool
+//! serves) or `__none__` (no model in the request); `backend` is a configured backend name or
+//! `none`; `endpoint` is one of [`ENDPOINTS`] or `other`; `status` is a class (`2xx`…).
+
+pub mod handles;
+pub mod usage;
+
+use std::sync::LazyLock;
+
+use prometheus::{
+    Encoder, Gauge, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+
+use crate::state::Snapshot;
+
+pub use handles::{BackendMetrics, ModelMetrics};
+
+/// `model` label for a name no pool serves.
+pub const UNKNOWN_MODEL: &str = "__unknown__";
+/// `model` label for a request that names no model.
+pub const NO_MODEL: &str = "__none__";
+/// `backend` label when no backend was picked.
+pub const NO_BACKEND: &str = "none";
+
+/// Normalised `endpoint` label values; any other path counts as `other`.
+pub const ENDPOINTS: &[&str] = &[
+    "/v1/chat/completions",
+    "/v1/completions",
+    "/v1/embeddings",
+    "/v1/responses",
+    "/v1/models",
+    "/v1/score",
+    "/v1/rerank",
+    "/v1/audio/transcriptions",
+    "/v1/audio/translations",
+    "/tokenize",
+    "/detokenize",
+    "/pooling",
+    "/classify",
+    "/score",
+    "/rerank",
+    "/v2/rerank",
+    "/invocations",
+    "other",
+];
+
+/// Index of `path` (query ignored, `/v1/models/{id}` counted as `/v1/models`) in [`ENDPOINTS`].
+pub fn endpoint_index(path: &str) -> usize {
+    let path = path.split('?').next().unwrap_or(path);
+    let path = if path.starts_with("/v1/models/") {
+        "/v1/models"
+    } else {
+        path
+    };
+    ENDPOINTS
+        .iter()
+        .position(|e| *e == path)
+        .unwrap_or(ENDPOINTS.len() - 1)
+}
+
+/// Status classes, indexed by `status / 100 - 1`.
+pub const STATUS_CLASSES: &[&str] = &["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+/// Index of a status code's class (anything odd counts as 5xx).
+pub fn status_class(status: u16) -> usize {
+    match status {
+        100..=599 => usize::from(status / 100 - 1),
+        _ => 4,
+    }
+}
+
+/// Why a started response was cut (label `cause` of `modelgate_streams_cut_total`).
+pub const CUT_CAUSES: &[&str] = &[
+    "client_gone",
+    "backend_error",
+    "idle_timeout",
+    "request_timeout",
+];
+
+/// Retry causes (label `cause` of `modelgate_upstream_retries_total`).
+pub const RETRY_CAUSES: &[&str] = &["connection_failure", "timeout", "http_5xx", "http_429"];
+
+/// Request and TTFB latencies: 5 ms to 10 min (a long generation).
+const LATENCY_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0,
+    600.0,
+];
+/// Gaps between stream chunks: 1 ms to 30 s.
+const GAP_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+/// Health probes: 1 ms to 5 s.
+const PROBE_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+];
+
+/// Every metric family.
+pub struct Metrics {
+    pub registry: Registry,
+    pub requests: IntCounterVec,
+    pub duration: HistogramVec,
+    pub ttfb: HistogramVec,
+    pub chunk_gap: HistogramVec,
+    pub streams_cut: IntCounterVec,
+    pub in_flight: IntGaugeVec,
+    pub attempts: IntCounterVec,
+    pub retries: IntCounterVec,
+    pub failovers: IntCounterVec,
+    pub backend_healthy: IntGaugeVec,
+    pub health_checks: IntCounterVec,
+    pub health_check_duration: HistogramVec,
+    pub gateway_errors: IntCounterVec,
+    pub prompt_tokens: IntCounterVec,
+    pub completion_tokens: IntCounterVec,
+    pub config_generation: IntGauge,
+    pub config_reloads: IntCounterVec,
+    pub config_last_reload: Gauge,
+    pub build_info: IntGaugeVec,
+}
+
+fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric definition");
+    r.register(Box::new(c.clone()))
+        .expect("metric registered once");
+    c
+}
+
+fn histogram(r: &Registry, name: &str, help: &str, labels: &[&str], b: &[f64]) -> HistogramVec {
+    let h = HistogramVec::new(HistogramOpts::new(name, help).buckets(b.to_vec()), labels)
+        .expect("valid metric definition");
+    r.register(Box::new(h.clone()))
+        .expect("metric registered once");
+    h
+}
+
+fn gauge(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric definition");
+    r.register(Box::new(g.clone()))
+        .expect("metric registered once");
+    g
+}
+
+impl Metrics {
+    /// Every definition below is static and registered once, so `expect` cannot fire.
+    fn new() -> Metrics {
+        let r = Registry::new();
+        let mb = &["model", "backend"];
+        let config_generation = IntGauge::new(
+            "modelgate_config_generation",
+            "Generation of the config in force (1 at start, +1 per applied reload).",
+        )
+        .expect("valid metric definition");
+        r.register(Box::new(config_generation.clone()))
+            .expect("metric registered once");
+        let config_last_reload = Gauge::new(
+            "modelgate_config_last_reload_timestamp_seconds",
+            "Unix time of the last applied config (start or reload).",
+        )
+        .expect("valid metric definition");
+        r.register(Box::new(config_last_reload.clone()))
+            .expect("metric registered once");
+        let m = Metrics {
+            requests: counter(&r, "modelgate_requests_total", "Requests answered, by model, backend, normalised endpoint and status class.", &["model", "backend", "endpoint", "status"]),
+            duration: histogram(&r, "modelgate_request_duration_seconds", "From the request's arrival to the response's last byte.", mb, LATENCY_BUCKETS),
+            ttfb: histogram(&r, "modelgate_time_to_first_byte_seconds", "From the request's arrival to the first response body byte sent to the client (time to first token for streams).", mb, LATENCY_BUCKETS),
+            chunk_gap: histogram(&r, "modelgate_stream_chunk_gap_seconds", "Gap between consecutive chunks of a streamed response.", mb, GAP_BUCKETS),
+            streams_cut: counter(&r, "modelgate_streams_cut_total", "Responses cut after they started, by cause.", &["model", "backend", "cause"]),
+            in_flight: gauge(&r, "modelgate_in_flight_requests", "Requests being served right now, per backend.", mb),
+            attempts: counter(&r, "modelgate_upstream_attempts_total", "Upstream attempts (the first one and every retry).", mb),
+            retries: counter(&r, "modelgate_upstream_retries_total", "Attempts that failed and were retried, by cause.", &["model", "cause"]),
+            failovers: counter(&r, "modelgate_upstream_failovers_total", "Retries that went to a different backend than the failed attempt.", &["model"]),
+            backend_healthy: gauge(&r, "modelgate_backend_healthy", "1 if the backend passes its health checks for this model, else 0.", mb),
+            health_checks: counter(&r, "modelgate_health_checks_total", "Health probes by result (ok, fail).", &["model", "backend", "result"]),
+            health_check_duration: histogram(&r, "modelgate_health_check_duration_seconds", "Health probe latency.", mb, PROBE_BUCKETS),
+            gateway_errors: counter(&r, "modelgate_gateway_errors_total", "Error responses made by the gateway itself, by status and cause.", &["model", "status", "cause"]),
+            prompt_tokens: counter(&r, "modelgate_prompt_tokens_total", "Prompt tokens reported by backends in `usage`.", &["model"]),
+            completion_tokens: counter(&r, "modelgate_completion_tokens_total", "Completion tokens reported by backends in `usage`.", &["model"]),
+            config_generation,
+            config_reloads: counter(&r, "modelgate_config_reloads_total", "Reload attempts by result (ok, error).", &["result"]),
+            config_last_reload,
+            build_info: gauge(&r, "modelgate_build_info", "Always 1; the labels say which build runs.", &["version"]),
+            registry: r,
+        };
+        m.build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+        m
+    }
+}
+
+/// The process-wide metrics.
+pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
+
+/// Record a reload attempt (control plane).
+pub fn record_reload(ok: bool) {
+    let result = if ok { "ok" } else { "error" };
+    METRICS.config_reloads.with_label_values(&[result]).inc();
+    if ok {
+        METRICS.config_last_reload.set(unix_now());
+    }
+}
+
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// Mark the config applied at start.
+pub fn record_start() {
+    METRICS.config_last_reload.set(unix_now());
+}
+
+/// Render every family in the Prometheus text format, refreshing the live gauges from
+/// `snapshot` first.
+pub fn render(snapshot: &Snapshot) -> Vec<u8> {
+    let m = &*METRICS;
+    m.config_generation
+        .set(i64::try_from(snapshot.generation).unwrap_or(i64::MAX));
+    // Live gauges: rebuilt from the snapshot so removed backends vanish.
+    m.in_flight.reset();
+    m.backend_healthy.reset();
+    for pool in &snapshot.pools {
+        for b in &pool.backends {
+            let labels = [pool.name.as_str(), b.config.name.as_str()];
+            m.in_flight
+                .with_label_values(&labels)
+                .set(i64::try_from(b.in_flight()).unwrap_or(i64::MAX));
+            m.backend_healthy
+                .with_label_values(&labels)
+                .set(i64::from(b.is_healthy()));
+        }
+    }
+    let mut out = Vec::with_capacity(16 * 1024);
+    let _ = TextEncoder::new().encode(&m.registry.gather(), &mut out);
+    out
+}

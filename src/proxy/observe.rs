@@ -1,0 +1,109 @@
+//! The end of a request: metrics and the access-log line (request path, after the response).
+//!
+//! Everything here uses handles pre-resolved on the request's pool and backend; the only
+//! allocations are the access-log line itself (skipped when `log.access_log` is off).
+
+use std::time::Instant;
+
+use pingora_proxy::Session;
+
+use super::ctx::RequestCtx;
+use crate::logging::{self, AccessRecord};
+use crate::metrics::handles::FALLBACK;
+use crate::metrics::{status_class, ModelMetrics};
+
+/// Longest `route` written to the access log.
+const MAX_ROUTE: usize = 256;
+
+/// Record metrics and write the access-log line for a finished request.
+pub fn finish(session: &Session, ctx: &mut RequestCtx) {
+    let now = Instant::now();
+    let duration = now.duration_since(ctx.started);
+    let class = status_class(ctx.status);
+    let model_metrics: &ModelMetrics = match ctx.pool.as_deref() {
+        Some(pool) => &pool.metrics,
+        None if ctx.unknown_model => &FALLBACK.unknown,
+        None => &FALLBACK.none,
+    };
+    let backend = ctx
+        .pool
+        .as_deref()
+        .zip(ctx.backend_index)
+        .and_then(|(p, i)| p.backends.get(i));
+    match backend {
+        Some(b) => {
+            let m = &b.metrics;
+            m.request(ctx.endpoint, class);
+            m.duration.observe(duration.as_secs_f64());
+            if let Some(fb) = ctx.first_byte {
+                m.ttfb.observe(fb.duration_since(ctx.started).as_secs_f64());
+            }
+            if ctx.cut {
+                if let Some(cause) = ctx.cause {
+                    m.cut(cause);
+                }
+            }
+        }
+        None => model_metrics.request(ctx.endpoint, class),
+    }
+    if !ctx.cut {
+        if let Some(cause) = ctx.cause {
+            model_metrics.gateway_error(ctx.status, cause);
+        }
+    }
+    let usage = ctx.tail.as_deref().and_then(|t| t.usage());
+    if let Some(u) = usage {
+        model_metrics.prompt_tokens.inc_by(u.prompt_tokens);
+        model_metrics.completion_tokens.inc_by(u.completion_tokens);
+    }
+
+    let access_log = ctx.snapshot.as_ref().is_none_or(|s| s.access_log);
+    if !access_log {
+        return;
+    }
+    let req = session.req_header();
+    let path = req.uri.path();
+    let route = &path[..floor_char_boundary(path, MAX_ROUTE)];
+    let backend_name = backend.map(|b| b.config.name.as_str());
+    let record = AccessRecord {
+        ts: crate::control::now_rfc3339(),
+        request_id: &ctx.request_id,
+        client: session.client_addr().map(|a| a.to_string()),
+        method: req.method.as_str(),
+        route,
+        model: ctx.model.as_deref(),
+        backend: backend_name,
+        policy: ctx.pool.as_deref().map(|p| p.policy.as_str()),
+        attempts: ctx.attempts,
+        status: ctx.status,
+        bytes_in: ctx.bytes_in,
+        bytes_out: ctx.bytes_out,
+        ttfb_ms: ctx
+            .first_byte
+            .map(|fb| millis(fb.duration_since(ctx.started))),
+        duration_ms: millis(duration),
+        stream: ctx.stream,
+        cut: if ctx.cut { ctx.cause } else { None },
+        error: if ctx.cut { None } else { ctx.cause },
+        prompt_tokens: usage.map(|u| u.prompt_tokens),
+        completion_tokens: usage.map(|u| u.completion_tokens),
+        trace_id: None,
+    };
+    logging::access(&record);
+}
+
+/// Milliseconds with microsecond precision.
+fn millis(d: std::time::Duration) -> f64 {
+    (d.as_micros() as f64) / 1000.0
+}
+
+/// Largest index ≤ `max` on a char boundary of `s`.
+fn floor_char_boundary(s: &str, max: usize) -> usize {
+    if s.len() <= max {
+        return s.len();
+    }
+    (0..=max)
+        .rev()
+        .find(|&i| s.is_char_boundary(i))
+        .unwrap_or(0)
+}
