@@ -8,7 +8,7 @@ use std::sync::OnceLock;
 
 use prometheus::{Histogram, IntCounter};
 
-use super::{CUT_CAUSES, ENDPOINTS, METRICS, RETRY_CAUSES, STATUS_CLASSES};
+use super::{endpoint_label, CUT_CAUSES, METRICS, N_ENDPOINTS, RETRY_CAUSES, STATUS_CLASSES};
 
 const N_CLASSES: usize = 5;
 
@@ -24,7 +24,7 @@ impl RequestCounters {
         RequestCounters {
             model: model.to_string(),
             backend: backend.to_string(),
-            cells: (0..ENDPOINTS.len()).map(|_| Default::default()).collect(),
+            cells: (0..N_ENDPOINTS).map(|_| Default::default()).collect(),
         }
     }
 
@@ -36,7 +36,7 @@ impl RequestCounters {
             METRICS.requests.with_label_values(&[
                 &self.model,
                 &self.backend,
-                ENDPOINTS[endpoint],
+                endpoint_label(endpoint),
                 STATUS_CLASSES[class],
             ])
         })

@@ -10,7 +10,8 @@
 //!
 //! Labels are bounded: `model` is a configured model name, `__unknown__` (a name no pool
 //! serves) or `__none__` (no model in the request); `backend` is a configured backend name or
-//! `none`; `endpoint` is one of [`ENDPOINTS`] or `other`; `status` is a class (`2xx`…).
+//! `none`; `endpoint` is a known route ([`endpoint_label`]) or `other`; `status` is a class
+//! (`2xx`…).
 
 pub mod handles;
 pub mod usage;
@@ -22,6 +23,7 @@ use prometheus::{
     Registry, TextEncoder,
 };
 
+use crate::proxy::route::EXTRA_ROUTES;
 use crate::state::Snapshot;
 
 pub use handles::{BackendMetrics, ModelMetrics};
@@ -33,8 +35,9 @@ pub const NO_MODEL: &str = "__none__";
 /// `backend` label when no backend was picked.
 pub const NO_BACKEND: &str = "none";
 
-/// Normalised `endpoint` label values; any other path counts as `other`.
-pub const ENDPOINTS: &[&str] = &[
+/// OpenAI-style endpoints with their own `endpoint` label value; vLLM's extra top-level
+/// routes ([`EXTRA_ROUTES`]) get theirs too, and any other path counts as `other`.
+const V1_ENDPOINTS: &[&str] = &[
     "/v1/chat/completions",
     "/v1/completions",
     "/v1/embeddings",
@@ -44,18 +47,22 @@ pub const ENDPOINTS: &[&str] = &[
     "/v1/rerank",
     "/v1/audio/transcriptions",
     "/v1/audio/translations",
-    "/tokenize",
-    "/detokenize",
-    "/pooling",
-    "/classify",
-    "/score",
-    "/rerank",
-    "/v2/rerank",
-    "/invocations",
-    "other",
 ];
 
-/// Index of `path` (query ignored, `/v1/models/{id}` counted as `/v1/models`) in [`ENDPOINTS`].
+/// Number of distinct `endpoint` label values.
+pub const N_ENDPOINTS: usize = V1_ENDPOINTS.len() + EXTRA_ROUTES.len() + 1;
+
+/// The `endpoint` label value of an index from [`endpoint_index`].
+pub fn endpoint_label(i: usize) -> &'static str {
+    V1_ENDPOINTS
+        .get(i)
+        .or_else(|| EXTRA_ROUTES.get(i.wrapping_sub(V1_ENDPOINTS.len())))
+        .copied()
+        .unwrap_or("other")
+}
+
+/// Index of `path`'s `endpoint` label (query ignored, `/v1/models/{id}` counted as
+/// `/v1/models`).
 pub fn endpoint_index(path: &str) -> usize {
     let path = path.split('?').next().unwrap_or(path);
     let path = if path.starts_with("/v1/models/") {
@@ -63,10 +70,16 @@ pub fn endpoint_index(path: &str) -> usize {
     } else {
         path
     };
-    ENDPOINTS
+    V1_ENDPOINTS
         .iter()
         .position(|e| *e == path)
-        .unwrap_or(ENDPOINTS.len() - 1)
+        .or_else(|| {
+            EXTRA_ROUTES
+                .iter()
+                .position(|e| *e == path)
+                .map(|i| i + V1_ENDPOINTS.len())
+        })
+        .unwrap_or(N_ENDPOINTS - 1)
 }
 
 /// Status classes, indexed by `status / 100 - 1`.
@@ -245,4 +258,27 @@ pub fn render(snapshot: &Snapshot) -> Vec<u8> {
     let mut out = Vec::with_capacity(16 * 1024);
     let _ = TextEncoder::new().encode(&m.registry.gather(), &mut out);
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints_are_bounded_and_normalised() {
+        let i = endpoint_index("/v1/chat/completions?x=1");
+        assert_eq!(endpoint_label(i), "/v1/chat/completions");
+        assert_eq!(
+            endpoint_label(endpoint_index("/v1/models/m-7b")),
+            "/v1/models"
+        );
+        assert_eq!(endpoint_label(endpoint_index("/tokenize")), "/tokenize");
+        assert_eq!(endpoint_label(endpoint_index("/v1/anything/else")), "other");
+        assert_eq!(endpoint_index("/v1/anything/else"), N_ENDPOINTS - 1);
+        let labels: std::collections::HashSet<_> = (0..N_ENDPOINTS).map(endpoint_label).collect();
+        assert_eq!(labels.len(), N_ENDPOINTS);
+        assert_eq!(status_class(204), 1);
+        assert_eq!(status_class(499), 3);
+        assert_eq!(status_class(0), 4);
+    }
 }

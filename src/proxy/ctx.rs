@@ -41,7 +41,7 @@ pub struct RequestCtx {
     pub backend_index: Option<usize>,
     /// `model` named a model no pool serves.
     pub unknown_model: bool,
-    /// Index into [`crate::metrics::ENDPOINTS`].
+    /// `endpoint` label index ([`crate::metrics::endpoint_index`]).
     pub endpoint: usize,
     /// When the first response body byte went to the client.
     pub first_byte: Option<Instant>,
