@@ -14,6 +14,7 @@ use serde::Serialize;
 
 use crate::config::{Config, LogFormat, ServerSettings};
 use crate::state::{SharedState, Snapshot};
+use crate::telemetry::Exporter;
 
 /// What `GET /config` reports.
 #[derive(Debug, Clone, Serialize)]
@@ -65,6 +66,8 @@ pub struct Control {
     /// not-yet-probed backend does not flip readiness.
     was_ready: AtomicBool,
     in_flight: Arc<AtomicU64>,
+    /// Span exporter, when `tracing.otlp_endpoint` is set.
+    exporter: arc_swap::ArcSwapOption<Exporter>,
 }
 
 impl Control {
@@ -88,6 +91,7 @@ impl Control {
             closing: AtomicBool::new(false),
             was_ready: AtomicBool::new(false),
             in_flight: Arc::new(AtomicU64::new(0)),
+            exporter: arc_swap::ArcSwapOption::empty(),
         })
     }
 
@@ -163,6 +167,35 @@ impl Control {
             self.was_ready.store(true, Ordering::Release);
         }
         ready
+    }
+
+    /// Start, replace or stop the span exporter to match the snapshot in force. Call from a
+    /// long-lived runtime (the exporter's task runs there); keeps a running exporter whose
+    /// endpoint and service name are unchanged.
+    pub fn configure_tracing(&self) {
+        let want = self.state.load().tracing.clone();
+        let current = self.exporter.load_full();
+        match (&want.otlp_endpoint, current) {
+            (None, None) => {}
+            (None, Some(_)) => {
+                self.exporter.store(None);
+                tracing::info!("span export off");
+            }
+            (Some(endpoint), Some(cur))
+                if cur.endpoint() == endpoint && cur.service_name() == want.service_name => {}
+            (Some(endpoint), _) => match Exporter::start(endpoint, &want.service_name) {
+                Ok(e) => {
+                    tracing::info!(endpoint = %endpoint, service_name = %want.service_name, "exporting spans over OTLP/HTTP");
+                    self.exporter.store(Some(Arc::new(e)));
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot export spans"),
+            },
+        }
+    }
+
+    /// The span exporter, if configured.
+    pub fn exporter(&self) -> Option<Arc<Exporter>> {
+        self.exporter.load_full()
     }
 
     /// Count one client request until the guard drops.

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
-use crate::config::{Config, DrainSettings};
+use crate::config::{Config, DrainSettings, TracingSettings};
 use crate::routing::Pool;
 
 /// Everything a request needs, frozen.
@@ -30,6 +30,8 @@ pub struct Snapshot {
     pub drain: DrainSettings,
     /// `log.access_log`.
     pub access_log: bool,
+    /// `tracing:` (the control plane starts the exporter from it).
+    pub tracing: TracingSettings,
 }
 
 impl Snapshot {
@@ -69,6 +71,7 @@ impl Snapshot {
             model_list,
             drain: config.drain,
             access_log: config.log.access_log,
+            tracing: config.tracing.clone(),
         }
     }
 

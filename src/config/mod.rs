@@ -124,6 +124,8 @@ pub struct Config {
     pub drain: DrainSettings,
     /// Logging.
     pub log: LogSettings,
+    /// Span export.
+    pub tracing: TracingSettings,
     /// Hex sha256 of the file bytes.
     pub sha256: String,
 }
@@ -150,6 +152,15 @@ pub struct LogSettings {
     pub format: LogFormat,
     /// One line per request.
     pub access_log: bool,
+}
+
+/// `tracing:` block, typed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TracingSettings {
+    /// OTLP/HTTP collector base URL (`http://host:4318`); `None` = no export.
+    pub otlp_endpoint: Option<String>,
+    /// `service.name` of exported spans.
+    pub service_name: String,
 }
 
 /// Log line format.

@@ -27,6 +27,16 @@ pub struct FileSpec {
     pub drain: Option<DrainSpec>,
     /// Logging and the access log.
     pub log: Option<LogSpec>,
+    /// Span export.
+    pub tracing: Option<TracingSpec>,
+}
+
+/// `tracing:` block.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TracingSpec {
+    pub otlp_endpoint: Option<String>,
+    pub service_name: Option<String>,
 }
 
 /// `log:` block.

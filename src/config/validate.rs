@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use super::spec::{
     BackendSpec, DefaultsSpec, DrainSpec, FileSpec, HealthCheckSpec, LoadBalancerSpec, LogSpec,
-    ModelSpec, RetriesSpec, ServerSpec, TimeoutsSpec,
+    ModelSpec, RetriesSpec, ServerSpec, TimeoutsSpec, TracingSpec,
 };
 use super::*;
 
@@ -79,6 +79,7 @@ pub(super) fn validate(spec: FileSpec) -> Result<Config, Vec<ConfigIssue>> {
     let server = server_settings(spec.server.unwrap_or_default(), &mut issues);
     let drain = drain_settings(spec.drain.unwrap_or_default());
     let log = log_settings(spec.log.unwrap_or_default(), &mut issues);
+    let tracing = tracing_settings(spec.tracing.unwrap_or_default(), &mut issues);
 
     match (listen, admin_listen) {
         (Some(listen), Some(admin_listen)) if issues.0.is_empty() => Ok(Config {
@@ -89,6 +90,7 @@ pub(super) fn validate(spec: FileSpec) -> Result<Config, Vec<ConfigIssue>> {
             server,
             drain,
             log,
+            tracing,
             sha256: String::new(),
         }),
         _ => Err(issues.0),
@@ -165,6 +167,27 @@ fn log_settings(l: LogSpec, issues: &mut Issues) -> LogSettings {
         level,
         format,
         access_log: l.access_log.unwrap_or(true),
+    }
+}
+
+fn tracing_settings(t: TracingSpec, issues: &mut Issues) -> TracingSettings {
+    let service_name = t.service_name.unwrap_or_else(|| "modelgate".to_string());
+    if service_name.trim().is_empty() {
+        issues.push("tracing.service_name", "must not be empty");
+    }
+    if let Some(endpoint) = &t.otlp_endpoint {
+        let ok = url::Url::parse(endpoint)
+            .is_ok_and(|u| u.scheme() == "http" && u.host_str().is_some_and(|h| !h.is_empty()));
+        if !ok {
+            issues.push(
+                "tracing.otlp_endpoint",
+                format!("{endpoint:?} must be an http:// URL of an OTLP/HTTP collector, e.g. \"http://127.0.0.1:4318\""),
+            );
+        }
+    }
+    TracingSettings {
+        otlp_endpoint: t.otlp_endpoint,
+        service_name,
     }
 }
 

@@ -7,6 +7,7 @@ use crate::control::RequestGuard;
 use crate::metrics::usage::Tail;
 use crate::routing::Pool;
 use crate::state::Snapshot;
+use crate::telemetry::TraceContext;
 
 /// What one request has learned and done so far.
 #[derive(Debug)]
@@ -53,6 +54,10 @@ pub struct RequestCtx {
     pub cut: bool,
     /// The end of a 200 response body, for `usage`.
     pub tail: Option<Box<Tail>>,
+    /// W3C trace context: the client's trace (or a new one) and the gateway's span.
+    pub trace: TraceContext,
+    /// Wall-clock start, for the exported span.
+    pub started_at: std::time::SystemTime,
 }
 
 impl Default for RequestCtx {
@@ -79,6 +84,8 @@ impl Default for RequestCtx {
             stream: false,
             cut: false,
             tail: None,
+            trace: TraceContext::EMPTY,
+            started_at: std::time::SystemTime::now(),
         }
     }
 }

@@ -209,12 +209,22 @@ async fn attempt(
         };
 
     // Send header and body, bounded by the whole-request deadline.
-    let req = headers::upstream_request(
+    let mut req = headers::upstream_request(
         session.req_header(),
         &backend.config.path_prefix,
         &ctx.request_id,
         session.client_addr().and_then(|a| a.as_inet()).copied(),
     );
+    // W3C Trace Context: the backend's parent is the gateway's span.
+    let _ = req.insert_header("traceparent", ctx.trace.header_value());
+    match &ctx.trace.tracestate {
+        Some(state) => {
+            let _ = req.insert_header("tracestate", state.as_str());
+        }
+        None => {
+            req.remove_header("tracestate");
+        }
+    }
     let sent = tokio::time::timeout(remaining(deadline), send(session, &mut up, req, upload)).await;
     match sent {
         Ok(Ok(())) => {}

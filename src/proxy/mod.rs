@@ -76,6 +76,7 @@ impl Gateway {
         let model = upload.model().unwrap_or_default().to_string();
         let Some(pool) = snapshot.pool(&model) else {
             ctx.unknown_model = true;
+            ctx.model = Some(model.clone());
             return Err(Outcome::Failed(GatewayError::ModelNotFound {
                 model,
                 available: snapshot.model_list.clone(),
@@ -88,6 +89,18 @@ impl Gateway {
             other => Err(other),
         }
     }
+}
+
+/// The request's trace context from its `traceparent` / `tracestate` (several `traceparent`
+/// headers: start a new trace).
+fn trace_context(req: &pingora_http::RequestHeader) -> crate::telemetry::TraceContext {
+    let mut parents = req.headers.get_all("traceparent").iter();
+    let parent = match (parents.next(), parents.next()) {
+        (Some(one), None) => Some(one.as_bytes()),
+        _ => None,
+    };
+    let state = req.headers.get("tracestate").map(|v| v.as_bytes());
+    crate::telemetry::TraceContext::from_headers(parent, state)
 }
 
 /// Write a complete JSON response from the gateway itself.
@@ -154,6 +167,7 @@ impl ProxyHttp for Gateway {
             session.set_keepalive(None);
         }
         ctx.request_id = headers::request_id(session.req_header());
+        ctx.trace = trace_context(session.req_header());
         match self.handle(session, ctx).await {
             Ok(()) => Ok(true),
             Err(Outcome::Failed(e)) => {
@@ -209,6 +223,6 @@ impl ProxyHttp for Gateway {
     }
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Self::CTX) {
-        observe::finish(session, ctx);
+        observe::finish(session, ctx, &self.control);
     }
 }

@@ -8,15 +8,17 @@ use std::time::Instant;
 use pingora_proxy::Session;
 
 use super::ctx::RequestCtx;
+use crate::control::Control;
 use crate::logging::{self, AccessRecord};
 use crate::metrics::handles::FALLBACK;
 use crate::metrics::{status_class, ModelMetrics};
+use crate::telemetry::{AttrValue, Exporter, SpanRecord};
 
 /// Longest `route` written to the access log.
 const MAX_ROUTE: usize = 256;
 
 /// Record metrics and write the access-log line for a finished request.
-pub fn finish(session: &Session, ctx: &mut RequestCtx) {
+pub fn finish(session: &Session, ctx: &mut RequestCtx, control: &Control) {
     let now = Instant::now();
     let duration = now.duration_since(ctx.started);
     let class = status_class(ctx.status);
@@ -57,14 +59,26 @@ pub fn finish(session: &Session, ctx: &mut RequestCtx) {
         model_metrics.completion_tokens.inc_by(u.completion_tokens);
     }
 
-    let access_log = ctx.snapshot.as_ref().is_none_or(|s| s.access_log);
-    if !access_log {
-        return;
-    }
     let req = session.req_header();
     let path = req.uri.path();
     let route = &path[..floor_char_boundary(path, MAX_ROUTE)];
     let backend_name = backend.map(|b| b.config.name.as_str());
+    if let Some(exporter) = control.exporter() {
+        if ctx.trace.is_sampled() {
+            export_span(
+                &exporter,
+                ctx,
+                req.method.as_str(),
+                route,
+                backend_name,
+                usage,
+            );
+        }
+    }
+    let access_log = ctx.snapshot.as_ref().is_none_or(|s| s.access_log);
+    if !access_log {
+        return;
+    }
     let record = AccessRecord {
         ts: crate::control::now_rfc3339(),
         request_id: &ctx.request_id,
@@ -87,9 +101,55 @@ pub fn finish(session: &Session, ctx: &mut RequestCtx) {
         error: if ctx.cut { None } else { ctx.cause },
         prompt_tokens: usage.map(|u| u.prompt_tokens),
         completion_tokens: usage.map(|u| u.completion_tokens),
-        trace_id: None,
+        trace_id: Some(ctx.trace.trace_id_hex()),
     };
     logging::access(&record);
+}
+
+/// One SERVER span for the request (queued; never blocks).
+fn export_span(
+    exporter: &Exporter,
+    ctx: &RequestCtx,
+    method: &str,
+    route: &str,
+    backend: Option<&str>,
+    usage: Option<crate::metrics::usage::Usage>,
+) {
+    let mut attributes: Vec<(&'static str, AttrValue)> = vec![
+        ("http.request.method", method.into()),
+        ("url.path", route.into()),
+        (
+            "http.response.status_code",
+            AttrValue::Int(i64::from(ctx.status)),
+        ),
+        (
+            "modelgate.attempts",
+            AttrValue::Int(i64::from(ctx.attempts)),
+        ),
+        ("modelgate.stream", AttrValue::Bool(ctx.stream)),
+    ];
+    if let Some(model) = ctx.model.as_deref() {
+        attributes.push(("modelgate.model", model.into()));
+        attributes.push(("gen_ai.request.model", model.into()));
+    }
+    if let Some(b) = backend {
+        attributes.push(("modelgate.backend", b.into()));
+    }
+    if let Some(cause) = ctx.cause {
+        attributes.push(("modelgate.error", cause.into()));
+    }
+    if let Some(u) = usage {
+        attributes.push(("gen_ai.usage.input_tokens", u.prompt_tokens.into()));
+        attributes.push(("gen_ai.usage.output_tokens", u.completion_tokens.into()));
+    }
+    exporter.record(SpanRecord {
+        trace: ctx.trace.clone(),
+        name: format!("{method} {}", crate::metrics::endpoint_label(ctx.endpoint)).into(),
+        start: ctx.started_at,
+        end: std::time::SystemTime::now(),
+        attributes,
+        error: ctx.status >= 500 || ctx.cause.is_some(),
+    });
 }
 
 /// Milliseconds with microsecond precision.

@@ -44,9 +44,14 @@ impl ReloadService {
         let control = Arc::clone(&self.control);
         let graveyard = Arc::clone(&self.graveyard);
         // File read and DNS resolution block: keep them off the async workers.
-        tokio::task::spawn_blocking(move || reload(&control, &graveyard, trigger))
+        let outcome = tokio::task::spawn_blocking(move || reload(&control, &graveyard, trigger))
             .await
-            .unwrap_or_else(|e| Outcome::Rejected(format!("reload task failed: {e}")))
+            .unwrap_or_else(|e| Outcome::Rejected(format!("reload task failed: {e}")));
+        if matches!(outcome, Outcome::Applied(_)) {
+            // This runtime lives as long as the process: the exporter's task runs here.
+            self.control.configure_tracing();
+        }
+        outcome
     }
 }
 
@@ -80,6 +85,7 @@ impl BackgroundService for ReloadService {
             Trigger::FileChange
         };
         self.run_reload(trigger).await;
+        self.control.configure_tracing();
 
         let mut prune = tokio::time::interval(PRUNE_EVERY);
         loop {

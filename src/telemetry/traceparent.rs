@@ -38,6 +38,15 @@ pub struct TraceContext {
 }
 
 impl TraceContext {
+    /// All-zero placeholder (invalid on the wire) until a request's context is built.
+    pub const EMPTY: TraceContext = TraceContext {
+        trace_id: [0; 16],
+        parent_span_id: None,
+        span_id: [0; 8],
+        flags: 0,
+        tracestate: None,
+    };
+
     /// Continues the caller's trace if `traceparent` is valid, else starts a new one.
     ///
     /// Valid means, per the spec: a 2-hex-digit version other than `ff`; for version `00`

@@ -412,3 +412,104 @@ pub async fn full_stream(c: &reqwest::Client, url: &str, model: &str) -> Result<
     }
     Ok(backend)
 }
+
+/// One sample of a Prometheus text exposition.
+#[derive(Debug, Clone)]
+pub struct Sample {
+    pub name: String,
+    pub labels: std::collections::BTreeMap<String, String>,
+    pub value: f64,
+}
+
+/// Parse the Prometheus text format (enough of it for our own output: no escapes in names,
+/// `\"` and `\\` in label values).
+pub fn parse_prometheus(text: &str) -> Vec<Sample> {
+    let mut out = Vec::new();
+    for line in text.lines() {
+        if line.starts_with('#') || line.trim().is_empty() {
+            continue;
+        }
+        let (series, value) = line.rsplit_once(' ').expect("sample line has a value");
+        let value: f64 = match value {
+            "+Inf" => f64::INFINITY,
+            "-Inf" => f64::NEG_INFINITY,
+            v => v.parse().expect("numeric sample value"),
+        };
+        let (name, labels) = match series.split_once('{') {
+            None => (series.to_string(), Default::default()),
+            Some((name, rest)) => {
+                let body = rest.strip_suffix('}').expect("closing brace");
+                let mut labels = std::collections::BTreeMap::new();
+                let mut chars = body.chars().peekable();
+                while chars.peek().is_some() {
+                    let key: String = chars.by_ref().take_while(|c| *c != '=').collect();
+                    assert_eq!(chars.next(), Some('"'));
+                    let mut val = String::new();
+                    while let Some(c) = chars.next() {
+                        match c {
+                            '\\' => val.push(chars.next().unwrap()),
+                            '"' => break,
+                            c => val.push(c),
+                        }
+                    }
+                    labels.insert(key.trim_start_matches(',').to_string(), val);
+                    if chars.peek() == Some(&',') {
+                        chars.next();
+                    }
+                }
+                (name.to_string(), labels)
+            }
+        };
+        out.push(Sample {
+            name,
+            labels,
+            value,
+        });
+    }
+    out
+}
+
+impl Gateway {
+    /// Scrape admin `/metrics`.
+    pub async fn metrics(&self) -> Vec<Sample> {
+        let r = client()
+            .get(self.admin_url("/metrics"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        assert!(r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain"));
+        parse_prometheus(&r.text().await.unwrap())
+    }
+
+    /// Sum of the samples of `name` whose labels include all of `labels`.
+    pub async fn metric(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        sum(&self.metrics().await, name, labels)
+    }
+
+    /// The access-log lines (JSON objects with a `request_id`) written so far.
+    pub fn access_log(&self) -> Vec<serde_json::Value> {
+        self.log()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| v.get("request_id").is_some() && v.get("duration_ms").is_some())
+            .collect()
+    }
+}
+
+/// Sum of the samples of `name` whose labels include all of `labels`.
+pub fn sum(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> f64 {
+    samples
+        .iter()
+        .filter(|s| s.name == name)
+        .filter(|s| {
+            labels
+                .iter()
+                .all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
+        })
+        .map(|s| s.value)
+        .sum()
+}
