@@ -170,10 +170,25 @@ async fn invalid_reload_keeps_serving_and_reports_the_error() {
     assert_eq!(gw.chat("m", false).await.status(), 200);
     assert_eq!(gw.generation().await, 1);
 
+    let m = gw.metrics().await;
+    assert!(sum(&m, "modelgate_config_reloads_total", &[("result", "error")]) >= 2.0);
+    assert_eq!(
+        sum(&m, "modelgate_config_reloads_total", &[("result", "ok")]),
+        0.0
+    );
+    assert_eq!(sum(&m, "modelgate_config_generation", &[]), 1.0);
+
     // Fixed: applied, error cleared.
     gw.write_config(&models.replace("interval_ms: 100", "interval_ms: 150"), "");
     gw.wait_generation(2).await;
     assert!(gw.config().await["last_error"].is_null());
+    let m = gw.metrics().await;
+    assert_eq!(
+        sum(&m, "modelgate_config_reloads_total", &[("result", "ok")]),
+        1.0
+    );
+    assert_eq!(sum(&m, "modelgate_config_generation", &[]), 2.0);
+    assert!(sum(&m, "modelgate_config_last_reload_timestamp_seconds", &[]) > 1.7e9);
     assert_eq!(gw.chat("m", false).await.status(), 200);
 }
 

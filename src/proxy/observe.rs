@@ -17,8 +17,27 @@ use crate::telemetry::{AttrValue, Exporter, SpanRecord};
 /// Longest `route` written to the access log.
 const MAX_ROUTE: usize = 256;
 
+/// What the end-of-request record needs from the client request.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestInfo<'a> {
+    pub method: &'a str,
+    pub path: &'a str,
+    pub client: Option<&'a std::net::SocketAddr>,
+}
+
 /// Record metrics and write the access-log line for a finished request.
 pub fn finish(session: &Session, ctx: &mut RequestCtx, control: &Control) {
+    let req = session.req_header();
+    let info = RequestInfo {
+        method: req.method.as_str(),
+        path: req.uri.path(),
+        client: session.client_addr().and_then(|a| a.as_inet()),
+    };
+    record(ctx, control, info);
+}
+
+/// [`finish`] without the Pingora session (benches call this directly).
+pub fn record(ctx: &RequestCtx, control: &Control, info: RequestInfo<'_>) {
     let now = Instant::now();
     let duration = now.duration_since(ctx.started);
     let class = status_class(ctx.status);
@@ -59,20 +78,12 @@ pub fn finish(session: &Session, ctx: &mut RequestCtx, control: &Control) {
         model_metrics.completion_tokens.inc_by(u.completion_tokens);
     }
 
-    let req = session.req_header();
-    let path = req.uri.path();
+    let path = info.path;
     let route = &path[..floor_char_boundary(path, MAX_ROUTE)];
     let backend_name = backend.map(|b| b.config.name.as_str());
     if let Some(exporter) = control.exporter() {
         if ctx.trace.is_sampled() {
-            export_span(
-                &exporter,
-                ctx,
-                req.method.as_str(),
-                route,
-                backend_name,
-                usage,
-            );
+            export_span(&exporter, ctx, info.method, route, backend_name, usage);
         }
     }
     let access_log = ctx.snapshot.as_ref().is_none_or(|s| s.access_log);
@@ -82,8 +93,8 @@ pub fn finish(session: &Session, ctx: &mut RequestCtx, control: &Control) {
     let record = AccessRecord {
         ts: crate::control::now_rfc3339(),
         request_id: &ctx.request_id,
-        client: session.client_addr().map(|a| a.to_string()),
-        method: req.method.as_str(),
+        client: info.client.map(ToString::to_string),
+        method: info.method,
         route,
         model: ctx.model.as_deref(),
         backend: backend_name,
