@@ -3,6 +3,7 @@
 
     python3 loadtest/check_dashboard.py conf/grafana-dashboard.json http://127.0.0.1:9000/metrics
     python3 loadtest/check_dashboard.py conf/grafana-dashboard.json scrape.txt   # or - for stdin
+    python3 loadtest/check_dashboard.py DASH SCRAPE --prometheus http://127.0.0.1:9090
 
 Every PromQL expression of the dashboard (panel targets, annotations, template variables) is
 scanned for `modelgate_*` metric names, label names in `{}` matchers, `by`/`without`/`on`/
@@ -13,12 +14,18 @@ Histogram series are named `<family>_bucket`/`_sum`/`_count`; the bare family na
 (it selects nothing). A family present in the scrape only as `# HELP`/`# TYPE` (no series yet)
 is accepted with a warning, since its labels cannot be verified. Exit 0 if everything is known,
 1 with the list of unknown metrics/labels otherwise, 2 on bad input. Python 3 stdlib only.
+
+With --prometheus URL (a Prometheus scraping the gateway), every expression is also evaluated
+there, dashboard variables set to "All" and $__rate_interval to 1m: a PromQL syntax error fails
+the check, an empty result is a warning (no errors or retries yet is normal).
 """
 
 import argparse
 import json
 import re
 import sys
+import urllib.error
+import urllib.parse
 import urllib.request
 
 PREFIX = "modelgate_"
@@ -165,6 +172,45 @@ def analyse(expr):
     return metrics, selector_labels, grouping, label_values
 
 
+# ------------------------------------------------------------------------------ prometheus
+
+def substitute(expr, dash):
+    """Expand dashboard variables the way Grafana would with every variable at "All"."""
+    values = {"__rate_interval": "1m", "__interval": "15s", "__range": "1h", "__range_s": "3600",
+              "__interval_ms": "15000", "__rate_interval_ms": "60000", "__range_ms": "3600000"}
+    for v in (dash.get("templating") or {}).get("list", []):
+        values.setdefault(v.get("name"), v.get("allValue") or ".*")
+    return re.sub(r"\$\{(" + IDENT + r")(?::[^}]*)?\}|\$(" + IDENT + r")",
+                  lambda m: values.get(m.group(1) or m.group(2), m.group(0)), expr)
+
+
+def evaluate(base, exprs, dash, errors, warnings, quiet):
+    empty = done = 0
+    for where, expr, _ in exprs:
+        if re.match(r"\s*label_values\s*\(", expr):
+            continue  # Grafana's own function, not PromQL
+        done += 1
+        url = base + "/api/v1/query?" + urllib.parse.urlencode({"query": substitute(expr, dash)})
+        try:
+            with urllib.request.urlopen(url, timeout=10) as resp:
+                body = json.load(resp)
+        except urllib.error.HTTPError as e:
+            try:
+                body = json.load(e)
+            except ValueError:
+                body = {"status": "error", "error": "HTTP %s" % e.code}
+        except (OSError, ValueError) as e:
+            errors.append("%s: cannot query %s: %s" % (where, base, e))
+            continue
+        if body.get("status") != "success":
+            errors.append("%s: Prometheus rejects the query: %s" % (where, body.get("error")))
+        elif not body["data"].get("result"):
+            empty += 1
+            warnings.append("%s: no data now for %s" % (where, expr))
+    if not quiet:
+        print("prometheus: %s (%d expressions evaluated, %d empty)" % (base, done, empty))
+
+
 # ------------------------------------------------------------------------------ check
 
 def main():
@@ -173,6 +219,8 @@ def main():
     ap.add_argument("scrape", help="/metrics scrape: file, http(s) URL, or - for stdin")
     ap.add_argument("--extra-labels", default="",
                     help="comma-separated labels the scraper adds (e.g. instance,job); default none")
+    ap.add_argument("--prometheus", metavar="URL",
+                    help="also evaluate every expression on this Prometheus (syntax + non-empty)")
     ap.add_argument("-q", "--quiet", action="store_true", help="print only problems")
     args = ap.parse_args()
 
@@ -290,6 +338,8 @@ def main():
         unused = [f for f in scraped if f not in used_families]
         if unused:
             print("exported but not on the dashboard: %s" % ", ".join(unused))
+    if args.prometheus:
+        evaluate(args.prometheus.rstrip("/"), exprs, dash, errors, warnings, args.quiet)
     for w in sorted(set(warnings)):
         print("warning: " + w)
     if errors:
