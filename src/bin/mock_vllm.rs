@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 use modelgate::mock::{
-    FailMode, MockConfig, MockServer, DEFAULT_MAX_MODEL_LEN, DEFAULT_MODEL, DEFAULT_TOKENS,
+    FailMode, MockConfig, MockLoad, MockServer, DEFAULT_MAX_MODEL_LEN, DEFAULT_MODEL,
+    DEFAULT_TOKENS,
 };
 use tracing_subscriber::EnvFilter;
 
@@ -54,6 +55,24 @@ struct Args {
     /// SSE chunks sent before a close-mid-stream / hang-mid-stream failure.
     #[arg(long, default_value_t = 2)]
     fail_after_chunks: usize,
+    /// Report this `vllm:num_requests_running` in /metrics instead of the real in-flight count,
+    /// to look busy to a load-aware gateway. Any of --running, --waiting, --kv-usage turns the
+    /// fixed report on; the others then default to 0.
+    #[arg(long)]
+    running: Option<u64>,
+    /// Report this `vllm:num_requests_waiting` in /metrics (see --running).
+    #[arg(long)]
+    waiting: Option<u64>,
+    /// Report this KV-cache usage fraction (0 to 1) in /metrics (see --running).
+    #[arg(long, value_parser = parse_fraction)]
+    kv_usage: Option<f64>,
+}
+
+fn parse_fraction(value: &str) -> Result<f64, String> {
+    match value.parse::<f64>() {
+        Ok(f) if (0.0..=1.0).contains(&f) => Ok(f),
+        _ => Err("expected a fraction from 0 to 1, such as 0.85".to_owned()),
+    }
 }
 
 /// `--fail` as typed; turned into a [`FailMode`] together with `--fail-after-chunks`.
@@ -99,6 +118,17 @@ impl Args {
             Fail::Named(FailName::HangMidStream) => FailMode::HangMidStream { after_chunks },
         }
     }
+
+    fn load(&self) -> Option<MockLoad> {
+        if self.running.is_none() && self.waiting.is_none() && self.kv_usage.is_none() {
+            return None;
+        }
+        Some(MockLoad {
+            running: self.running.unwrap_or(0),
+            waiting: self.waiting.unwrap_or(0),
+            kv_cache_usage: self.kv_usage.unwrap_or(0.0),
+        })
+    }
 }
 
 fn main() -> ExitCode {
@@ -143,6 +173,7 @@ async fn run(args: Args) -> std::io::Result<()> {
         itl: Duration::from_millis(args.itl_ms),
         tokens: args.tokens,
         fail: args.fail_mode(),
+        load: args.load(),
     };
     let (name, models) = (config.name.clone(), config.models.join(","));
     let shutdown = shutdown_signal()?;

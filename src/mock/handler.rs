@@ -21,7 +21,7 @@ use sha2::{Digest, Sha256};
 use super::responses::{self, Endpoint, Generation, MetricValues};
 use super::stats::{MockStats, PostGuard};
 use super::stream::{self, MidFailure, MockBody, StreamPlan};
-use super::{FailMode, MockConfig};
+use super::{FailMode, MockConfig, MockLoad};
 
 /// State shared by every connection of one mock server.
 pub(crate) struct Shared {
@@ -79,8 +79,18 @@ fn get(shared: &Shared, config: &MockConfig, path: &str) -> Response<MockBody> {
         }
         "/metrics" => {
             shared.stats.count_metrics();
+            let load = config.load.unwrap_or_else(|| {
+                let running = shared.stats.in_flight();
+                MockLoad {
+                    running,
+                    // The mock never queues: every POST is answered as it arrives.
+                    waiting: 0,
+                    // Pretend each running request holds 1% of the KV cache.
+                    kv_cache_usage: (running as f64 / 100.0).min(1.0),
+                }
+            });
             let values = MetricValues {
-                running: shared.stats.in_flight(),
+                load,
                 prompt_tokens: shared.stats.prompt_tokens(),
                 generation_tokens: shared.stats.generation_tokens(),
             };

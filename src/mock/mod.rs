@@ -7,7 +7,8 @@
 //!
 //! What it serves (shapes follow vLLM's `vllm/entrypoints/openai` protocol):
 //! - `GET /health` (200, empty), `GET /version`, `GET /v1/models`, `GET /metrics` (Prometheus
-//!   text with vLLM's metric names);
+//!   text with vLLM's metric names; the load it reports follows the `POST`s in flight, or a
+//!   [`MockLoad`] set to make the backend look busy);
 //! - `POST /v1/chat/completions` and `POST /v1/completions`, streaming (SSE) or not;
 //! - `POST /v1/embeddings`;
 //! - any other `POST` path answers `{"object":"mock","path":..,"model":..}` once the model is
@@ -63,6 +64,10 @@ pub struct MockConfig {
     pub tokens: usize,
     /// Failure injected into `POST` handling.
     pub fail: FailMode,
+    /// Load reported by `/metrics` instead of the one derived from the `POST`s in flight, to
+    /// make this backend look busy (or idle) to a load-aware gateway. `None` (the default)
+    /// reports the real in-flight count.
+    pub load: Option<MockLoad>,
 }
 
 impl Default for MockConfig {
@@ -76,8 +81,24 @@ impl Default for MockConfig {
             itl: Duration::ZERO,
             tokens: DEFAULT_TOKENS,
             fail: FailMode::None,
+            load: None,
         }
     }
+}
+
+/// A simulated vLLM scheduler state, reported by `GET /metrics` in place of the derived one.
+/// It changes only what `/metrics` says: `POST`s are served as usual and [`MockStats`] still
+/// counts the real ones.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct MockLoad {
+    /// `vllm:num_requests_running`: requests in the engine's running batch.
+    pub running: u64,
+    /// `vllm:num_requests_waiting`: requests queued by the scheduler.
+    pub waiting: u64,
+    /// `vllm:kv_cache_usage_perc` and `vllm:gpu_cache_usage_perc`: a fraction, 1.0 = full.
+    /// Rendered as given (`NaN` and infinities in Prometheus spelling), so tests can also feed
+    /// a gateway nonsense.
+    pub kv_cache_usage: f64,
 }
 
 /// A failure injected into every `POST` (generation, embeddings and pass-through endpoints).

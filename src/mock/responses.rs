@@ -10,7 +10,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use serde::Serialize;
 
-use super::MockConfig;
+use super::{MockConfig, MockLoad};
 
 /// Seconds since the Unix epoch, as vLLM's `created` fields.
 pub(crate) fn unix_now() -> u64 {
@@ -158,7 +158,8 @@ pub(crate) fn models_json(cfg: &MockConfig) -> Bytes {
 
 /// Gauges and counters of `GET /metrics`, named as vLLM names them.
 pub(crate) struct MetricValues {
-    pub(crate) running: u64,
+    /// Scheduler state: derived from the `POST`s in flight, or the configured override.
+    pub(crate) load: MockLoad,
     pub(crate) prompt_tokens: u64,
     pub(crate) generation_tokens: u64,
 }
@@ -166,40 +167,39 @@ pub(crate) struct MetricValues {
 /// `GET /metrics` body in the Prometheus text format, as `prometheus_client` renders vLLM's
 /// metrics (float samples, counters named with `_total` in `# HELP`/`# TYPE`).
 pub(crate) fn metrics_text(model: &str, v: &MetricValues) -> String {
-    // Pretend each running request holds 1% of the KV cache.
-    let kv_usage = (v.running as f64 / 100.0).min(1.0);
     let label = escape_label(model);
     let mut out = String::with_capacity(1024);
     let mut metric = |name: &str, kind: &str, help: &str, value: f64| {
+        let value = prometheus_float(value);
         // Writing to a String cannot fail.
         let _ = write!(
             out,
-            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name}{{model_name=\"{label}\"}} {value:?}\n"
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name}{{model_name=\"{label}\"}} {value}\n"
         );
     };
     metric(
         "vllm:num_requests_running",
         "gauge",
         "Number of requests in model execution batches.",
-        v.running as f64,
+        v.load.running as f64,
     );
     metric(
         "vllm:num_requests_waiting",
         "gauge",
         "Number of requests waiting to be processed.",
-        0.0,
+        v.load.waiting as f64,
     );
     metric(
         "vllm:gpu_cache_usage_perc",
         "gauge",
         "GPU KV-cache usage. 1 means 100 percent usage.",
-        kv_usage,
+        v.load.kv_cache_usage,
     );
     metric(
         "vllm:kv_cache_usage_perc",
         "gauge",
         "KV-cache usage. 1 means 100 percent usage.",
-        kv_usage,
+        v.load.kv_cache_usage,
     );
     metric(
         "vllm:prompt_tokens_total",
@@ -214,6 +214,18 @@ pub(crate) fn metrics_text(model: &str, v: &MetricValues) -> String {
         v.generation_tokens as f64,
     );
     out
+}
+
+/// A sample value as Python's `prometheus_client` writes it: `3.0`, `0.25`, `NaN`, `+Inf`.
+fn prometheus_float(value: f64) -> String {
+    if value.is_nan() {
+        "NaN".to_owned()
+    } else if value.is_infinite() {
+        if value > 0.0 { "+Inf" } else { "-Inf" }.to_owned()
+    } else {
+        // `{:?}` keeps the `.0` of whole numbers, as Python's `repr(float)` does.
+        format!("{value:?}")
+    }
 }
 
 fn escape_label(value: &str) -> String {

@@ -20,7 +20,7 @@ use tokio::task::{JoinHandle, JoinSet};
 use tracing::debug;
 
 use super::handler::{self, Shared};
-use super::{FailMode, MockConfig, MockStats};
+use super::{FailMode, MockConfig, MockLoad, MockStats};
 
 /// Pending connections the kernel queues for us; load tests open many at once.
 const LISTEN_BACKLOG: u32 = 1024;
@@ -104,6 +104,12 @@ impl MockServer {
     /// Changes the served models (and so `/v1/models` and the 404 check).
     pub fn set_models(&self, models: Vec<String>) {
         self.update(|c| c.models = models.clone());
+    }
+
+    /// Makes `/metrics` report `load` instead of the real in-flight count (`None` goes back to
+    /// the real one), from the next scrape on.
+    pub fn set_load(&self, load: Option<MockLoad>) {
+        self.update(|c| c.load = load);
     }
 
     fn update(&self, change: impl Fn(&mut MockConfig)) {

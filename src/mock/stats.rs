@@ -18,6 +18,7 @@ pub struct MockStats {
     completed_streams: AtomicU64,
     aborted: AtomicU64,
     in_flight: AtomicU64,
+    peak_in_flight: AtomicU64,
     prompt_tokens: AtomicU64,
     generation_tokens: AtomicU64,
     last: Mutex<LastPost>,
@@ -72,9 +73,28 @@ impl MockStats {
     }
 
     /// `POST`s currently being answered (body read, generation, or streaming). This is also
-    /// `vllm:num_requests_running` in `/metrics`.
+    /// `vllm:num_requests_running` in `/metrics`, unless a [`MockLoad`](super::MockLoad)
+    /// override is set.
     pub fn in_flight(&self) -> u64 {
         self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Most `POST`s ever in flight at once (since the start or the last [`MockStats::reset_peak`]).
+    /// Exact, not sampled: every `POST` raises it as it starts. Load tests use it to check a
+    /// concurrency limit or how a policy spread the load.
+    pub fn peak_in_flight(&self) -> u64 {
+        self.peak_in_flight.load(Ordering::SeqCst)
+    }
+
+    /// Restarts the peak from the `POST`s in flight now (not from zero: requests still being
+    /// answered keep counting). A `POST` starting concurrently is never lost from the new peak.
+    pub fn reset_peak(&self) {
+        // Zero first, then raise to the current count: a `POST` that starts in between raises
+        // the peak itself (its `fetch_max` comes after our store), and one that started before
+        // the store is in `in_flight` when we read it.
+        self.peak_in_flight.store(0, Ordering::SeqCst);
+        self.peak_in_flight
+            .fetch_max(self.in_flight.load(Ordering::SeqCst), Ordering::SeqCst);
     }
 
     /// Prompt tokens counted so far (request body bytes / 4 per generation request).
@@ -176,7 +196,10 @@ impl PostGuard {
     /// Counts a new `POST` (total and in flight).
     pub(crate) fn start(stats: Arc<MockStats>) -> PostGuard {
         stats.requests.fetch_add(1, Ordering::Relaxed);
-        stats.in_flight.fetch_add(1, Ordering::Relaxed);
+        // The value this increment produced is exact (each RMW sees the one before it), so the
+        // maximum of them is the true peak, with no sampling gap.
+        let now = stats.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        stats.peak_in_flight.fetch_max(now, Ordering::SeqCst);
         PostGuard {
             stats,
             finished: false,

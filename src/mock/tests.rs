@@ -7,7 +7,7 @@ use futures_util::StreamExt;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use super::{FailMode, MockConfig, MockServer};
+use super::{FailMode, MockConfig, MockLoad, MockServer};
 
 fn config(tokens: usize) -> MockConfig {
     MockConfig {
@@ -432,4 +432,161 @@ async fn embeddings_have_one_vector_per_input() {
     assert_eq!(data[0]["object"], "embedding");
     assert_eq!(data[0]["embedding"].as_array().map(Vec::len), Some(8));
     assert_eq!(body["usage"]["completion_tokens"], 0);
+}
+
+#[tokio::test]
+async fn peak_in_flight_counts_concurrent_posts_and_resets_to_current() {
+    let mut cfg = config(1000);
+    cfg.itl = Duration::from_millis(20);
+    let server = MockServer::start(cfg).await.expect("start");
+    let stats = server.stats();
+    assert_eq!(stats.peak_in_flight(), 0);
+    let request = serde_json::json!({"messages": [], "stream": true});
+    let mut streams = Vec::new();
+    for _ in 0..3 {
+        let response = post(&server, "/v1/chat/completions", &request).await;
+        let mut body = response.bytes_stream();
+        body.next().await.expect("first chunk").expect("frame");
+        streams.push(body);
+    }
+    assert_eq!(stats.in_flight(), 3);
+    assert_eq!(stats.peak_in_flight(), 3);
+
+    // Two end; the peak remembers three until reset, then restarts from the one still open.
+    streams.truncate(1);
+    assert!(eventually(Duration::from_secs(5), || stats.in_flight() == 1).await);
+    assert_eq!(stats.peak_in_flight(), 3);
+    stats.reset_peak();
+    assert_eq!(stats.peak_in_flight(), 1);
+    streams.clear();
+    assert!(eventually(Duration::from_secs(5), || stats.in_flight() == 0).await);
+    stats.reset_peak();
+    assert_eq!(stats.peak_in_flight(), 0);
+
+    let short = serde_json::json!({"messages": [], "max_tokens": 1});
+    post(&server, "/v1/chat/completions", &short).await;
+    assert_eq!(stats.peak_in_flight(), 1);
+}
+
+async fn scrape(server: &MockServer) -> String {
+    client()
+        .get(format!("{}/metrics", server.url()))
+        .send()
+        .await
+        .expect("get")
+        .text()
+        .await
+        .expect("text")
+}
+
+#[tokio::test]
+async fn load_override_replaces_derived_metrics_until_cleared() {
+    let mut cfg = config(3);
+    cfg.load = Some(MockLoad {
+        running: 7,
+        waiting: 2,
+        kv_cache_usage: 0.5,
+    });
+    let server = MockServer::start(cfg).await.expect("start");
+    let text = scrape(&server).await;
+    assert!(
+        text.contains("vllm:num_requests_running{model_name=\"m1\"} 7.0\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("vllm:num_requests_waiting{model_name=\"m1\"} 2.0\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("vllm:kv_cache_usage_perc{model_name=\"m1\"} 0.5\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("vllm:gpu_cache_usage_perc{model_name=\"m1\"} 0.5\n"),
+        "{text}"
+    );
+
+    // At runtime, including values a real vLLM never reports.
+    server.set_load(Some(MockLoad {
+        running: 40,
+        waiting: 100,
+        kv_cache_usage: f64::NAN,
+    }));
+    let text = scrape(&server).await;
+    assert!(
+        text.contains("vllm:num_requests_running{model_name=\"m1\"} 40.0\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("vllm:num_requests_waiting{model_name=\"m1\"} 100.0\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("vllm:kv_cache_usage_perc{model_name=\"m1\"} NaN\n"),
+        "{text}"
+    );
+    server.set_load(Some(MockLoad {
+        running: 0,
+        waiting: 0,
+        kv_cache_usage: f64::INFINITY,
+    }));
+    assert!(scrape(&server)
+        .await
+        .contains("vllm:kv_cache_usage_perc{model_name=\"m1\"} +Inf\n"));
+
+    // The override only changes /metrics: POSTs are still served and counted.
+    let request = serde_json::json!({"messages": []});
+    assert_eq!(
+        post(&server, "/v1/chat/completions", &request)
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(server.stats().requests(), 1);
+
+    server.set_load(None);
+    assert_eq!(server.config().load, None);
+    let text = scrape(&server).await;
+    assert!(
+        text.contains("vllm:num_requests_running{model_name=\"m1\"} 0.0\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("vllm:num_requests_waiting{model_name=\"m1\"} 0.0\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("vllm:kv_cache_usage_perc{model_name=\"m1\"} 0.0\n"),
+        "{text}"
+    );
+    assert_eq!(server.stats().metrics_requests(), 4);
+}
+
+#[tokio::test]
+async fn derived_metrics_follow_requests_in_flight() {
+    let mut cfg = config(1000);
+    cfg.itl = Duration::from_millis(20);
+    let server = MockServer::start(cfg).await.expect("start");
+    let request = serde_json::json!({"messages": [], "stream": true});
+    let mut streams = Vec::new();
+    for _ in 0..2 {
+        let mut body = post(&server, "/v1/chat/completions", &request)
+            .await
+            .bytes_stream();
+        body.next().await.expect("first chunk").expect("frame");
+        streams.push(body);
+    }
+    let text = scrape(&server).await;
+    assert!(
+        text.contains("vllm:num_requests_running{model_name=\"m1\"} 2.0\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("vllm:kv_cache_usage_perc{model_name=\"m1\"} 0.02\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("vllm:num_requests_waiting{model_name=\"m1\"} 0.0\n"),
+        "{text}"
+    );
 }

@@ -4,5 +4,6 @@
 //! [`crate::state::Snapshot::pool`] for a model's pool.
 
 pub mod pool;
+pub mod vllm_load;
 
 pub use pool::{BackendHealth, BackendState, InFlightGuard, Pool, ProbeRecord};
