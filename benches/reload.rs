@@ -12,7 +12,7 @@
 //!   (parse + build + publish + bury, which frees the snapshot replaced one reload earlier), and
 //!   the production `reload::reload` (file read + parse + diff + build + publish + bury).
 //! - `hot_path/idle` and `hot_path/during_reloads`: one request's reads (`state.load_full()`,
-//!   `snapshot.pool(model)`, `pool.select(&[])`), cycling over the 1,000 models, alone and while
+//!   `snapshot.pool(model)`, `pool.select(&[], None, true)`), cycling over the 1,000 models, alone and while
 //!   a background thread reloads the 1,000-model config back to back for the whole measurement.
 //!
 //! A mean hides stalls, so `tail_latency` (printed, not a criterion benchmark) times every single
@@ -108,7 +108,7 @@ fn reload_once(control: &Control, graveyard: &Graveyard, bytes: &[u8]) {
 fn hot_path(control: &Control, model: &str) -> Option<usize> {
     let snapshot = control.state.load_full();
     let pool = snapshot.pool(model)?;
-    pool.select(&[])
+    pool.select(&[], None, true)
 }
 
 /// What the background reloader did.

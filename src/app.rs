@@ -216,7 +216,7 @@ pub fn check_backends(config: &Config) -> (String, bool) {
                     &connector,
                     b,
                     &pool.health.path,
-                    &pool.name,
+                    pool.served_model_name.as_deref().unwrap_or(&pool.name),
                     pool.health.timeout,
                 )
                 .await;

@@ -41,6 +41,10 @@ pub enum GatewayError {
     /// The model's pool has no healthy backend right now.
     #[error("no healthy backend")]
     NoHealthyBackend { model: String },
+    /// Every healthy backend is at `max_in_flight` and the model's queue is full or the wait
+    /// timed out.
+    #[error("overloaded")]
+    Overloaded { model: String },
     /// Every attempt failed before a response could be relayed.
     #[error("upstream failure")]
     Upstream,
@@ -71,6 +75,7 @@ impl GatewayError {
             GatewayError::ModelNotFound { .. } | GatewayError::NotFound => 404,
             GatewayError::MethodNotAllowed { .. } => 405,
             GatewayError::PayloadTooLarge { .. } => 413,
+            GatewayError::Overloaded { .. } => 429,
             GatewayError::Upstream => 502,
             GatewayError::NoHealthyBackend { .. } => 503,
             GatewayError::Timeout => 504,
@@ -88,6 +93,7 @@ impl GatewayError {
             GatewayError::MethodNotAllowed { .. } => "method_not_allowed",
             GatewayError::PayloadTooLarge { .. } => "payload_too_large",
             GatewayError::NoHealthyBackend { .. } => "no_healthy_backend",
+            GatewayError::Overloaded { .. } => "overloaded",
             GatewayError::Upstream => "upstream_error",
             GatewayError::Timeout => "upstream_timeout",
         }
@@ -142,6 +148,12 @@ impl GatewayError {
                 None,
                 Some("no_healthy_backend"),
             ),
+            GatewayError::Overloaded { model } => (
+                format!("Model `{model}` is at capacity; retry shortly"),
+                "rate_limit_error",
+                None,
+                Some("rate_limit_exceeded"),
+            ),
             GatewayError::Upstream => (
                 "The model server failed to answer".into(),
                 "server_error",
@@ -188,6 +200,10 @@ impl GatewayError {
                 let _ = header.insert_header("retry-after", RETRY_AFTER_SECS);
                 let _ = header.insert_header("x-should-retry", "true");
             }
+            GatewayError::Overloaded { .. } => {
+                let _ = header.insert_header("retry-after", "1");
+                let _ = header.insert_header("x-should-retry", "true");
+            }
             // The gateway already retried per the pool's policy; SDK retries would multiply
             // load on a fleet that is failing or slow.
             GatewayError::Upstream | GatewayError::Timeout => {
@@ -224,6 +240,7 @@ mod tests {
             GatewayError::MethodNotAllowed { allow: "POST" },
             GatewayError::PayloadTooLarge { limit: 5 },
             GatewayError::NoHealthyBackend { model: "m".into() },
+            GatewayError::Overloaded { model: "m".into() },
             GatewayError::Upstream,
             GatewayError::Timeout,
         ];

@@ -165,6 +165,9 @@ impl BackgroundService for HealthService {
             let snapshot = self.control.state.load_full();
             for pool in &snapshot.pools {
                 tasks.spawn(run_pool(Arc::clone(pool), Arc::clone(&self.connector)));
+                if pool.policy == crate::config::Policy::LoadAware {
+                    tasks.spawn(run_load(Arc::clone(pool), Arc::clone(&self.connector)));
+                }
             }
             drop(snapshot);
             tokio::select! {
@@ -197,7 +200,7 @@ pub async fn run_pool(pool: Arc<Pool>, connector: Arc<Connector>) {
                 &connector,
                 b,
                 &pool.health.path,
-                &pool.name,
+                pool.served_model_name.as_deref().unwrap_or(&pool.name),
                 pool.health.timeout,
             )
             .await;
@@ -229,6 +232,36 @@ fn record(backend: &BackendState, result: &ProbeResult, took: Duration) {
         error: result.as_ref().err().map(ToString::to_string),
         duration_ms: took.as_secs_f64() * 1000.0,
     });
+}
+
+/// `load_aware` pools: read every backend's vLLM `/metrics` every `load_poll_ms` and publish
+/// the load on its live state. A failed read leaves the old report to go stale, and selection
+/// falls back to least_connections.
+pub async fn run_load(pool: Arc<Pool>, connector: Arc<Connector>) {
+    let mut ticker = tokio::time::interval(pool.lb.load_poll);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let timeout = pool.lb.load_poll.min(pool.health.timeout);
+    loop {
+        ticker.tick().await;
+        let reports = futures_util::future::join_all(pool.backends.iter().map(|b| {
+            crate::routing::vllm_load::fetch(
+                &connector,
+                &b.peer,
+                &b.config.authority,
+                &b.config.path_prefix,
+                timeout,
+            )
+        }))
+        .await;
+        for (backend, report) in pool.backends.iter().zip(reports) {
+            match report {
+                Ok(r) => backend.set_load(r.running, r.waiting, r.kv_cache_usage),
+                Err(e) => {
+                    tracing::debug!(model = %pool.name, backend = %backend.config.name, error = %e, "load report failed")
+                }
+            }
+        }
+    }
 }
 
 /// Fold one probe result into the backend's health, logging each flip.

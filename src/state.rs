@@ -32,6 +32,10 @@ pub struct Snapshot {
     pub access_log: bool,
     /// `tracing:` (the control plane starts the exporter from it).
     pub tracing: TracingSettings,
+    /// Alias → model, in file order (for `/v1/models`; lookups go through `pool`).
+    pub aliases: Vec<(String, String)>,
+    /// Model for requests that name none.
+    pub default_model: Option<String>,
 }
 
 impl Snapshot {
@@ -52,11 +56,16 @@ impl Snapshot {
                 Arc::new(Pool::build_from(m, old.map(|p| &**p)))
             })
             .collect();
-        let by_name = pools
+        let mut by_name: HashMap<String, usize> = pools
             .iter()
             .enumerate()
             .map(|(i, p)| (p.name.clone(), i))
             .collect();
+        for (alias, target) in &config.aliases {
+            if let Some(&i) = by_name.get(target) {
+                by_name.insert(alias.clone(), i);
+            }
+        }
         let model_list = pools
             .iter()
             .map(|p| p.name.as_str())
@@ -72,10 +81,12 @@ impl Snapshot {
             drain: config.drain,
             access_log: config.log.access_log,
             tracing: config.tracing.clone(),
+            aliases: config.aliases.clone(),
+            default_model: config.default_model.clone(),
         }
     }
 
-    /// The pool serving `model`, if configured.
+    /// The pool serving `model` (a configured name or an alias), if any.
     pub fn pool(&self, model: &str) -> Option<&Arc<Pool>> {
         self.by_name.get(model).and_then(|&i| self.pools.get(i))
     }

@@ -52,6 +52,17 @@ pub const DEFAULT_GRACE_PERIOD_S: u64 = 300;
 pub const DEFAULT_DRAIN_DELAY_MS: u64 = 5_000;
 /// After the listener closes, in-flight requests get this long to finish (same as the grace).
 pub const DEFAULT_DRAIN_TIMEOUT_MS: u64 = 300_000;
+/// `load_aware` reads each backend's `/metrics` every 500 ms: fresher than a token burst.
+pub const DEFAULT_LOAD_POLL_MS: u64 = 500;
+/// `consistent_hash` lets a backend take up to 1.25 × the average load before spilling.
+pub const DEFAULT_BOUNDED_LOAD: f64 = 1.25;
+/// `prompt_prefix` hashes the first 256 bytes: a system prompt's worth of shared prefix.
+pub const DEFAULT_PROMPT_PREFIX_BYTES: usize = 256;
+/// A queued request waits at most 1 s for a free slot before it is shed.
+pub const DEFAULT_QUEUE_TIMEOUT_MS: u64 = 1_000;
+/// Shadow copies in flight per model at most.
+pub const DEFAULT_SHADOW_CONCURRENCY: usize = 16;
+
 /// Unix socket paths are limited to 107 bytes (`sun_path`).
 pub const MAX_SOCKET_PATH: usize = 107;
 
@@ -126,6 +137,10 @@ pub struct Config {
     pub log: LogSettings,
     /// Span export.
     pub tracing: TracingSettings,
+    /// Alias → configured model, in file order.
+    pub aliases: Vec<(String, String)>,
+    /// Model for requests that name none.
+    pub default_model: Option<String>,
     /// Hex sha256 of the file bytes.
     pub sha256: String,
 }
@@ -185,6 +200,18 @@ pub struct ModelConfig {
     pub name: String,
     pub backends: Vec<BackendConfig>,
     pub policy: Policy,
+    /// Policy options (`hash_on`, `load_poll_ms`, `bounded_load`, `prompt_prefix_bytes`).
+    pub lb: LbOptions,
+    /// The id the backends serve this model under, when it differs from `name`.
+    pub served_model_name: Option<String>,
+    /// Requests that may wait when every backend is at `max_in_flight` (0 = shed at once).
+    pub max_queue: usize,
+    /// Longest wait in that queue.
+    pub queue_timeout: Duration,
+    /// Percentage routed to another model's pool.
+    pub canary: Option<Canary>,
+    /// Percentage copied to another model's pool, answers discarded.
+    pub shadow: Option<Shadow>,
     pub timeouts: Timeouts,
     pub retries: Retries,
     pub health: HealthCheck,
@@ -207,6 +234,83 @@ pub struct BackendConfig {
     pub weight: u32,
     /// Draining: gets no new requests; in-flight ones finish.
     pub drain: bool,
+    /// Most requests in flight through this gateway (`None` = no limit).
+    pub max_in_flight: Option<u32>,
+}
+
+/// Where a sticky key comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeySource {
+    /// A request header (name lowercase).
+    Header(String),
+    /// The body's top-level `user`.
+    BodyUser,
+    /// The first bytes of the first prompt / message.
+    PromptPrefix,
+}
+
+impl KeySource {
+    /// Parse `header:<name>`, `body:user` or `prompt_prefix`.
+    pub fn parse(s: &str) -> Option<KeySource> {
+        if let Some(name) = s.strip_prefix("header:") {
+            let ok = !name.is_empty() && http::HeaderName::from_bytes(name.as_bytes()).is_ok();
+            return ok.then(|| KeySource::Header(name.to_ascii_lowercase()));
+        }
+        match s {
+            "body:user" => Some(KeySource::BodyUser),
+            "prompt_prefix" => Some(KeySource::PromptPrefix),
+            _ => None,
+        }
+    }
+
+    /// Whether the key is in the body (the pre-read must look for it).
+    pub fn in_body(&self) -> bool {
+        !matches!(self, KeySource::Header(_))
+    }
+}
+
+/// Load-balancer options of a pool.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LbOptions {
+    /// `consistent_hash` key.
+    pub hash_on: Option<KeySource>,
+    /// `load_aware`: how often each backend's `/metrics` is read.
+    pub load_poll: Duration,
+    /// `consistent_hash`: a backend takes at most this × the average in-flight count.
+    pub bounded_load: f64,
+    /// `prompt_prefix`: how many bytes of the prompt are hashed.
+    pub prompt_prefix_bytes: usize,
+}
+
+impl Default for LbOptions {
+    fn default() -> Self {
+        LbOptions {
+            hash_on: None,
+            load_poll: Duration::from_millis(DEFAULT_LOAD_POLL_MS),
+            bounded_load: DEFAULT_BOUNDED_LOAD,
+            prompt_prefix_bytes: DEFAULT_PROMPT_PREFIX_BYTES,
+        }
+    }
+}
+
+/// `canary:` of a model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Canary {
+    pub model: String,
+    /// 0–100.
+    pub percent: f64,
+    /// Same key → same side, on every replica.
+    pub sticky_on: Option<KeySource>,
+}
+
+/// `shadow:` of a model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Shadow {
+    pub model: String,
+    /// 0–100.
+    pub percent: f64,
+    /// Shadow copies in flight at most; more are skipped.
+    pub max_concurrency: usize,
 }
 
 /// Load-balancing policy of a pool.
@@ -214,6 +318,10 @@ pub struct BackendConfig {
 pub enum Policy {
     RoundRobin,
     Random,
+    LeastConnections,
+    PowerOfTwo,
+    LoadAware,
+    ConsistentHash,
 }
 
 impl Policy {
@@ -222,16 +330,32 @@ impl Policy {
         match self {
             Policy::RoundRobin => "round_robin",
             Policy::Random => "random",
+            Policy::LeastConnections => "least_connections",
+            Policy::PowerOfTwo => "power_of_two",
+            Policy::LoadAware => "load_aware",
+            Policy::ConsistentHash => "consistent_hash",
         }
     }
 
     /// Every accepted spelling, for error messages.
-    pub const NAMES: &'static [&'static str] = &["round_robin", "random"];
+    pub const NAMES: &'static [&'static str] = &[
+        "round_robin",
+        "random",
+        "least_connections",
+        "least_outstanding",
+        "power_of_two",
+        "load_aware",
+        "consistent_hash",
+    ];
 
     fn parse(name: &str) -> Option<Policy> {
         match name {
             "round_robin" => Some(Policy::RoundRobin),
             "random" => Some(Policy::Random),
+            "least_connections" | "least_outstanding" => Some(Policy::LeastConnections),
+            "power_of_two" => Some(Policy::PowerOfTwo),
+            "load_aware" => Some(Policy::LoadAware),
+            "consistent_hash" => Some(Policy::ConsistentHash),
             _ => None,
         }
     }

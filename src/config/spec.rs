@@ -29,6 +29,28 @@ pub struct FileSpec {
     pub log: Option<LogSpec>,
     /// Span export.
     pub tracing: Option<TracingSpec>,
+    /// Client-facing alias → configured model.
+    pub aliases: Option<IndexMap<String, String>>,
+    /// Model for requests that name none.
+    pub default_model: Option<String>,
+}
+
+/// `canary:` block of a model.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CanarySpec {
+    pub model: Option<String>,
+    pub percent: Option<f64>,
+    pub sticky_on: Option<String>,
+}
+
+/// `shadow:` block of a model.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShadowSpec {
+    pub model: Option<String>,
+    pub percent: Option<f64>,
+    pub max_concurrency: Option<u32>,
 }
 
 /// `tracing:` block.
@@ -92,6 +114,11 @@ pub struct ModelSpec {
     pub timeouts: Option<TimeoutsSpec>,
     pub retries: Option<RetriesSpec>,
     pub health_check: Option<HealthCheckSpec>,
+    pub served_model_name: Option<String>,
+    pub max_queue: Option<u64>,
+    pub queue_timeout_ms: Option<u64>,
+    pub canary: Option<CanarySpec>,
+    pub shadow: Option<ShadowSpec>,
 }
 
 /// One backend of a pool.
@@ -103,6 +130,8 @@ pub struct BackendSpec {
     pub weight: Option<u32>,
     /// `true`: no new requests; in-flight ones finish.
     pub drain: Option<bool>,
+    /// Most requests in flight to this backend through this gateway.
+    pub max_in_flight: Option<u32>,
 }
 
 /// `load_balancer:` block.
@@ -110,6 +139,10 @@ pub struct BackendSpec {
 #[serde(deny_unknown_fields)]
 pub struct LoadBalancerSpec {
     pub policy: Option<String>,
+    pub hash_on: Option<String>,
+    pub load_poll_ms: Option<u64>,
+    pub bounded_load: Option<f64>,
+    pub prompt_prefix_bytes: Option<u64>,
 }
 
 /// `timeouts:` block; every value in milliseconds.

@@ -96,7 +96,7 @@ fn unknown_policy_names_path_and_choices() {
     let yaml = SEED.replace("\"round_robin\"", "\"rr\"");
     assert_eq!(
         issues(&yaml),
-        ["models.mistral-7b.load_balancer.policy: unknown policy \"rr\"; expected one of round_robin, random"]
+        ["models.mistral-7b.load_balancer.policy: unknown policy \"rr\"; expected one of round_robin, random, least_connections, least_outstanding, power_of_two, load_aware, consistent_hash"]
     );
 }
 
@@ -211,4 +211,81 @@ fn bad_server_values_name_their_path() {
     }
     let typo = issues(&format!("drain: {{delay: 5}}\n{ONE_MODEL}"));
     assert!(typo.iter().any(|i| i.contains("delay")), "{typo:?}");
+}
+
+#[test]
+fn traffic_policy_keys_are_read_and_checked() {
+    let yaml = r#"
+aliases: {gpt-4o-mini: m}
+default_model: m
+models:
+  m:
+    served_model_name: m-instruct
+    max_queue: 10
+    queue_timeout_ms: 250
+    load_balancer: {policy: consistent_hash, hash_on: "header:X-User", bounded_load: 1.5}
+    canary: {model: m2, percent: 5, sticky_on: body:user}
+    shadow: {model: m2, percent: 10}
+    backends: [{name: a, url: "http://127.0.0.1:8001", max_in_flight: 8}]
+  m2:
+    backends: [{name: b, url: "http://127.0.0.1:8002"}]
+"#;
+    let c = parse(yaml.as_bytes()).unwrap();
+    let m = &c.models[0];
+    assert_eq!(
+        c.aliases,
+        vec![("gpt-4o-mini".to_string(), "m".to_string())]
+    );
+    assert_eq!(c.default_model.as_deref(), Some("m"));
+    assert_eq!(m.served_model_name.as_deref(), Some("m-instruct"));
+    assert_eq!(
+        (m.max_queue, m.queue_timeout),
+        (10, Duration::from_millis(250))
+    );
+    assert_eq!(m.lb.hash_on, Some(KeySource::Header("x-user".into())));
+    assert_eq!(m.lb.bounded_load, 1.5);
+    assert_eq!(
+        m.canary.as_ref().unwrap().sticky_on,
+        Some(KeySource::BodyUser)
+    );
+    assert_eq!(m.shadow.as_ref().unwrap().percent, 10.0);
+    assert_eq!(m.backends[0].max_in_flight, Some(8));
+
+    let bad = yaml
+        .replace("gpt-4o-mini: m}", "gpt-4o-mini: nope, m2: m}")
+        .replace("default_model: m", "default_model: zz")
+        .replace("hash_on: \"header:X-User\", ", "")
+        .replace(
+            "percent: 5, sticky_on: body:user",
+            "percent: 500, sticky_on: cookie",
+        )
+        .replace("max_in_flight: 8", "max_in_flight: 0");
+    let got = issues(&bad);
+    for path in [
+        "aliases.gpt-4o-mini:",
+        "aliases.m2:",
+        "default_model:",
+        "models.m.load_balancer.hash_on:",
+        "models.m.canary.percent:",
+        "models.m.canary.sticky_on:",
+        "models.m.backends[0].max_in_flight:",
+    ] {
+        assert!(
+            got.iter().any(|i| i.starts_with(path)),
+            "{path} in {got:#?}"
+        );
+    }
+    let own = issues(&yaml.replace("shadow: {model: m2", "shadow: {model: m"));
+    assert!(
+        own.iter()
+            .any(|i| i.starts_with("models.m.shadow.model: must be another model")),
+        "{own:?}"
+    );
+    let unknown = issues(&yaml.replace("canary: {model: m2", "canary: {model: m3"));
+    assert!(
+        unknown
+            .iter()
+            .any(|i| i.starts_with("models.m.canary.model:")),
+        "{unknown:?}"
+    );
 }

@@ -13,6 +13,7 @@ use super::spec::{
     ModelSpec, RetriesSpec, ServerSpec, TimeoutsSpec, TracingSpec,
 };
 use super::*;
+use indexmap::IndexMap;
 
 /// Collects issues while walking the spec.
 #[derive(Default)]
@@ -76,6 +77,15 @@ pub(super) fn validate(spec: FileSpec) -> Result<Config, Vec<ConfigIssue>> {
         }
     }
 
+    cross_check(&models, &mut issues);
+    let aliases = aliases(spec.aliases.unwrap_or_default(), &models, &mut issues);
+    let default_model = spec.default_model.filter(|d| {
+        let ok = models.iter().any(|m| &m.name == d);
+        if !ok && !models.is_empty() {
+            issues.push("default_model", format!("{d:?} is not a configured model"));
+        }
+        ok
+    });
     let server = server_settings(spec.server.unwrap_or_default(), &mut issues);
     let drain = drain_settings(spec.drain.unwrap_or_default());
     let log = log_settings(spec.log.unwrap_or_default(), &mut issues);
@@ -91,10 +101,59 @@ pub(super) fn validate(spec: FileSpec) -> Result<Config, Vec<ConfigIssue>> {
             drain,
             log,
             tracing,
+            aliases,
+            default_model,
             sha256: String::new(),
         }),
         _ => Err(issues.0),
     }
+}
+
+/// Canary and shadow targets must be other configured models.
+fn cross_check(models: &[ModelConfig], issues: &mut Issues) {
+    let known = |n: &str| models.iter().any(|m| m.name == n);
+    for m in models {
+        for (what, target) in [
+            ("canary", m.canary.as_ref().map(|c| c.model.as_str())),
+            ("shadow", m.shadow.as_ref().map(|s| s.model.as_str())),
+        ] {
+            let Some(t) = target else { continue };
+            if t == m.name {
+                issues.push(
+                    format!("models.{}.{what}.model", m.name),
+                    "must be another model",
+                );
+            } else if !known(t) {
+                issues.push(
+                    format!("models.{}.{what}.model", m.name),
+                    format!("{t:?} is not a configured model"),
+                );
+            }
+        }
+    }
+}
+
+fn aliases(
+    map: IndexMap<String, String>,
+    models: &[ModelConfig],
+    issues: &mut Issues,
+) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for (alias, target) in map {
+        let path = format!("aliases.{alias}");
+        if models.iter().any(|m| m.name == alias) {
+            issues.push(&path, "an alias cannot have the name of a configured model");
+        } else if alias.is_empty() || alias.len() > crate::scan::MAX_MODEL_BYTES {
+            issues.push(&path, "alias must be 1 to 1024 bytes");
+        } else if !models.iter().any(|m| m.name == target) {
+            if !models.is_empty() {
+                issues.push(&path, format!("{target:?} is not a configured model"));
+            }
+        } else {
+            out.push((alias, target));
+        }
+    }
+    out
 }
 
 fn server_settings(s: ServerSpec, issues: &mut Issues) -> ServerSettings {
@@ -303,12 +362,73 @@ fn model_config(
         &base,
         issues,
     );
+    let lb = lb_options(
+        spec.load_balancer.as_ref().unwrap_or(&empty_lb),
+        defaults.load_balancer.as_ref().unwrap_or(&empty_lb),
+        policy,
+        &base,
+        issues,
+    );
+    let served_model_name = match spec.served_model_name {
+        Some(n)
+            if n.is_empty()
+                || n.len() > crate::scan::MAX_MODEL_BYTES
+                || n.chars().any(char::is_control) =>
+        {
+            issues.push(
+                format!("{base}.served_model_name"),
+                "must be 1 to 1024 bytes without control characters",
+            );
+            None
+        }
+        other => other,
+    };
+    let max_queue = usize::try_from(spec.max_queue.unwrap_or(0)).unwrap_or(usize::MAX);
+    if max_queue > 1_000_000 {
+        issues.push(format!("{base}.max_queue"), "at most 1000000");
+    }
+    let queue_timeout =
+        Duration::from_millis(spec.queue_timeout_ms.unwrap_or(DEFAULT_QUEUE_TIMEOUT_MS));
+    let canary = spec.canary.map(|c| {
+        let p = format!("{base}.canary");
+        let sticky_on = c.sticky_on.as_deref().and_then(|k| {
+            let parsed = KeySource::parse(k);
+            if parsed.is_none() {
+                issues.push(
+                    format!("{p}.sticky_on"),
+                    format!("{k:?}: expected header:<name>, body:user or prompt_prefix"),
+                );
+            }
+            parsed
+        });
+        Canary {
+            model: required_model(c.model, &format!("{p}.model"), issues),
+            percent: percent(c.percent, &format!("{p}.percent"), issues),
+            sticky_on,
+        }
+    });
+    let shadow = spec.shadow.map(|sh| {
+        let p = format!("{base}.shadow");
+        Shadow {
+            model: required_model(sh.model, &format!("{p}.model"), issues),
+            percent: percent(sh.percent, &format!("{p}.percent"), issues),
+            max_concurrency: sh
+                .max_concurrency
+                .map_or(DEFAULT_SHADOW_CONCURRENCY, |n| n as usize),
+        }
+    });
     if issues.0.len() != before {
         return None;
     }
     Some(ModelConfig {
         name,
         backends,
+        lb: lb?,
+        served_model_name,
+        max_queue,
+        queue_timeout,
+        canary,
+        shadow,
         policy: policy?,
         timeouts: timeouts?,
         retries: retries?,
@@ -341,6 +461,13 @@ fn backend_config(b: BackendSpec, path: &str, issues: &mut Issues) -> Option<Bac
             "must be at least 1 (remove the backend to take it out)",
         );
     }
+    let max_in_flight = b.max_in_flight;
+    if max_in_flight == Some(0) {
+        issues.push(
+            format!("{path}.max_in_flight"),
+            "must be at least 1 (use drain: true to stop sending)",
+        );
+    }
     let Some(raw_url) = b.url else {
         issues.push(
             format!("{path}.url"),
@@ -358,6 +485,7 @@ fn backend_config(b: BackendSpec, path: &str, issues: &mut Issues) -> Option<Bac
         path_prefix,
         weight: weight.max(1),
         drain: b.drain.unwrap_or(false),
+        max_in_flight,
     })
 }
 
@@ -434,6 +562,91 @@ fn socket_addr(raw: &str, path: &str, issues: &mut Issues) -> Option<SocketAddr>
             None
         }
     }
+}
+
+fn required_model(model: Option<String>, path: &str, issues: &mut Issues) -> String {
+    match model {
+        Some(m) if !m.is_empty() => m,
+        _ => {
+            issues.push(path, "missing; name a configured model");
+            String::new()
+        }
+    }
+}
+
+fn percent(p: Option<f64>, path: &str, issues: &mut Issues) -> f64 {
+    match p {
+        Some(p) if (0.0..=100.0).contains(&p) => p,
+        Some(p) => {
+            issues.push(path, format!("{p} is out of range (0 to 100)"));
+            0.0
+        }
+        None => {
+            issues.push(path, "missing; a percentage from 0 to 100");
+            0.0
+        }
+    }
+}
+
+fn lb_options(
+    spec: &LoadBalancerSpec,
+    default: &LoadBalancerSpec,
+    policy: Option<Policy>,
+    base: &str,
+    issues: &mut Issues,
+) -> Option<LbOptions> {
+    let before = issues.0.len();
+    let p = |k: &str| format!("{base}.load_balancer.{k}");
+    let hash_on = spec
+        .hash_on
+        .as_deref()
+        .or(default.hash_on.as_deref())
+        .and_then(|k| {
+            let parsed = KeySource::parse(k);
+            if parsed.is_none() {
+                issues.push(
+                    p("hash_on"),
+                    format!("{k:?}: expected header:<name>, body:user or prompt_prefix"),
+                );
+            }
+            parsed
+        });
+    if policy == Some(Policy::ConsistentHash) && hash_on.is_none() && issues.0.len() == before {
+        issues.push(
+            p("hash_on"),
+            "consistent_hash needs a key: header:<name>, body:user or prompt_prefix",
+        );
+    }
+    let load_poll = millis(
+        spec.load_poll_ms,
+        default.load_poll_ms,
+        DEFAULT_LOAD_POLL_MS,
+        p("load_poll_ms"),
+        issues,
+    );
+    let bounded_load = spec
+        .bounded_load
+        .or(default.bounded_load)
+        .unwrap_or(DEFAULT_BOUNDED_LOAD);
+    if !(1.0..=100.0).contains(&bounded_load) {
+        issues.push(p("bounded_load"), format!("{bounded_load} is out of range (1.0 to 100; 1.25 = a backend takes at most 1.25 × the average)"));
+    }
+    let prefix = spec
+        .prompt_prefix_bytes
+        .or(default.prompt_prefix_bytes)
+        .unwrap_or(DEFAULT_PROMPT_PREFIX_BYTES as u64);
+    if !(1..=65536).contains(&prefix) {
+        issues.push(
+            p("prompt_prefix_bytes"),
+            format!("{prefix} is out of range (1 to 65536)"),
+        );
+    }
+    (issues.0.len() == before).then_some(LbOptions {
+        hash_on,
+        load_poll,
+        bounded_load,
+        prompt_prefix_bytes: prefix as usize,
+    })
 }
 
 fn policy(

@@ -140,6 +140,8 @@ pub struct Metrics {
     pub config_reloads: IntCounterVec,
     pub config_last_reload: Gauge,
     pub build_info: IntGaugeVec,
+    pub shadow_requests: IntCounterVec,
+    pub queued: IntGaugeVec,
 }
 
 fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -203,6 +205,8 @@ impl Metrics {
             config_reloads: counter(&r, "modelgate_config_reloads_total", "Reload attempts by result (ok, error).", &["result"]),
             config_last_reload,
             build_info: gauge(&r, "modelgate_build_info", "Always 1; the labels say which build runs.", &["version"]),
+            shadow_requests: counter(&r, "modelgate_shadow_requests_total", "Shadow copies by target model and result (ok, error_status, failed, timeout, skipped).", &["model", "result"]),
+            queued: gauge(&r, "modelgate_queued_requests", "Requests waiting for a free backend slot (max_in_flight), per model.", &["model"]),
             registry: r,
         };
         m.build_info
@@ -244,7 +248,12 @@ pub fn render(snapshot: &Snapshot) -> Vec<u8> {
     // Live gauges: rebuilt from the snapshot so removed backends vanish.
     m.in_flight.reset();
     m.backend_healthy.reset();
+    m.queued.reset();
     for pool in &snapshot.pools {
+        m.queued.with_label_values(&[pool.name.as_str()]).set(
+            i64::try_from(pool.live.queued.load(std::sync::atomic::Ordering::Relaxed))
+                .unwrap_or(i64::MAX),
+        );
         for b in &pool.backends {
             let labels = [pool.name.as_str(), b.config.name.as_str()];
             m.in_flight

@@ -34,11 +34,21 @@ pub struct Upload {
     /// `chunks` holds the whole body read so far, so another attempt can resend it.
     pub replayable: bool,
     limit: u64,
+    /// Bytes added (or removed, negative) by rewriting `model`: the upstream Content-Length
+    /// changes by this much.
+    pub length_delta: i64,
+    /// A body without `model` is fine (a `default_model` is configured).
+    allow_missing: bool,
 }
 
 impl Upload {
     /// Read the body until `model` is known (or the body ends). Answers 100-continue first.
-    pub async fn preread(session: &mut Session, limit: u64) -> Result<Upload, GatewayError> {
+    /// With `allow_missing` (a `default_model` is configured) a body without `model` is fine.
+    pub async fn preread(
+        session: &mut Session,
+        limit: u64,
+        allow_missing: bool,
+    ) -> Result<Upload, GatewayError> {
         let mut up = Upload {
             scanner: ModelScanner::new(),
             chunks: Vec::new(),
@@ -46,6 +56,8 @@ impl Upload {
             done: false,
             replayable: true,
             limit,
+            length_delta: 0,
+            allow_missing,
         };
         if let Some(len) = content_length(session)? {
             if len > limit {
@@ -67,11 +79,70 @@ impl Upload {
                         return Ok(up);
                     }
                 }
-                None => {
-                    up.scanner.finish().map_err(GatewayError::BadBody)?;
-                    return Ok(up);
-                }
+                None => return up.finish_scan().map(|()| up),
             }
+        }
+    }
+
+    /// The top-level `user`, when the scanner captured it.
+    pub fn user(&self) -> Option<&str> {
+        None
+    }
+
+    /// The first bytes of the prompt, when the scanner captured them.
+    pub fn prompt_prefix(&self) -> Option<&[u8]> {
+        None
+    }
+
+    /// The whole body with the `model` value replaced by `name`, if the whole body is held
+    /// (read to its end and kept for replay). For shadow copies.
+    pub fn body_with_model(&self, name: &str) -> Option<Bytes> {
+        if !self.done || !self.replayable {
+            return None;
+        }
+        let span = self.scanner.model_span()?;
+        let start = span.start;
+        let end = usize::try_from(span.end as i64 + self.length_delta).ok()?;
+        let mut body = Vec::with_capacity(self.read as usize + name.len());
+        for c in &self.chunks {
+            body.extend_from_slice(c);
+        }
+        if end > body.len() || start > end {
+            return None;
+        }
+        let value = serde_json::to_string(name).ok()?;
+        body.splice(start..end, value.bytes());
+        Some(Bytes::from(body))
+    }
+
+    /// Replace the `model` value's bytes (quotes included) with `name` as a JSON string; nothing
+    /// else in the body changes. The value lies within the pre-read bytes, which are all held.
+    pub fn rewrite_model(&mut self, name: &str) -> bool {
+        let Some(span) = self.scanner.model_span() else {
+            return false;
+        };
+        let held: usize = self.chunks.iter().map(Bytes::len).sum();
+        if span.end > held || !self.replayable {
+            return false;
+        }
+        let Ok(value) = serde_json::to_string(name) else {
+            return false;
+        };
+        let mut body = Vec::with_capacity(held + value.len());
+        for c in &self.chunks {
+            body.extend_from_slice(c);
+        }
+        body.splice(span.clone(), value.bytes());
+        self.length_delta += value.len() as i64 - (span.end - span.start) as i64;
+        self.chunks = vec![Bytes::from(body)];
+        true
+    }
+
+    fn finish_scan(&mut self) -> Result<(), GatewayError> {
+        match self.scanner.finish() {
+            Ok(_) => Ok(()),
+            Err(crate::scan::ScanError::MissingModel) if self.allow_missing => Ok(()),
+            Err(e) => Err(GatewayError::BadBody(e)),
         }
     }
 
@@ -113,7 +184,7 @@ impl Upload {
         session: &mut Session,
     ) -> Result<Option<Bytes>, GatewayError> {
         let Some(chunk) = self.next_chunk(session).await? else {
-            self.scanner.finish().map_err(GatewayError::BadBody)?;
+            self.finish_scan()?;
             return Ok(None);
         };
         self.scanner.feed(&chunk).map_err(GatewayError::BadBody)?;

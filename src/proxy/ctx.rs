@@ -58,6 +58,10 @@ pub struct RequestCtx {
     pub trace: TraceContext,
     /// Wall-clock start, for the exported span.
     pub started_at: std::time::SystemTime,
+    /// Hash of the sticky key (`consistent_hash`), when the request has one.
+    pub sticky_key: Option<u64>,
+    /// A shadow copy is due once the body has been sent.
+    pub shadow: bool,
 }
 
 impl Default for RequestCtx {
@@ -86,6 +90,8 @@ impl Default for RequestCtx {
             tail: None,
             trace: TraceContext::EMPTY,
             started_at: std::time::SystemTime::now(),
+            sticky_key: None,
+            shadow: false,
         }
     }
 }

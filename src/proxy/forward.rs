@@ -21,8 +21,10 @@ use tracing::{debug, warn};
 use super::body::Upload;
 use super::ctx::RequestCtx;
 use super::headers;
+use super::shadow::{self, Shadows};
 use crate::error::GatewayError;
-use crate::routing::{BackendState, Pool};
+use crate::routing::{BackendState, InFlightGuard, Pool};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Fresh-connection retries after a pooled keep-alive connection turned out to be closed by the
 /// backend; these do not count as attempts (nothing reached the backend's application).
@@ -62,24 +64,97 @@ enum AttemptError {
     ClientGone,
 }
 
-/// Pick a backend. A pool none of whose backends has been probed yet (a process that just
-/// started, e.g. the new binary of an upgrade, or a model a reload just added) waits for its
-/// first probe round, bounded by the probe timeout, instead of failing with 503.
-async fn select(pool: &Pool, tried: &[usize], first: bool, deadline: Instant) -> Option<usize> {
-    if let Some(i) = pool.select(tried) {
-        return Some(i);
-    }
-    if !first || pool.is_checked() {
-        return None;
-    }
-    let until = deadline.min(Instant::now() + pool.health.timeout + FIRST_PROBE_SLACK);
-    while Instant::now() < until {
-        tokio::time::sleep(FIRST_PROBE_POLL).await;
-        if let Some(i) = pool.select(tried) {
-            return Some(i);
+/// Pick a backend and take one of its in-flight slots.
+///
+/// - A pool none of whose backends has been probed yet (a process that just started, e.g. the
+///   new binary of an upgrade, or a model a reload just added) waits for its first probe round,
+///   bounded by the probe timeout, instead of failing with 503.
+/// - When every healthy backend is at `max_in_flight`, a first attempt waits in the model's
+///   bounded FIFO queue (`max_queue`, `queue_timeout_ms`) for a slot; a full queue or a
+///   timeout sheds it with 429 at once. Retries never queue.
+async fn acquire(
+    pool: &Pool,
+    tried: &[usize],
+    key: Option<u64>,
+    first: bool,
+    deadline: Instant,
+) -> Result<(usize, InFlightGuard), GatewayError> {
+    // Arrivals do not overtake requests already queued.
+    if !first || pool.live.queued.load(Ordering::Acquire) == 0 {
+        if let Some(picked) = try_pick(pool, tried, key, first) {
+            return Ok(picked);
         }
-        if pool.is_checked() {
-            return None;
+    }
+    if first && !pool.is_checked() && !pool.has_healthy() {
+        let until = deadline.min(Instant::now() + pool.health.timeout + FIRST_PROBE_SLACK);
+        while Instant::now() < until && !pool.is_checked() {
+            tokio::time::sleep(FIRST_PROBE_POLL).await;
+            if let Some(picked) = try_pick(pool, tried, key, first) {
+                return Ok(picked);
+            }
+        }
+    }
+    let no_backend = || GatewayError::NoHealthyBackend {
+        model: pool.name.clone(),
+    };
+    let overloaded = || GatewayError::Overloaded {
+        model: pool.name.clone(),
+    };
+    if !pool.has_healthy() {
+        return Err(no_backend());
+    }
+    if !pool.limited {
+        return Err(no_backend());
+    }
+    if !first {
+        return Err(overloaded());
+    }
+    // Queue: bounded, FIFO (tokio's Notify wakes waiters in order), one wake per freed slot.
+    let live = &pool.live;
+    let position = live.queued.fetch_add(1, Ordering::AcqRel);
+    let _leave = QueueSlot(&live.queued);
+    if position >= pool.max_queue {
+        return Err(overloaded());
+    }
+    let until = deadline.min(Instant::now() + pool.queue_timeout);
+    loop {
+        let notified = live.released.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        if let Some(picked) = try_pick(pool, tried, key, first) {
+            return Ok(picked);
+        }
+        if !pool.has_healthy() {
+            return Err(no_backend());
+        }
+        tokio::select! {
+            () = notified => {}
+            () = tokio::time::sleep_until(until.into()) => return Err(overloaded()),
+        }
+    }
+}
+
+/// Leaves the queue on drop (served, shed or cancelled).
+struct QueueSlot<'a>(&'a AtomicUsize);
+
+impl Drop for QueueSlot<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Select and reserve a slot; a backend that filled up between the pick and the reservation
+/// is skipped.
+fn try_pick(
+    pool: &Pool,
+    tried: &[usize],
+    key: Option<u64>,
+    first: bool,
+) -> Option<(usize, InFlightGuard)> {
+    for _ in 0..=pool.backends.len() {
+        let i = pool.select(tried, key, first)?;
+        if let Some(guard) = pool.backends[i].try_track() {
+            return Some((i, guard));
         }
     }
     None
@@ -92,15 +167,24 @@ pub async fn forward(
     pool: &Arc<Pool>,
     upload: &mut Upload,
     connector: &Connector,
+    shadows: &Shadows,
 ) -> Outcome {
     let deadline = ctx.started + pool.timeouts.request;
     let mut tried: Vec<usize> = Vec::with_capacity(2);
     // The error of the last failed attempt; none yet means no backend was ever picked.
     let mut last: Option<GatewayError> = None;
     while ctx.attempts < pool.retries.max_attempts {
-        let Some(index) = select(pool, &tried, ctx.attempts == 0, deadline).await else {
-            break;
-        };
+        let (index, _in_flight) =
+            match acquire(pool, &tried, ctx.sticky_key, ctx.attempts == 0, deadline).await {
+                Ok(picked) => picked,
+                Err(e) => {
+                    // The first attempt's error (503/429) or, for a retry, the failure before.
+                    if last.is_none() || ctx.attempts == 0 {
+                        last = Some(e);
+                    }
+                    break;
+                }
+            };
         if tried.last().is_some_and(|&prev| prev != index) {
             pool.metrics.failovers.inc();
         }
@@ -110,7 +194,6 @@ pub async fn forward(
         ctx.backend_index = Some(index);
         ctx.attempts += 1;
         ctx.backend = Some(backend.config.name.clone());
-        let _in_flight = backend.track();
         let more_allowed = ctx.attempts < pool.retries.max_attempts;
         let mut stale_left = STALE_RETRIES;
         let result = loop {
@@ -121,6 +204,7 @@ pub async fn forward(
                 backend,
                 upload,
                 connector,
+                shadows,
                 deadline,
                 more_allowed,
             )
@@ -190,6 +274,7 @@ async fn attempt(
     backend: &BackendState,
     upload: &mut Upload,
     connector: &Connector,
+    shadows: &Shadows,
     deadline: Instant,
     more_allowed: bool,
 ) -> Result<(), AttemptError> {
@@ -215,6 +300,17 @@ async fn attempt(
         &ctx.request_id,
         session.client_addr().and_then(|a| a.as_inet()).copied(),
     );
+    if upload.length_delta != 0 {
+        // `model` was spliced: the body's length changed by exactly that much.
+        let len = req
+            .headers
+            .get("content-length")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<i64>().ok());
+        if let Some(len) = len {
+            let _ = req.insert_header("content-length", (len + upload.length_delta).max(0));
+        }
+    }
     // W3C Trace Context: the backend's parent is the gateway's span.
     let _ = req.insert_header("traceparent", ctx.trace.header_value());
     match &ctx.trace.tracestate {
@@ -225,9 +321,26 @@ async fn attempt(
             req.remove_header("tracestate");
         }
     }
+    let shadow_req = ctx.shadow.then(|| req.clone());
     let sent = tokio::time::timeout(remaining(deadline), send(session, &mut up, req, upload)).await;
     match sent {
-        Ok(Ok(())) => {}
+        Ok(Ok(())) => {
+            if let (Some(req), Some(snapshot)) = (shadow_req, ctx.snapshot.as_ref()) {
+                ctx.shadow = false;
+                let target = pool
+                    .shadow
+                    .as_ref()
+                    .and_then(|s| snapshot.pool(&s.model))
+                    .map(|p| {
+                        p.served_model_name
+                            .as_deref()
+                            .unwrap_or(&p.name)
+                            .to_string()
+                    });
+                let body = target.and_then(|name| upload.body_with_model(&name));
+                shadow::send(shadows, snapshot, pool, &req, body);
+            }
+        }
         Ok(Err(SendError::Upstream)) => return Err(AttemptError::Connection { stale: reused }),
         Ok(Err(SendError::Client(e))) => return Err(AttemptError::Fatal(e)),
         Err(_) => return Err(AttemptError::Timeout),
@@ -270,6 +383,8 @@ async fn attempt(
         ctx.attempts,
         &ctx.request_id,
     );
+    let _ = resp.insert_header("x-modelgate-policy", pool.policy.as_str());
+    let _ = resp.insert_header("x-modelgate-model", pool.name.as_str());
     let end = up.is_body_done();
     ctx.status = status;
     ctx.response_started = true;

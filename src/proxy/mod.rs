@@ -12,7 +12,9 @@ pub mod forward;
 pub mod headers;
 pub mod models;
 pub mod observe;
+pub mod policy;
 pub mod route;
+pub mod shadow;
 
 use std::sync::Arc;
 
@@ -34,6 +36,7 @@ use route::Route;
 pub struct Gateway {
     control: Arc<Control>,
     connector: Connector,
+    shadows: shadow::Shadows,
 }
 
 impl Gateway {
@@ -41,6 +44,7 @@ impl Gateway {
         Gateway {
             control,
             connector: Connector::new(None),
+            shadows: shadow::Shadows::default(),
         }
     }
 
@@ -70,11 +74,18 @@ impl Gateway {
             }
             Route::Forward => {}
         }
-        let mut upload = Upload::preread(session, snapshot.max_body_bytes)
-            .await
-            .map_err(Outcome::Failed)?;
-        let model = upload.model().unwrap_or_default().to_string();
-        let Some(pool) = snapshot.pool(&model) else {
+        let mut upload = Upload::preread(
+            session,
+            snapshot.max_body_bytes,
+            snapshot.default_model.is_some(),
+        )
+        .await
+        .map_err(Outcome::Failed)?;
+        let model = match upload.model() {
+            Some(m) => m.to_string(),
+            None => snapshot.default_model.clone().unwrap_or_default(),
+        };
+        let Some(requested) = snapshot.pool(&model) else {
             ctx.unknown_model = true;
             ctx.model = Some(model.clone());
             return Err(Outcome::Failed(GatewayError::ModelNotFound {
@@ -82,9 +93,28 @@ impl Gateway {
                 available: snapshot.model_list.clone(),
             }));
         };
+        let pool = policy::route(&snapshot, requested, session.req_header(), &upload);
+        ctx.sticky_key = policy::sticky_key(pool, session.req_header(), &upload);
+        // The backends may know the model under another id (alias, served_model_name, canary):
+        // splice just the value.
+        let expected = pool.served_model_name.as_deref().unwrap_or(&pool.name);
+        if upload.model().is_some_and(|m| m != expected) {
+            upload.rewrite_model(expected);
+        }
+        ctx.shadow = shadow::roll(pool);
         ctx.model = Some(model);
         ctx.pool = Some(Arc::clone(pool));
-        match forward::forward(session, ctx, pool, &mut upload, &self.connector).await {
+        let pool = &Arc::clone(pool);
+        match forward::forward(
+            session,
+            ctx,
+            pool,
+            &mut upload,
+            &self.connector,
+            &self.shadows,
+        )
+        .await
+        {
             Outcome::Complete => Ok(()),
             other => Err(other),
         }

@@ -4,6 +4,9 @@
 //! [`crate::state::Snapshot::pool`] for a model's pool.
 
 pub mod pool;
+pub mod select;
 pub mod vllm_load;
 
-pub use pool::{BackendHealth, BackendState, InFlightGuard, Pool, ProbeRecord};
+pub use pool::{
+    BackendHealth, BackendState, InFlightGuard, LoadSample, Pool, PoolLive, ProbeRecord,
+};

@@ -4,18 +4,17 @@
 //! [`BackendHealth`] (health, in-flight count, backend-reported model card), which the health
 //! prober publishes lock-free and which outlives a reload for backends that stay. Selection runs on the request path: no locks, no I/O.
 
-use std::collections::HashMap;
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
 use pingora_core::upstreams::peer::HttpPeer;
-use pingora_load_balancing::selection::{Random, RoundRobin};
-use pingora_load_balancing::{Backend, LoadBalancer};
 
-use crate::config::{BackendConfig, HealthCheck, ModelConfig, Policy, Retries, Timeouts};
+use super::select;
+use crate::config::{
+    BackendConfig, Canary, HealthCheck, LbOptions, ModelConfig, Policy, Retries, Shadow, Timeouts,
+};
 use crate::metrics::{BackendMetrics, ModelMetrics};
 
 /// How long an idle upstream keep-alive connection stays pooled. vLLM (uvicorn) closes idle
@@ -37,6 +36,19 @@ pub struct BackendHealth {
     card: ArcSwapOption<serde_json::Value>,
     /// The last probe's time and result.
     last_probe: ArcSwapOption<ProbeRecord>,
+    /// The last `/metrics` load report (`load_aware`).
+    load: ArcSwapOption<LoadSample>,
+}
+
+/// A backend's own load, from its vLLM `/metrics`.
+#[derive(Debug, Clone)]
+pub struct LoadSample {
+    pub running: f64,
+    pub waiting: f64,
+    pub kv_cache_usage: Option<f64>,
+    pub at: std::time::Instant,
+    /// This gateway's in-flight count to it when the report arrived.
+    pub local_at_report: u64,
 }
 
 /// One probe's outcome, for `/status`.
@@ -61,6 +73,8 @@ pub struct BackendState {
     /// Pre-resolved metric handles of this (model, backend).
     pub metrics: Arc<BackendMetrics>,
     live: Arc<BackendHealth>,
+    /// The pool's queue signal, when the pool limits concurrency.
+    released: Option<Arc<tokio::sync::Notify>>,
 }
 
 impl BackendState {
@@ -82,6 +96,7 @@ impl BackendState {
             peer,
             metrics,
             live: live.unwrap_or_default(),
+            released: None,
         }
     }
 
@@ -153,41 +168,138 @@ impl BackendState {
         self.live.in_flight.load(Ordering::Relaxed)
     }
 
-    /// Count a request as in flight until the guard drops (including on error and cancel).
+    /// Count a request as in flight until the guard drops (including on error and cancel),
+    /// unless that would exceed `max_in_flight` (checked and counted in one atomic step).
+    pub fn try_track(&self) -> Option<InFlightGuard> {
+        match self.config.max_in_flight {
+            None => {
+                self.live.in_flight.fetch_add(1, Ordering::AcqRel);
+            }
+            Some(max) => {
+                let max = u64::from(max);
+                self.live
+                    .in_flight
+                    .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                        (n < max).then_some(n + 1)
+                    })
+                    .ok()?;
+            }
+        }
+        Some(InFlightGuard {
+            live: Arc::clone(&self.live),
+            released: self.released.clone(),
+        })
+    }
+
+    /// Count a request as in flight whatever the limit (tests, benches).
     pub fn track(&self) -> InFlightGuard {
-        self.live.in_flight.fetch_add(1, Ordering::Relaxed);
-        InFlightGuard(Arc::clone(&self.live))
+        self.live.in_flight.fetch_add(1, Ordering::AcqRel);
+        InFlightGuard {
+            live: Arc::clone(&self.live),
+            released: self.released.clone(),
+        }
+    }
+
+    /// Below `max_in_flight` (always, without a limit).
+    pub fn has_capacity(&self) -> bool {
+        self.config
+            .max_in_flight
+            .is_none_or(|m| self.in_flight() < u64::from(m))
+    }
+
+    /// Usable and below its limit: may be picked for a new request.
+    pub fn is_eligible(&self) -> bool {
+        self.is_usable() && self.has_capacity()
+    }
+
+    /// Publish a `/metrics` load report (control plane).
+    pub fn set_load(&self, running: f64, waiting: f64, kv_cache_usage: Option<f64>) {
+        self.live.load.store(Some(Arc::new(LoadSample {
+            running,
+            waiting,
+            kv_cache_usage,
+            at: std::time::Instant::now(),
+            local_at_report: self.in_flight(),
+        })));
+    }
+
+    /// The last load report, if any.
+    pub fn load(&self) -> Option<Arc<LoadSample>> {
+        self.live.load.load_full()
+    }
+
+    /// `load_aware` score (lower is better), `None` when the report is older than
+    /// `stale_after` or missing: vLLM's running + 2 × waiting, plus what this gateway sent since
+    /// the report, plus a penalty as the KV cache nears full (preemption ahead).
+    pub fn load_score(&self, stale_after: Duration) -> Option<f64> {
+        let g = self.live.load.load();
+        let r = g.as_deref()?;
+        if r.at.elapsed() > stale_after {
+            return None;
+        }
+        let since = self.in_flight().saturating_sub(r.local_at_report) as f64;
+        let kv = r.kv_cache_usage.unwrap_or(0.0);
+        let kv_penalty = ((kv - 0.9).max(0.0) / 0.1) * 8.0;
+        Some(
+            (r.running + 2.0 * r.waiting + since + kv_penalty)
+                / f64::from(self.config.weight.max(1)),
+        )
     }
 }
 
-/// Decrements the in-flight count of a backend on drop.
+/// Decrements the in-flight count of a backend on drop, and wakes one request queued for a
+/// free slot of its pool.
 #[derive(Debug)]
-pub struct InFlightGuard(Arc<BackendHealth>);
+pub struct InFlightGuard {
+    live: Arc<BackendHealth>,
+    released: Option<Arc<tokio::sync::Notify>>,
+}
 
 impl Drop for InFlightGuard {
     fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.live.in_flight.fetch_sub(1, Ordering::AcqRel);
+        if let Some(n) = &self.released {
+            n.notify_one();
+        }
     }
 }
 
-/// The selection algorithm, one pingora-load-balancing `LoadBalancer` per pool.
-enum Selector {
-    RoundRobin(LoadBalancer<RoundRobin>),
-    Random(LoadBalancer<Random>),
+/// Live, pool-wide state carried across reloads by model name: the round-robin cursor and the
+/// backpressure queue.
+#[derive(Debug, Default)]
+pub struct PoolLive {
+    cursor: AtomicUsize,
+    /// Requests waiting for a free slot.
+    pub queued: AtomicUsize,
+    /// Notified once per finished request when the pool limits concurrency.
+    pub released: Arc<tokio::sync::Notify>,
+    /// Shadow copies of this pool's requests in flight.
+    pub shadows: AtomicUsize,
 }
 
 /// One model's pool.
 pub struct Pool {
     pub name: String,
     pub policy: Policy,
+    pub lb: LbOptions,
     pub timeouts: Timeouts,
     pub retries: Retries,
     pub health: HealthCheck,
     pub backends: Vec<Arc<BackendState>>,
     /// Pre-resolved model-level metric handles.
     pub metrics: Arc<ModelMetrics>,
-    selector: Selector,
-    by_addr: HashMap<SocketAddr, usize>,
+    /// The id the backends expect in `model`, when it differs from `name`.
+    pub served_model_name: Option<String>,
+    /// Queue bound and wait when every backend is at `max_in_flight`.
+    pub max_queue: usize,
+    pub queue_timeout: Duration,
+    /// Whether any backend has `max_in_flight`.
+    pub limited: bool,
+    pub canary: Option<Canary>,
+    pub shadow: Option<Shadow>,
+    pub live: Arc<PoolLive>,
+    /// Smooth weighted round-robin order.
+    sequence: Vec<usize>,
 }
 
 impl std::fmt::Debug for Pool {
@@ -208,9 +320,11 @@ impl Pool {
 
     /// Build a pool, carrying from `old` (the same model's pool before a reload): the live
     /// state of each backend with the same URL and address (health, streaks, in-flight count,
-    /// card), and the metric handles of each backend with the same name. New backends start
-    /// gated until their first passing probe.
+    /// card), the metric handles of each backend with the same name, and the pool's cursor and
+    /// queue. New backends start gated until their first passing probe.
     pub fn build_from(config: &ModelConfig, old: Option<&Pool>) -> Pool {
+        let live_pool = old.map(|o| Arc::clone(&o.live)).unwrap_or_default();
+        let limited = config.backends.iter().any(|b| b.max_in_flight.is_some());
         let backends: Vec<Arc<BackendState>> = config
             .backends
             .iter()
@@ -227,33 +341,15 @@ impl Pool {
                         .find(|x| x.config.name == b.name)
                         .map(|x| Arc::clone(&x.metrics))
                 });
-                Arc::new(BackendState::new(
-                    &config.name,
-                    b.clone(),
-                    &config.timeouts,
-                    live,
-                    metrics,
-                ))
+                let mut state =
+                    BackendState::new(&config.name, b.clone(), &config.timeouts, live, metrics);
+                if limited {
+                    state.released = Some(Arc::clone(&live_pool.released));
+                }
+                Arc::new(state)
             })
             .collect();
-        let by_addr = backends
-            .iter()
-            .enumerate()
-            .map(|(i, b)| (b.config.addr, i))
-            .collect();
-        let set = config
-            .backends
-            .iter()
-            .map(|b| Backend {
-                addr: pingora_core::protocols::l4::socket::SocketAddr::Inet(b.addr),
-                weight: b.weight as usize,
-                ext: Default::default(),
-            })
-            .collect();
-        let selector = match config.policy {
-            Policy::RoundRobin => Selector::RoundRobin(static_lb(set)),
-            Policy::Random => Selector::Random(static_lb(set)),
-        };
+        let weights: Vec<u32> = config.backends.iter().map(|b| b.weight).collect();
         let metrics = old
             .map(|o| Arc::clone(&o.metrics))
             .unwrap_or_else(|| Arc::new(ModelMetrics::new(&config.name)));
@@ -261,20 +357,56 @@ impl Pool {
             metrics,
             name: config.name.clone(),
             policy: config.policy,
+            lb: config.lb.clone(),
             timeouts: config.timeouts,
             retries: config.retries,
             health: config.health.clone(),
             backends,
-            selector,
-            by_addr,
+            served_model_name: config.served_model_name.clone(),
+            max_queue: config.max_queue,
+            queue_timeout: config.queue_timeout,
+            limited,
+            canary: config.canary.clone(),
+            shadow: config.shadow.clone(),
+            live: live_pool,
+            sequence: select::weighted_sequence(&weights),
         }
     }
 
-    /// Pick a healthy backend per the policy, skipping `exclude` (backends that already failed
-    /// this request) while another healthy one exists. Returns an index into `backends`.
-    pub fn select(&self, exclude: &[usize]) -> Option<usize> {
-        self.pick(|i, b| b.is_usable() && !exclude.contains(&i))
-            .or_else(|| self.pick(|_, b| b.is_usable()))
+    /// Pick a backend per the policy among the eligible ones (healthy, not draining, below
+    /// `max_in_flight`), skipping `exclude` (backends that already failed this request) while
+    /// another eligible one exists. `key` is the sticky key's hash for `consistent_hash`;
+    /// `first` is false for retries (they do not move the round-robin cursor).
+    pub fn select(&self, exclude: &[usize], key: Option<u64>, first: bool) -> Option<usize> {
+        let base = |i: usize| self.backends[i].is_eligible();
+        self.pick(|i| base(i) && !exclude.contains(&i), key, first)
+            .or_else(|| self.pick(base, key, first))
+    }
+
+    fn pick(
+        &self,
+        eligible: impl Fn(usize) -> bool + Copy,
+        key: Option<u64>,
+        first: bool,
+    ) -> Option<usize> {
+        let b = &self.backends;
+        match self.policy {
+            Policy::RoundRobin => {
+                select::round_robin(&self.sequence, &self.live.cursor, first, eligible)
+            }
+            Policy::Random => select::random(b, eligible),
+            Policy::LeastConnections => select::least_connections(b, eligible),
+            Policy::PowerOfTwo => select::power_of_two(b, eligible),
+            Policy::LoadAware => {
+                let stale_after = self.lb.load_poll * 3;
+                select::load_aware(b, eligible, |s| s.load_score(stale_after))
+            }
+            Policy::ConsistentHash => match key {
+                Some(k) => select::consistent_hash(b, k, self.lb.bounded_load, eligible),
+                // No key in this request: spread it by load instead.
+                None => select::least_connections(b, eligible),
+            },
+        }
     }
 
     /// Whether any backend may take a new request right now (healthy, not draining).
@@ -286,35 +418,4 @@ impl Pool {
     pub fn is_checked(&self) -> bool {
         self.backends.iter().all(|b| b.is_checked())
     }
-
-    fn pick(&self, accept: impl Fn(usize, &BackendState) -> bool) -> Option<usize> {
-        let filter = |b: &Backend, _lb_health: bool| {
-            // The crate's own health is unused: ours is per (model, backend) and gated.
-            let Some(addr) = b.addr.as_inet() else {
-                return false;
-            };
-            self.by_addr
-                .get(addr)
-                .is_some_and(|&i| accept(i, &self.backends[i]))
-        };
-        let n = self.backends.len() * 4 + 8;
-        let picked = match &self.selector {
-            Selector::RoundRobin(lb) => lb.select_with(b"", n, filter),
-            Selector::Random(lb) => lb.select_with(b"", n, filter),
-        };
-        picked.and_then(|b| b.addr.as_inet().and_then(|a| self.by_addr.get(a).copied()))
-    }
-}
-
-fn static_lb<S>(set: std::collections::BTreeSet<Backend>) -> LoadBalancer<S>
-where
-    S: pingora_load_balancing::selection::BackendSelection + 'static,
-    S::Iter: pingora_load_balancing::selection::BackendIter,
-{
-    let discovery = pingora_load_balancing::discovery::Static::new(set);
-    let lb = LoadBalancer::from_backends(pingora_load_balancing::Backends::new(discovery));
-    // Static discovery completes immediately and cannot fail; if it ever did, the selector
-    // would be empty and every request would get a clean 503 instead of a crash.
-    let _ = futures_util::FutureExt::now_or_never(lb.update());
-    lb
 }

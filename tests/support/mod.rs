@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-pub use modelgate::mock::{FailMode, MockConfig, MockServer};
+pub use modelgate::mock::{FailMode, MockConfig, MockLoad, MockServer};
 
 /// A free 127.0.0.1 port (bound then released; the OS does not hand it out again at once).
 pub fn free_port() -> u16 {

@@ -1,0 +1,138 @@
+//! Shadow traffic (request path hands off; the copy runs on its own task).
+//!
+//! For a model with `shadow: {model, percent}`, that share of requests is copied to the shadow
+//! model's pool once the client's whole body has been sent to the primary: the copy gets the
+//! same headers and body with `model` spliced to the shadow pool's served name. Its response is
+//! read and discarded; it never delays or changes the client's response. Copies in flight per
+//! model are capped (`max_concurrency`); above that a copy is skipped. Bodies too large to keep
+//! for replay are not shadowed. Outcomes show only in `modelgate_shadow_requests_total`.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use pingora_core::connectors::http::v1::Connector;
+use pingora_http::RequestHeader;
+use rand::Rng;
+
+use crate::metrics::METRICS;
+use crate::routing::Pool;
+use crate::state::Snapshot;
+
+/// Shared by every shadow copy of this process.
+pub struct Shadows {
+    connector: Arc<Connector>,
+}
+
+impl Default for Shadows {
+    fn default() -> Self {
+        Shadows {
+            connector: Arc::new(Connector::new(None)),
+        }
+    }
+}
+
+/// Whether this request is in the shadow share of `pool`.
+pub fn roll(pool: &Pool) -> bool {
+    pool.shadow
+        .as_ref()
+        .is_some_and(|s| rand::thread_rng().gen_range(0.0..100.0) < s.percent)
+}
+
+fn count(model: &str, result: &str) {
+    METRICS
+        .shadow_requests
+        .with_label_values(&[model, result])
+        .inc();
+}
+
+/// Start the shadow copy of a request whose whole body is `body` (model already spliced).
+pub fn send(
+    shadows: &Shadows,
+    snapshot: &Arc<Snapshot>,
+    source: &Pool,
+    req: &RequestHeader,
+    body: Option<Bytes>,
+) {
+    let Some(cfg) = &source.shadow else { return };
+    let Some(target) = snapshot.pool(&cfg.model).cloned() else {
+        return;
+    };
+    let Some(body) = body else {
+        count(&target.name, "skipped");
+        return;
+    };
+    let live = Arc::clone(&source.live);
+    if live.shadows.fetch_add(1, Ordering::AcqRel) >= cfg.max_concurrency {
+        live.shadows.fetch_sub(1, Ordering::AcqRel);
+        count(&target.name, "skipped");
+        return;
+    }
+    let mut header = req.clone();
+    let _ = header.insert_header("content-length", body.len());
+    header.remove_header("transfer-encoding");
+    let _ = header.insert_header("x-modelgate-shadow", "1");
+    let connector = Arc::clone(&shadows.connector);
+    tokio::spawn(async move {
+        let _slot = Slot(&live.shadows);
+        let result = tokio::time::timeout(
+            target.timeouts.request,
+            exchange(&connector, &target, header, body),
+        )
+        .await;
+        let label = match result {
+            Ok(Ok(status)) if status < 400 => "ok",
+            Ok(Ok(_)) => "error_status",
+            Ok(Err(())) => "failed",
+            Err(_) => "timeout",
+        };
+        count(&target.name, label);
+    });
+}
+
+struct Slot<'a>(&'a AtomicUsize);
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// One shadow exchange: any eligible backend, response read and dropped.
+async fn exchange(
+    connector: &Connector,
+    pool: &Pool,
+    mut header: RequestHeader,
+    body: Bytes,
+) -> Result<u16, ()> {
+    let index = pool.select(&[], None, true).ok_or(())?;
+    let backend = &pool.backends[index];
+    let _guard = backend.try_track().ok_or(())?;
+    if !backend.config.path_prefix.is_empty() {
+        let pq = header
+            .uri
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/");
+        if let Ok(uri) = format!("{}{pq}", backend.config.path_prefix).parse::<http::Uri>() {
+            header.set_uri(uri);
+        }
+    }
+    let (mut up, _) = connector
+        .get_http_session(&backend.peer)
+        .await
+        .map_err(|_| ())?;
+    up.write_request_header(Box::new(header))
+        .await
+        .map_err(|_| ())?;
+    up.write_body(&body).await.map_err(|_| ())?;
+    up.finish_body().await.map_err(|_| ())?;
+    let resp = up.read_resp_header_parts().await.map_err(|_| ())?;
+    let status = resp.status.as_u16();
+    while up.read_body_bytes().await.map_err(|_| ())?.is_some() {}
+    connector
+        .release_http_session(up, &backend.peer, Some(Duration::from_secs(4)))
+        .await;
+    Ok(status)
+}
