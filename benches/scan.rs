@@ -8,6 +8,9 @@
 //!   duplicate check is not needed);
 //! - `serde_json`: `serde_json::from_slice::<Value>` plus the `model` lookup.
 //!
+//! `scan_capture/1MiB` compares a whole-body scan with captures off and on (`user` plus a
+//! 256-byte prompt prefix, as sticky routing uses them) on a 1 MiB chat body with a `user`.
+//!
 //! Sample counts and times are small so the whole run stays under a minute. Not on any request
 //! path; nothing here is asserted.
 
@@ -15,7 +18,7 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use modelgate::scan::{find_model, ModelScanner, ScanStatus};
+use modelgate::scan::{find_model, Capture, ModelScanner, ScanStatus};
 
 const SIZES: [(usize, &str); 5] = [
     (200, "200B"),
@@ -116,10 +119,50 @@ fn bench_scan(c: &mut Criterion) {
     }
 }
 
+/// Scans all of `body` (as the proxy does, for the duplicate check) with `capture`.
+fn scan_with(body: &[u8], capture: Capture) -> (usize, Option<usize>) {
+    let mut scanner = ModelScanner::with_capture(capture);
+    for chunk in body.chunks(16 << 10) {
+        let _ = scanner.feed(chunk);
+    }
+    let model = scanner.finish().map_or(0, str::len);
+    (model, scanner.prompt_prefix().map(<[u8]>::len))
+}
+
+fn bench_capture(c: &mut Criterion) {
+    let chat = chat_body(1 << 20, true);
+    let body = [br#"{"user":"end-user-7f3a","#.as_slice(), &chat[1..]].concat();
+    let on = Capture {
+        user: true,
+        prompt_prefix: 256,
+    };
+    let mut check = ModelScanner::with_capture(on);
+    assert!(
+        check.feed(&body).is_ok() && check.finish().is_ok(),
+        "bench body must be valid"
+    );
+    assert_eq!(check.user(), Some("end-user-7f3a"));
+    assert!(check.prompt_prefix().is_some(), "bench body has a prompt");
+
+    let mut group = c.benchmark_group("scan_capture/1MiB");
+    group
+        .sample_size(10)
+        .warm_up_time(Duration::from_millis(200))
+        .measurement_time(Duration::from_millis(600))
+        .throughput(Throughput::Bytes(body.len() as u64));
+    group.bench_with_input("captures_off", &body, |b, body| {
+        b.iter(|| scan_with(black_box(body), Capture::default()))
+    });
+    group.bench_with_input("captures_on", &body, |b, body| {
+        b.iter(|| scan_with(black_box(body), on))
+    });
+    group.finish();
+}
+
 criterion_group! {
     name = benches;
     // Plots cost more time than the measurements; the numbers are in the terminal output.
     config = Criterion::default().without_plots();
-    targets = bench_scan
+    targets = bench_scan, bench_capture
 }
 criterion_main!(benches);

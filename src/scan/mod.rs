@@ -29,13 +29,32 @@
 //!   reported: the scanner stops checking and the backend judges the rest.
 //! - An empty or truncated body is [`ScanError::InvalidJson`] at the end offset, unless the
 //!   model had already been found.
+//!
+//! # Captures
+//!
+//! Built with [`ModelScanner::with_capture`], the same pass also keeps the top-level `"user"`
+//! string and a prefix of the first prompt text (see [`Capture`]), for sticky routing. Captures
+//! never change the model result or raise an error; [`ModelScanner::captures_done`] says when
+//! reading further cannot change them. `multipart.rs` holds the equivalent model finder for
+//! `multipart/form-data` bodies.
 
 use std::ops::Range;
 
-use memchr::memchr2;
+mod capture;
+mod lex;
+pub mod multipart;
+mod strings;
 
 #[cfg(test)]
+mod capture_tests;
+#[cfg(test)]
+mod multipart_tests;
+#[cfg(test)]
 mod tests;
+
+use capture::{Action, Seek, TextBuf, USER_BUFFER_BYTES};
+pub use capture::{Capture, MAX_PROMPT_PREFIX_BYTES, MAX_USER_BYTES};
+use lex::is_whitespace;
 
 /// Decoded model names longer than this many bytes are rejected with [`ScanError::ModelTooLong`].
 ///
@@ -70,6 +89,15 @@ pub enum ScanError {
     /// The model value holds invalid UTF-8 or a lone UTF-16 surrogate escape.
     #[error("\"model\" is not valid UTF-8")]
     ModelNotUtf8,
+    /// The body is not `multipart/form-data` with the declared boundary (or the boundary itself
+    /// is invalid); `offset` is the absolute byte offset of the first offending byte (the body
+    /// length when it was empty or truncated). Only [`multipart::MultipartModelScanner`]
+    /// reports it.
+    #[error("request body is not valid multipart/form-data (at byte {offset})")]
+    InvalidMultipart {
+        /// Absolute byte offset in the body.
+        offset: usize,
+    },
 }
 
 /// Progress reported by [`ModelScanner::feed`].
@@ -117,6 +145,25 @@ enum Target {
     Model,
     /// Anything else: validated and dropped.
     Skip,
+    /// The top-level user value, captured.
+    User,
+    /// The first prompt text, captured up to the prefix length.
+    Prompt,
+    /// A key inside `messages[0]` or one of its content parts, collected for the prompt search.
+    InnerKey,
+}
+
+/// Which top-level member's value comes next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Member {
+    Model,
+    /// The first top-level `user`, when captured.
+    User,
+    /// The first top-level `prompt`, when no `messages` came first and the prefix is captured.
+    Prompt,
+    /// The first top-level `messages`, likewise.
+    Messages,
+    Other,
 }
 
 /// Escape progress inside a string.
@@ -165,12 +212,13 @@ enum Stop {
     Reject(ScanError),
 }
 
-/// The decoded text of the current top-level key, kept only while it can still be `model`.
+/// The decoded text of the current key, kept only while it can still be one the scanner looks
+/// for (`model`, `user`, `prompt`, `messages`, `content`, `text`: at most eight ASCII bytes).
 #[derive(Debug, Clone, Default)]
 struct KeyBuf {
-    bytes: [u8; 5],
+    bytes: [u8; 8],
     len: usize,
-    /// False once the key is known not to be `model` (too long or non-ASCII).
+    /// False once the key is known to be none of them (too long or non-ASCII).
     possible: bool,
 }
 
@@ -190,13 +238,17 @@ impl KeyBuf {
                 slot.copy_from_slice(run);
                 self.len = end;
             }
-            // Longer than five bytes: cannot be `model`, so stop collecting.
+            // Longer than eight bytes: none of the keys looked for, so stop collecting.
             None => self.possible = false,
         }
     }
 
+    fn is(&self, name: &[u8]) -> bool {
+        self.possible && self.bytes.get(..self.len) == Some(name)
+    }
+
     fn is_model(&self) -> bool {
-        self.possible && self.bytes.get(..self.len) == Some(b"model".as_slice())
+        self.is(b"model")
     }
 }
 
@@ -204,7 +256,20 @@ impl KeyBuf {
 ///
 /// Feed the body with [`feed`](Self::feed) in chunks split anywhere, then call
 /// [`finish`](Self::finish) at the end of the body. Memory use is constant apart from the model
-/// value (at most [`MAX_MODEL_BYTES`]); there is no recursion.
+/// value (at most [`MAX_MODEL_BYTES`]) and the captures (at most [`MAX_USER_BYTES`] + 4 and
+/// [`Capture::prompt_prefix`]); there is no recursion.
+///
+/// ```
+/// use modelgate::scan::{Capture, ModelScanner, ScanStatus};
+///
+/// let mut s = ModelScanner::with_capture(Capture { user: true, prompt_prefix: 8 });
+/// s.feed(br#"{"messages":[{"role":"user","content":"Bonjour \u00e0 tous"}],"#).unwrap();
+/// assert_eq!(s.prompt_prefix(), Some("Bonjour ".as_bytes()));
+/// assert!(!s.captures_done(), "a top-level user may still come");
+/// assert_eq!(s.feed(br#""user":"u-42","model":"m"}"#), Ok(ScanStatus::Found));
+/// assert_eq!(s.user(), Some("u-42"));
+/// assert!(s.captures_done());
+/// ```
 #[derive(Debug, Clone)]
 pub struct ModelScanner {
     state: State,
@@ -213,8 +278,8 @@ pub struct ModelScanner {
     /// Bit `d - 1` is set when the container at depth `d` (for `d <= KIND_BITS`) is an array.
     kinds: u64,
     key: KeyBuf,
-    /// The current top-level key decoded to `model`.
-    value_is_model: bool,
+    /// What the current top-level key is, for its value.
+    member: Member,
     /// A high surrogate from `\uD800`..`\uDBFF` in the model value waiting for its low half; 0
     /// when none (0 is not a surrogate).
     pending_high: u16,
@@ -228,6 +293,16 @@ pub struct ModelScanner {
     error: Option<ScanError>,
     /// The model was found and later bytes were not JSON: stop looking at the body.
     unchecked: bool,
+    /// `finish` was called.
+    finished: bool,
+    capture: Capture,
+    /// The top-level `user` is found, absent (first one not a string) or not requested.
+    user_resolved: bool,
+    user_text: TextBuf,
+    user: Option<String>,
+    seek: Seek,
+    prompt_text: TextBuf,
+    prompt_found: bool,
 }
 
 impl Default for ModelScanner {
@@ -237,14 +312,24 @@ impl Default for ModelScanner {
 }
 
 impl ModelScanner {
-    /// A scanner at the start of a body.
+    /// A scanner at the start of a body that captures nothing but the model.
     pub fn new() -> Self {
+        Self::with_capture(Capture::default())
+    }
+
+    /// A scanner at the start of a body that also captures what `capture` asks for.
+    /// `capture.prompt_prefix` is clamped to [`MAX_PROMPT_PREFIX_BYTES`].
+    pub fn with_capture(capture: Capture) -> Self {
+        let capture = Capture {
+            prompt_prefix: capture.prompt_prefix.min(MAX_PROMPT_PREFIX_BYTES),
+            ..capture
+        };
         Self {
             state: State::Start,
             depth: 0,
             kinds: 0,
             key: KeyBuf::default(),
-            value_is_model: false,
+            member: Member::Other,
             pending_high: 0,
             raw_model: Vec::new(),
             model: None,
@@ -253,6 +338,18 @@ impl ModelScanner {
             seen: 0,
             error: None,
             unchecked: false,
+            finished: false,
+            capture,
+            user_resolved: !capture.user,
+            user_text: TextBuf::default(),
+            user: None,
+            seek: if capture.prompt_prefix == 0 {
+                Seek::Done
+            } else {
+                Seek::Idle
+            },
+            prompt_text: TextBuf::default(),
+            prompt_found: false,
         }
     }
 
@@ -292,6 +389,7 @@ impl ModelScanner {
     /// `MissingModel` if the top-level object closed without a model, or `InvalidJson` at the
     /// body length if the body was empty or truncated. The outcome is sticky.
     pub fn finish(&mut self) -> Result<&str, ScanError> {
+        self.finished = true;
         if let Some(error) = &self.error {
             return Err(error.clone());
         }
@@ -321,6 +419,56 @@ impl ModelScanner {
     /// Total bytes fed so far.
     pub fn bytes_seen(&self) -> usize {
         self.seen
+    }
+
+    /// What this scanner captures (with the prompt prefix clamped).
+    pub fn capture(&self) -> Capture {
+        self.capture
+    }
+
+    /// The first top-level `"user"` value, if captured ([`Capture::user`]) and it is a string.
+    ///
+    /// Escapes are resolved; invalid UTF-8 and lone surrogate escapes become U+FFFD; the result
+    /// is cut to the longest prefix of whole characters within [`MAX_USER_BYTES`]. Later
+    /// `"user"` keys are ignored (no error), and a first `"user"` that is not a string means
+    /// none. `user` keys inside nested values are never used. Set as soon as the value is
+    /// known, which may be before its closing quote when it is long.
+    pub fn user(&self) -> Option<&str> {
+        self.user.as_deref()
+    }
+
+    /// The first [`Capture::prompt_prefix`] bytes of the first prompt text, once known.
+    ///
+    /// The prompt text is the first of these, from the first top-level `"prompt"` or
+    /// `"messages"` member (a later one is not consulted, even if the first yields nothing):
+    /// - `"prompt"`: the string itself, or its first element if it is an array that starts with
+    ///   a string (token-id prompts have no text);
+    /// - `"messages"`: the `"content"` of `messages[0]` if it is a string; if it is an array of
+    ///   parts, the first string `"text"` member of an object element (the `{"type":"text",
+    ///   "text":...}` part; image and audio parts have none).
+    ///
+    /// The bytes are the *decoded* string (escapes resolved to UTF-8, lone surrogate escapes as
+    /// U+FFFD, raw bytes as sent), so `"\u00e9"` and `"é"` give the same prefix; the cut at
+    /// `prompt_prefix` bytes may fall inside a character. The result depends only on the body,
+    /// not on its chunking. `Some` (possibly shorter than asked, even empty) once that many bytes
+    /// were seen or the string closed; `None` when absent, not requested, or the body ended
+    /// first.
+    pub fn prompt_prefix(&self) -> Option<&[u8]> {
+        self.prompt_found.then(|| self.prompt_text.bytes())
+    }
+
+    /// Whether reading more of the body can no longer change [`user`](Self::user) or
+    /// [`prompt_prefix`](Self::prompt_prefix): each requested capture is found or provably
+    /// absent (its deciding member was seen, or the top-level object closed), or scanning
+    /// stopped (an error, [`finish`](Self::finish), or a syntax error after the model was
+    /// found). True from the start when nothing is requested. It says nothing about the model:
+    /// read until `feed` returns `Found` *and* this is true.
+    pub fn captures_done(&self) -> bool {
+        (self.user_resolved && self.seek == Seek::Done)
+            || self.state == State::Trailing
+            || self.error.is_some()
+            || self.unchecked
+            || self.finished
     }
 
     /// Runs the state machine over `chunk`, whose first byte is at absolute offset `base`.
@@ -360,7 +508,7 @@ impl ModelScanner {
                     b':' => self.state = State::Value,
                     _ => return Err(Stop::Syntax(offset)),
                 },
-                State::Value if self.value_is_model => match byte {
+                State::Value if self.member == Member::Model => match byte {
                     b'"' => {
                         self.span_start = offset;
                         self.raw_model.clear();
@@ -375,11 +523,20 @@ impl ModelScanner {
                     }
                     _ => return Err(Stop::Syntax(offset)),
                 },
-                State::Value => self.start_value(byte, offset)?,
+                State::Value => self.start_member_value(byte, offset)?,
                 State::Nested => match byte {
-                    b',' | b':' => {}
-                    b'}' | b']' => self.close_container(byte == b']', offset)?,
-                    _ => self.start_value(byte, offset)?,
+                    b',' => self.seek.comma(self.depth),
+                    b':' => {}
+                    b'}' | b']' => {
+                        let depth = self.depth;
+                        self.close_container(byte == b']', offset)?;
+                        self.seek.closed(depth);
+                    }
+                    _ => match self.seek.value_start(self.depth, byte) {
+                        Action::Skip => self.start_value(byte, offset)?,
+                        Action::Key => self.start_string(Target::InnerKey),
+                        Action::Capture => self.start_string(Target::Prompt),
+                    },
                 },
                 State::AfterValue => match byte {
                     b',' => self.state = State::NextKey,
@@ -412,6 +569,46 @@ impl ModelScanner {
         } else {
             State::Nested
         }
+    }
+
+    /// Starts the value of a top-level member other than `model`.
+    fn start_member_value(&mut self, byte: u8, offset: usize) -> Result<(), Stop> {
+        match (std::mem::replace(&mut self.member, Member::Other), byte) {
+            (Member::User, b'"') => {
+                self.start_string(Target::User);
+                Ok(())
+            }
+            (Member::Prompt, b'"') => {
+                self.seek = Seek::Capturing;
+                self.start_string(Target::Prompt);
+                Ok(())
+            }
+            (member, _) => {
+                match member {
+                    // The first `user` decides: not a string means no user.
+                    Member::User => self.user_resolved = true,
+                    Member::Prompt if byte == b'[' => self.seek = Seek::PromptFirst,
+                    Member::Messages if byte == b'[' => self.seek = Seek::MessageFirst,
+                    Member::Prompt | Member::Messages => self.seek = Seek::Done,
+                    Member::Model | Member::Other => {}
+                }
+                self.start_value(byte, offset)
+            }
+        }
+    }
+
+    /// Enters a string whose content goes to `target` (the opening quote is consumed).
+    fn start_string(&mut self, target: Target) {
+        match target {
+            Target::User => self.user_text.start(USER_BUFFER_BYTES),
+            Target::Prompt => self.prompt_text.start(self.capture.prompt_prefix),
+            Target::Key | Target::InnerKey => self.key.reset(),
+            Target::Model | Target::Skip => {}
+        }
+        self.state = State::Str {
+            target,
+            escape: Escape::None,
+        };
     }
 
     /// Starts a value that is not the model value (top-level member or nested element).
@@ -499,184 +696,6 @@ impl ModelScanner {
         self.state = State::Number(num);
         Ok(i)
     }
-
-    /// Consumes string bytes from `chunk[i..]`; returns the index of the first byte not consumed.
-    fn string(
-        &mut self,
-        chunk: &[u8],
-        mut i: usize,
-        base: usize,
-        target: Target,
-        mut escape: Escape,
-    ) -> Result<usize, Stop> {
-        loop {
-            // Finish the current escape byte by byte (it may have been split across chunks).
-            while escape != Escape::None {
-                let Some(&byte) = chunk.get(i) else {
-                    self.state = State::Str { target, escape };
-                    return Ok(i);
-                };
-                escape = self.escape_byte(target, escape, byte, base + i)?;
-                i += 1;
-            }
-            let rest = chunk.get(i..).unwrap_or_default();
-            let Some(at) = find_special(rest) else {
-                self.emit_run(target, rest)?;
-                self.state = State::Str { target, escape };
-                return Ok(chunk.len());
-            };
-            // Content before a control byte counts first, so the outcome is the same however
-            // the body is split.
-            self.emit_run(target, rest.get(..at).unwrap_or_default())?;
-            i += at;
-            match rest.get(at) {
-                Some(b'"') => {
-                    i += 1;
-                    self.close_string(target, base + i)?;
-                    return Ok(i);
-                }
-                Some(b'\\') => match rest.get(at + 1).copied().and_then(short_escape) {
-                    // The common two-byte escape, decoded here rather than byte by byte.
-                    Some(decoded) => {
-                        self.emit_unit(target, u16::from(decoded))?;
-                        i += 2;
-                    }
-                    None => {
-                        i += 1;
-                        escape = Escape::Backslash;
-                    }
-                },
-                // A raw control byte.
-                _ => return Err(Stop::Syntax(base + i)),
-            }
-        }
-    }
-
-    /// Advances an escape sequence by one byte at absolute `offset`.
-    fn escape_byte(
-        &mut self,
-        target: Target,
-        escape: Escape,
-        byte: u8,
-        offset: usize,
-    ) -> Result<Escape, Stop> {
-        match escape {
-            Escape::None => Ok(Escape::None),
-            Escape::Backslash => {
-                if byte == b'u' {
-                    return Ok(Escape::Hex {
-                        digits: 0,
-                        value: 0,
-                    });
-                }
-                let decoded = short_escape(byte).ok_or(Stop::Syntax(offset))?;
-                self.emit_unit(target, u16::from(decoded))?;
-                Ok(Escape::None)
-            }
-            Escape::Hex { digits, value } => {
-                let digit = hex_value(byte).ok_or(Stop::Syntax(offset))?;
-                let value = (value << 4) | digit;
-                if digits == 3 {
-                    self.emit_unit(target, value)?;
-                    Ok(Escape::None)
-                } else {
-                    Ok(Escape::Hex {
-                        digits: digits + 1,
-                        value,
-                    })
-                }
-            }
-        }
-    }
-
-    /// Appends raw (unescaped, control-free) string bytes.
-    fn emit_run(&mut self, target: Target, run: &[u8]) -> Result<(), Stop> {
-        match target {
-            Target::Skip => Ok(()),
-            Target::Key => {
-                self.key.push(run);
-                Ok(())
-            }
-            Target::Model => {
-                if run.is_empty() {
-                    return Ok(());
-                }
-                if self.pending_high != 0 {
-                    return Err(Stop::Reject(ScanError::ModelNotUtf8));
-                }
-                self.push_model(run)
-            }
-        }
-    }
-
-    /// Appends one UTF-16 code unit from an escape (`\n` and friends included).
-    fn emit_unit(&mut self, target: Target, unit: u16) -> Result<(), Stop> {
-        match target {
-            Target::Skip => Ok(()),
-            Target::Key => {
-                match u8::try_from(unit) {
-                    Ok(byte) if byte.is_ascii() => self.key.push(&[byte]),
-                    // Any non-ASCII character means the key is not `model`.
-                    _ => self.key.possible = false,
-                }
-                Ok(())
-            }
-            Target::Model => {
-                let high = std::mem::take(&mut self.pending_high);
-                let code = match (high, unit) {
-                    (0, 0xD800..=0xDBFF) => {
-                        self.pending_high = unit;
-                        return Ok(());
-                    }
-                    (0, 0xDC00..=0xDFFF) => return Err(Stop::Reject(ScanError::ModelNotUtf8)),
-                    (0, _) => u32::from(unit),
-                    (0xD800..=0xDBFF, 0xDC00..=0xDFFF) => {
-                        0x10000 + ((u32::from(high) - 0xD800) << 10) + (u32::from(unit) - 0xDC00)
-                    }
-                    _ => return Err(Stop::Reject(ScanError::ModelNotUtf8)),
-                };
-                let character =
-                    char::from_u32(code).ok_or(Stop::Reject(ScanError::ModelNotUtf8))?;
-                let mut utf8 = [0; 4];
-                self.push_model(character.encode_utf8(&mut utf8).as_bytes())
-            }
-        }
-    }
-
-    fn push_model(&mut self, bytes: &[u8]) -> Result<(), Stop> {
-        if self.raw_model.len() + bytes.len() > MAX_MODEL_BYTES {
-            return Err(Stop::Reject(ScanError::ModelTooLong));
-        }
-        self.raw_model.extend_from_slice(bytes);
-        Ok(())
-    }
-
-    /// Handles a closing quote; `end` is the absolute offset just past it.
-    fn close_string(&mut self, target: Target, end: usize) -> Result<(), Stop> {
-        match target {
-            Target::Skip => self.state = self.after_value(),
-            Target::Key => {
-                let is_model = self.key.is_model();
-                if is_model && self.model.is_some() {
-                    return Err(Stop::Reject(ScanError::DuplicateModel));
-                }
-                self.value_is_model = is_model;
-                self.state = State::Colon;
-            }
-            Target::Model => {
-                if self.pending_high != 0 {
-                    return Err(Stop::Reject(ScanError::ModelNotUtf8));
-                }
-                let model = String::from_utf8(std::mem::take(&mut self.raw_model))
-                    .map_err(|_| Stop::Reject(ScanError::ModelNotUtf8))?;
-                self.model = Some(model);
-                self.span = Some(self.span_start..end);
-                self.value_is_model = false;
-                self.state = State::AfterValue;
-            }
-        }
-        Ok(())
-    }
 }
 
 /// One-shot convenience over a complete body: [`ModelScanner::feed`] then
@@ -702,87 +721,10 @@ pub fn find_model(body: &[u8]) -> Result<String, ScanError> {
     scanner.finish().map(str::to_owned)
 }
 
-fn is_whitespace(byte: u8) -> bool {
-    matches!(byte, b' ' | b'\t' | b'\n' | b'\r')
-}
-
-/// The byte a two-byte escape `\\<byte>` stands for (`\\u` is handled separately).
-fn short_escape(byte: u8) -> Option<u8> {
-    match byte {
-        b'"' | b'\\' | b'/' => Some(byte),
-        b'b' => Some(0x08),
-        b'f' => Some(0x0c),
-        b'n' => Some(b'\n'),
-        b'r' => Some(b'\r'),
-        b't' => Some(b'\t'),
-        _ => None,
-    }
-}
-
-fn hex_value(byte: u8) -> Option<u16> {
-    char::from(byte)
-        .to_digit(16)
-        .and_then(|d| u16::try_from(d).ok())
-}
-
 /// The bit remembering the container kind at `depth`, if that level is tracked.
 fn kind_bit(depth: usize) -> Option<u64> {
     match depth {
         1..=KIND_BITS => Some(1 << (depth - 1)),
         _ => None,
     }
-}
-
-/// Index of the first byte that ends a plain string run: `"`, `\\` or a control byte (< 0x20,
-/// not allowed raw inside a JSON string).
-fn find_special(bytes: &[u8]) -> Option<usize> {
-    // Prompts hit an escape every few dozen bytes, where memchr's per-call setup and the tail
-    // of the control-byte check dominate, so look at the first 128 bytes eight at a time (SWAR;
-    // 128 measured best on chat-shaped bodies). Longer runs (long lines, base64 images) then go
-    // to memchr2, which uses the widest SIMD the CPU has.
-    let head_len = bytes.len().min(128);
-    // `head_len <= len`, so the split succeeds; scanning it all with SWAR would also be right.
-    let (head, tail) = bytes.split_at_checked(head_len).unwrap_or((bytes, &[]));
-    if let Some(at) = find_special_swar(head) {
-        return Some(at);
-    }
-    let hit = memchr2(b'"', b'\\', tail);
-    let run = tail.get(..hit.unwrap_or(tail.len())).unwrap_or_default();
-    // A min-reduction vectorizes, so the common case (no control byte) stays fast; only a run
-    // that has one pays for the position search.
-    let control = if run.iter().fold(u8::MAX, |min, &b| min.min(b)) < 0x20 {
-        run.iter().position(|&b| b < 0x20)
-    } else {
-        None
-    };
-    control.or(hit).map(|at| head_len + at)
-}
-
-/// [`find_special`] eight bytes at a time with word arithmetic.
-fn find_special_swar(bytes: &[u8]) -> Option<usize> {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGHS: u64 = 0x8080_8080_8080_8080;
-    let mut words = bytes.chunks_exact(8);
-    let mut offset = 0;
-    for word in &mut words {
-        let word = u64::from_le_bytes(word.try_into().unwrap_or_default());
-        let quote = word ^ (ONES * u64::from(b'"'));
-        let backslash = word ^ (ONES * u64::from(b'\\'));
-        // Classic "has zero byte" / "has byte less than n" tricks. They can flag false
-        // positives only above a true one, so the lowest flagged byte is exact.
-        let flags = ((quote.wrapping_sub(ONES) & !quote)
-            | (backslash.wrapping_sub(ONES) & !backslash)
-            | (word.wrapping_sub(ONES * 0x20) & !word))
-            & HIGHS;
-        if flags != 0 {
-            // Little-endian: the lowest set bit is the first byte; at most 63 / 8 = 7.
-            return Some(offset + (flags.trailing_zeros() / 8) as usize);
-        }
-        offset += 8;
-    }
-    words
-        .remainder()
-        .iter()
-        .position(|&b| b == b'"' || b == b'\\' || b < 0x20)
-        .map(|at| offset + at)
 }

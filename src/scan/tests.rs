@@ -10,6 +10,7 @@ use proptest::sample::Index;
 use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde_json::Value;
 
+use super::lex::find_special;
 use super::*;
 
 type Outcome = (Result<String, ScanError>, Option<Range<usize>>);
@@ -386,14 +387,14 @@ fn check_against_serde(
     Ok(())
 }
 
-fn cut_points(len: usize, picks: &[Index]) -> Vec<usize> {
+pub(super) fn cut_points(len: usize, picks: &[Index]) -> Vec<usize> {
     let mut cuts: Vec<usize> = picks.iter().map(|pick| pick.index(len + 1)).collect();
     cuts.sort_unstable();
     cuts
 }
 
 /// Text that stresses the string lexer: quotes, backslashes, braces, controls, non-ASCII.
-fn arb_text() -> impl Strategy<Value = String> {
+pub(super) fn arb_text() -> impl Strategy<Value = String> {
     prop_oneof![
         "[a-zA-Z0-9 _./:-]{0,16}",
         r#"[{}\[\]"\\:,/ a-z\x00-\x1f\x7f-\xff\u{e9}\u{4e2d}\u{1F600}\u{FFFF}\u{10FFFF}]{0,16}"#,
@@ -401,16 +402,19 @@ fn arb_text() -> impl Strategy<Value = String> {
     ]
 }
 
-fn arb_key() -> impl Strategy<Value = String> {
+pub(super) fn arb_key() -> impl Strategy<Value = String> {
     prop_oneof![
         2 => prop::sample::select(vec!["model", "Model", "mode", "models", "model ", "m\u{f6}del", "messages"])
+            .prop_map(str::to_owned),
+        // Keys the captures look for, as decoys inside nested values.
+        1 => prop::sample::select(vec!["user", "prompt", "messages", "content", "text", "users"])
             .prop_map(str::to_owned),
         1 => "[a-z]{0,8}",
         1 => arb_text(),
     ]
 }
 
-fn arb_value() -> impl Strategy<Value = Value> {
+pub(super) fn arb_value() -> impl Strategy<Value = Value> {
     let leaf = prop_oneof![
         Just(Value::Null),
         any::<bool>().prop_map(Value::Bool),
@@ -430,10 +434,10 @@ fn arb_value() -> impl Strategy<Value = Value> {
 }
 
 /// A JSON writer that escapes characters at random and (optionally) adds random whitespace.
-struct Writer {
-    out: Vec<u8>,
-    seed: u64,
-    spaced: bool,
+pub(super) struct Writer {
+    pub(super) out: Vec<u8>,
+    pub(super) seed: u64,
+    pub(super) spaced: bool,
 }
 
 impl Writer {
@@ -446,7 +450,7 @@ impl Writer {
         (z ^ (z >> 31)) % n
     }
 
-    fn space(&mut self) {
+    pub(super) fn space(&mut self) {
         if self.spaced {
             for _ in 0..self.roll(3) {
                 let pick = self.roll(4) as usize;
@@ -490,7 +494,7 @@ impl Writer {
         self.out.push(b'"');
     }
 
-    fn members<'a>(&mut self, members: impl Iterator<Item = (&'a String, &'a Value)>) {
+    pub(super) fn members<'a>(&mut self, members: impl Iterator<Item = (&'a String, &'a Value)>) {
         self.out.push(b'{');
         self.space();
         for (i, (key, value)) in members.enumerate() {
