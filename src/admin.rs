@@ -88,6 +88,27 @@ impl ServeHttp for AdminApp {
         let path = session.req_header().uri.path().to_string();
         let is_get = session.req_header().method == http::Method::GET;
         let snapshot = self.control.state.load();
+        let guarded = matches!(path.as_str(), "/metrics" | "/status" | "/config");
+        if guarded {
+            if let Some(token) = snapshot.admin_token.as_deref() {
+                let given = session
+                    .req_header()
+                    .headers
+                    .get("authorization")
+                    .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
+                    .unwrap_or(b"");
+                if !crate::auth::secret_eq(given, token.as_bytes()) {
+                    let mut r = json_response(
+                        StatusCode::UNAUTHORIZED,
+                        &json!({"error": {"message": "admin token required: Authorization: Bearer <admin.token>", "type": "invalid_request_error", "param": null, "code": "invalid_api_key"}}),
+                    );
+                    if let Ok(v) = http::HeaderValue::from_str("Bearer") {
+                        r.headers_mut().insert("www-authenticate", v);
+                    }
+                    return r;
+                }
+            }
+        }
         match (is_get, path.as_str()) {
             (true, "/health") => json_response(StatusCode::OK, &json!({"status": "ok"})),
             (true, "/ready") => {

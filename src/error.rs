@@ -41,6 +41,12 @@ pub enum GatewayError {
     /// The model's pool has no healthy backend right now.
     #[error("no healthy backend")]
     NoHealthyBackend { model: String },
+    /// Authentication is on and the request has no valid API key.
+    #[error("unauthorized")]
+    Unauthorized,
+    /// The tenant's requests/tokens per minute or in-flight cap is used up.
+    #[error("quota exceeded")]
+    QuotaExceeded { retry_after_secs: u64 },
     /// Every healthy backend is at `max_in_flight` and the model's queue is full or the wait
     /// timed out.
     #[error("overloaded")]
@@ -75,6 +81,8 @@ impl GatewayError {
             GatewayError::ModelNotFound { .. } | GatewayError::NotFound => 404,
             GatewayError::MethodNotAllowed { .. } => 405,
             GatewayError::PayloadTooLarge { .. } => 413,
+            GatewayError::Unauthorized => 401,
+            GatewayError::QuotaExceeded { .. } => 429,
             GatewayError::Overloaded { .. } => 429,
             GatewayError::Upstream => 502,
             GatewayError::NoHealthyBackend { .. } => 503,
@@ -93,6 +101,8 @@ impl GatewayError {
             GatewayError::MethodNotAllowed { .. } => "method_not_allowed",
             GatewayError::PayloadTooLarge { .. } => "payload_too_large",
             GatewayError::NoHealthyBackend { .. } => "no_healthy_backend",
+            GatewayError::Unauthorized => "unauthorized",
+            GatewayError::QuotaExceeded { .. } => "quota_exceeded",
             GatewayError::Overloaded { .. } => "overloaded",
             GatewayError::Upstream => "upstream_error",
             GatewayError::Timeout => "upstream_timeout",
@@ -108,6 +118,7 @@ impl GatewayError {
                 Some(match e {
                     ScanError::MissingModel => "missing_model",
                     ScanError::InvalidJson { .. } | ScanError::NotAnObject => "invalid_json",
+                    ScanError::InvalidMultipart { .. } => "invalid_multipart",
                     _ => "invalid_model",
                 }),
             ),
@@ -147,6 +158,18 @@ impl GatewayError {
                 "server_error",
                 None,
                 Some("no_healthy_backend"),
+            ),
+            GatewayError::Unauthorized => (
+                "Invalid or missing API key. Send Authorization: Bearer <key>.".into(),
+                "invalid_request_error",
+                None,
+                Some("invalid_api_key"),
+            ),
+            GatewayError::QuotaExceeded { .. } => (
+                "Rate limit reached for this API key; retry after the time in Retry-After".into(),
+                "rate_limit_error",
+                None,
+                Some("rate_limit_exceeded"),
             ),
             GatewayError::Overloaded { model } => (
                 format!("Model `{model}` is at capacity; retry shortly"),
@@ -204,6 +227,13 @@ impl GatewayError {
                 let _ = header.insert_header("retry-after", "1");
                 let _ = header.insert_header("x-should-retry", "true");
             }
+            GatewayError::QuotaExceeded { retry_after_secs } => {
+                let _ = header.insert_header("retry-after", (*retry_after_secs).max(1));
+                let _ = header.insert_header("x-should-retry", "true");
+            }
+            GatewayError::Unauthorized => {
+                let _ = header.insert_header("www-authenticate", "Bearer");
+            }
             // The gateway already retried per the pool's policy; SDK retries would multiply
             // load on a fleet that is failing or slow.
             GatewayError::Upstream | GatewayError::Timeout => {
@@ -241,6 +271,10 @@ mod tests {
             GatewayError::PayloadTooLarge { limit: 5 },
             GatewayError::NoHealthyBackend { model: "m".into() },
             GatewayError::Overloaded { model: "m".into() },
+            GatewayError::Unauthorized,
+            GatewayError::QuotaExceeded {
+                retry_after_secs: 3,
+            },
             GatewayError::Upstream,
             GatewayError::Timeout,
         ];

@@ -153,6 +153,8 @@ pub struct AccessRecord<'a> {
     pub prompt_tokens: Option<u64>,
     pub completion_tokens: Option<u64>,
     pub trace_id: Option<String>,
+    /// The API key's tenant, when authentication is on.
+    pub tenant: Option<&'a str>,
 }
 
 /// Queue one access-log line (never blocks; dropped if the queue is full).
@@ -183,7 +185,7 @@ fn text_line(r: &AccessRecord<'_>) -> String {
     fn n<T: ToString>(v: Option<T>) -> String {
         v.map_or_else(|| "null".to_string(), |v| v.to_string())
     }
-    let fields: [(&str, String); 20] = [
+    let fields: [(&str, String); 21] = [
         ("ts", s(Some(&r.ts))),
         ("request_id", s(Some(r.request_id))),
         ("client", s(r.client.as_deref())),
@@ -204,6 +206,7 @@ fn text_line(r: &AccessRecord<'_>) -> String {
         ("prompt_tokens", n(r.prompt_tokens)),
         ("completion_tokens", n(r.completion_tokens)),
         ("trace_id", s(r.trace_id.as_deref())),
+        ("tenant", s(r.tenant)),
     ];
     let mut out = String::from("access");
     for (k, v) in fields {
@@ -242,6 +245,7 @@ mod tests {
             prompt_tokens: None,
             completion_tokens: None,
             trace_id: None,
+            tenant: None,
         };
         let line = text_line(&r);
         assert!(

@@ -9,8 +9,10 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
-use crate::config::{Config, DrainSettings, TracingSettings};
+use crate::auth::Tenants;
+use crate::config::{Config, DrainSettings, KeySource, Policy, TracingSettings};
 use crate::routing::Pool;
+use crate::scan::Capture;
 
 /// Everything a request needs, frozen.
 #[derive(Debug)]
@@ -36,6 +38,14 @@ pub struct Snapshot {
     pub aliases: Vec<(String, String)>,
     /// Model for requests that name none.
     pub default_model: Option<String>,
+    /// Sticky keys some pool needs from the body (`body:user`, `prompt_prefix`).
+    pub capture: Capture,
+    /// `admin.token` (reloadable).
+    pub admin_token: Option<String>,
+    /// `server_header`.
+    pub server_header: Option<String>,
+    /// API keys (`None`: authentication off).
+    pub tenants: Option<Arc<Tenants>>,
 }
 
 impl Snapshot {
@@ -52,7 +62,10 @@ impl Snapshot {
             .models
             .iter()
             .map(|m| {
-                let old = previous.and_then(|p| p.pool(&m.name));
+                // The same model's pool, not an alias that happened to have this name.
+                let old = previous
+                    .and_then(|p| p.pool(&m.name))
+                    .filter(|p| p.name == m.name);
                 Arc::new(Pool::build_from(m, old.map(|p| &**p)))
             })
             .collect();
@@ -83,6 +96,15 @@ impl Snapshot {
             tracing: config.tracing.clone(),
             aliases: config.aliases.clone(),
             default_model: config.default_model.clone(),
+            capture: capture(config),
+            admin_token: config.admin_token.clone(),
+            server_header: config.server_header.clone(),
+            tenants: config.auth.as_ref().map(|a| {
+                Arc::new(Tenants::build(
+                    a,
+                    previous.and_then(|p| p.tenants.as_deref()),
+                ))
+            }),
         }
     }
 
@@ -96,6 +118,29 @@ impl Snapshot {
     pub fn is_ready(&self) -> bool {
         self.pools.iter().all(|p| p.is_checked()) && self.pools.iter().any(|p| p.has_healthy())
     }
+}
+
+/// The body captures any pool's sticky keys need.
+fn capture(config: &Config) -> Capture {
+    let mut c = Capture::default();
+    for m in &config.models {
+        let keys = [
+            m.lb.hash_on
+                .as_ref()
+                .filter(|_| m.policy == Policy::ConsistentHash),
+            m.canary.as_ref().and_then(|k| k.sticky_on.as_ref()),
+        ];
+        for k in keys.into_iter().flatten() {
+            match k {
+                KeySource::BodyUser => c.user = true,
+                KeySource::PromptPrefix => {
+                    c.prompt_prefix = c.prompt_prefix.max(m.lb.prompt_prefix_bytes);
+                }
+                KeySource::Header(_) => {}
+            }
+        }
+    }
+    c
 }
 
 /// The live snapshot, shared by the proxy, the admin API and the control plane.

@@ -40,6 +40,14 @@ async fn counters_and_histograms_move_with_the_requests_sent() {
         200
     );
 
+    // Metrics are recorded when a request ends, just after its last byte went out.
+    let gw_ref = &gw;
+    eventually(
+        Duration::from_secs(5),
+        "all 8 requests recorded",
+        || async move { sum(&gw_ref.metrics().await, "modelgate_requests_total", &[]) == 8.0 },
+    )
+    .await;
     let m = gw.metrics().await;
     let ok = [
         ("model", "m"),
@@ -143,6 +151,19 @@ async fn streams_record_ttft_gaps_and_token_usage() {
         assert_eq!(r.status(), 200);
         assert!(read_body(r).await.unwrap().ends_with("data: [DONE]\n\n"));
     }
+    let gw_ref = &gw;
+    eventually(
+        Duration::from_secs(5),
+        "both streams recorded",
+        || async move {
+            sum(
+                &gw_ref.metrics().await,
+                "modelgate_time_to_first_byte_seconds_count",
+                &[],
+            ) == 2.0
+        },
+    )
+    .await;
     let m = gw.metrics().await;
     let mb = [("model", "m"), ("backend", "a0")];
     assert_eq!(

@@ -453,16 +453,22 @@ async fn a_flood_queues_or_sheds_and_never_exceeds_max_in_flight() {
         "b0 peak {}",
         b.stats().peak_in_flight()
     );
-    assert_eq!(
-        gw.metric("modelgate_queued_requests", &[("model", "m")])
-            .await,
-        0.0
-    );
-    assert_eq!(
-        gw.metric("modelgate_in_flight_requests", &[("model", "m")])
-            .await,
-        0.0
-    );
+    let gw_ref = &gw;
+    eventually(
+        Duration::from_secs(5),
+        "queue and in-flight back to 0",
+        || async move {
+            gw_ref
+                .metric("modelgate_queued_requests", &[("model", "m")])
+                .await
+                == 0.0
+                && gw_ref
+                    .metric("modelgate_in_flight_requests", &[("model", "m")])
+                    .await
+                    == 0.0
+        },
+    )
+    .await;
     assert!(
         gw.metric(
             "modelgate_gateway_errors_total",
@@ -542,4 +548,90 @@ async fn load_aware_follows_what_vllm_reports() {
             "a0"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn body_keys_stick_user_and_prompt_prefix_to_one_backend() {
+    let mocks = [
+        mock("b0", "m").await,
+        mock("b1", "m").await,
+        mock("b2", "m").await,
+    ];
+    let all: Vec<String> = ["b0", "b1", "b2"]
+        .iter()
+        .zip(&mocks)
+        .map(|(n, m)| backend(n, m))
+        .collect();
+    for hash_on in ["body:user", "prompt_prefix"] {
+        let gw = Gateway::start_ready(
+            &model_block(
+                "m",
+                &all,
+                &lb(
+                    "consistent_hash",
+                    &format!(", hash_on: \"{hash_on}\", prompt_prefix_bytes: 32"),
+                ),
+            ),
+            "",
+        )
+        .await;
+        let mut backends = std::collections::HashSet::new();
+        for i in 0..30 {
+            // Same user / same first 32 bytes of the first message; the rest varies.
+            let body = format!(
+                r#"{{"messages":[{{"role":"system","content":"You are a helpful assistant for team {}. Turn {i}."}},{{"role":"user","content":"q{i}"}}],"user":"team-{}","model":"m"}}"#,
+                i % 3,
+                i % 3
+            );
+            let r = client().post(gw.url(CHAT)).body(body).send().await.unwrap();
+            assert_eq!(r.status(), 200);
+            backends.insert((
+                i % 3,
+                r.headers()["x-modelgate-backend"]
+                    .to_str()
+                    .unwrap()
+                    .to_string(),
+            ));
+        }
+        // Each of the 3 keys maps to exactly one backend.
+        assert_eq!(backends.len(), 3, "{hash_on}: {backends:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multipart_audio_routes_by_its_model_field_byte_exact() {
+    let a = mock("a0", "whisper").await;
+    let b = mock("b0", "m").await;
+    let gw = Gateway::start_ready(
+        &format!(
+            "{}{}",
+            model_block("whisper", &[backend("a0", &a)], ""),
+            model_block("m", &[backend("b0", &b)], "")
+        ),
+        "",
+    )
+    .await;
+    let audio: Vec<u8> = (0..200_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let boundary = "----modelgateTestBoundary7MA4YWxk";
+    let mut body = Vec::new();
+    body.extend_from_slice(format!("--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.wav\"\r\nContent-Type: audio/wav\r\n\r\n").as_bytes());
+    body.extend_from_slice(&audio);
+    body.extend_from_slice(format!("\r\n--{boundary}\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\nwhisper\r\n--{boundary}--\r\n").as_bytes());
+    let r = client()
+        .post(gw.url("/v1/audio/transcriptions"))
+        .header(
+            "content-type",
+            format!("multipart/form-data; boundary={boundary}"),
+        )
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["x-modelgate-model"], "whisper");
+    assert_eq!(a.stats().last_body_sha256().unwrap(), sha256_hex(&body));
+    assert_eq!(
+        a.stats().last_path().as_deref(),
+        Some("/v1/audio/transcriptions")
+    );
+    assert_eq!(b.stats().requests(), 0);
 }

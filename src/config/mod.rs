@@ -66,22 +66,28 @@ pub const DEFAULT_SHADOW_CONCURRENCY: usize = 16;
 /// Unix socket paths are limited to 107 bytes (`sun_path`).
 pub const MAX_SOCKET_PATH: usize = 107;
 
-/// Load, parse and validate a config file.
+/// Load, parse and validate a config file (and its `auth.keys_file`, relative to its directory).
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
     let bytes = std::fs::read(path).map_err(|e| ConfigError::Io {
         path: path.display().to_string(),
         message: e.to_string(),
     })?;
-    parse(&bytes)
+    parse_at(&bytes, path.parent())
 }
 
-/// Parse and validate config bytes (the file's content).
-pub fn parse(bytes: &[u8]) -> Result<Config, ConfigError> {
+/// [`parse`], reading `auth.keys_file` relative to `dir`.
+pub fn parse_at(bytes: &[u8], dir: Option<&Path>) -> Result<Config, ConfigError> {
     let spec: spec::FileSpec =
         serde_yaml::from_slice(bytes).map_err(|e| ConfigError::Syntax(e.to_string()))?;
-    let mut config = validate::validate(spec).map_err(ConfigError::Invalid)?;
+    let mut config = validate::validate(spec, dir).map_err(ConfigError::Invalid)?;
     config.sha256 = format!("{:x}", Sha256::digest(bytes));
     Ok(config)
+}
+
+/// Parse and validate config bytes (the file's content); a relative `auth.keys_file` is read
+/// from the current directory.
+pub fn parse(bytes: &[u8]) -> Result<Config, ConfigError> {
+    parse_at(bytes, None)
 }
 
 /// Why a config was rejected.
@@ -125,6 +131,12 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Admin listener address.
     pub admin_listen: SocketAddr,
+    /// Bearer token for admin `/metrics`, `/status`, `/config` (required off loopback).
+    pub admin_token: Option<String>,
+    /// `Server` header on every response (`None` = no header).
+    pub server_header: Option<String>,
+    /// API keys; `None` = no authentication (requests pass through).
+    pub auth: Option<AuthConfig>,
     /// Largest accepted request body.
     pub max_body_bytes: u64,
     /// Models in file order.
@@ -236,6 +248,29 @@ pub struct BackendConfig {
     pub drain: bool,
     /// Most requests in flight through this gateway (`None` = no limit).
     pub max_in_flight: Option<u32>,
+    /// `Authorization: Bearer <api_key>` sent to this backend.
+    pub api_key: Option<String>,
+}
+
+/// `auth:`, typed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthConfig {
+    pub keys: Vec<ApiKey>,
+    /// Forward the client's `Authorization` upstream (default: strip it).
+    pub pass_authorization: bool,
+}
+
+/// One API key of a tenant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiKey {
+    pub tenant: String,
+    /// SHA-256 of the bearer key.
+    pub sha256: [u8; 32],
+    /// Model globs (`*`, `?`); empty = every model.
+    pub models: Vec<String>,
+    pub requests_per_minute: Option<u64>,
+    pub tokens_per_minute: Option<u64>,
+    pub max_in_flight: Option<u64>,
 }
 
 /// Where a sticky key comes from.

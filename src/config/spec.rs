@@ -33,6 +33,39 @@ pub struct FileSpec {
     pub aliases: Option<IndexMap<String, String>>,
     /// Model for requests that name none.
     pub default_model: Option<String>,
+    /// `Server` response header (`""` = none).
+    pub server_header: Option<String>,
+    /// API keys and tenants.
+    pub auth: Option<AuthSpec>,
+}
+
+/// `auth:` block.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSpec {
+    pub keys_file: Option<String>,
+    pub keys: Option<Vec<KeySpec>>,
+    /// `strip` (default) or `pass`: what happens to the client's `Authorization` upstream.
+    pub forward_authorization: Option<String>,
+}
+
+/// The `keys_file` content: `keys:` only.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeysFileSpec {
+    pub keys: Option<Vec<KeySpec>>,
+}
+
+/// One API key.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeySpec {
+    pub tenant: Option<String>,
+    pub sha256: Option<String>,
+    pub models: Option<Vec<String>>,
+    pub requests_per_minute: Option<u64>,
+    pub tokens_per_minute: Option<u64>,
+    pub max_in_flight: Option<u64>,
 }
 
 /// `canary:` block of a model.
@@ -93,6 +126,8 @@ pub struct DrainSpec {
 #[serde(deny_unknown_fields)]
 pub struct AdminSpec {
     pub listen: Option<String>,
+    pub allow_remote: Option<bool>,
+    pub token: Option<String>,
 }
 
 /// `defaults:` block: the per-model blocks that can be inherited.
@@ -132,6 +167,8 @@ pub struct BackendSpec {
     pub drain: Option<bool>,
     /// Most requests in flight to this backend through this gateway.
     pub max_in_flight: Option<u32>,
+    /// Sent upstream as `Authorization: Bearer <api_key>` (vLLM's `--api-key`).
+    pub api_key: Option<String>,
 }
 
 /// `load_balancer:` block.

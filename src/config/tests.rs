@@ -289,3 +289,25 @@ models:
         "{unknown:?}"
     );
 }
+
+#[test]
+fn admin_off_loopback_needs_allow_remote_and_a_token() {
+    let base = "models:\n  m:\n    backends: [{name: a, url: \"http://127.0.0.1:8001\"}]\n";
+    let remote = format!("admin: {{listen: \"10.0.0.5:9000\"}}\n{base}");
+    assert!(issues(&remote)
+        .iter()
+        .any(|i| i.starts_with("admin.listen:") && i.contains("allow_remote")));
+    let no_token = format!("admin: {{listen: \"10.0.0.5:9000\", allow_remote: true}}\n{base}");
+    assert!(issues(&no_token)
+        .iter()
+        .any(|i| i.starts_with("admin.token:")));
+    let short =
+        format!("admin: {{listen: \"10.0.0.5:9000\", allow_remote: true, token: short}}\n{base}");
+    assert!(issues(&short).iter().any(|i| i.starts_with("admin.token:")));
+    let ok = format!("admin: {{listen: \"10.0.0.5:9000\", allow_remote: true, token: 0123456789abcdef0123}}\n{base}");
+    let c = parse(ok.as_bytes()).unwrap();
+    assert_eq!(c.admin_token.as_deref(), Some("0123456789abcdef0123"));
+    assert_eq!(c.server_header.as_deref(), Some("modelgate"));
+    let none = parse(format!("server_header: \"\"\n{base}").as_bytes()).unwrap();
+    assert_eq!(none.server_header, None);
+}

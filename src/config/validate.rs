@@ -9,8 +9,9 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
 use super::spec::{
-    BackendSpec, DefaultsSpec, DrainSpec, FileSpec, HealthCheckSpec, LoadBalancerSpec, LogSpec,
-    ModelSpec, RetriesSpec, ServerSpec, TimeoutsSpec, TracingSpec,
+    AuthSpec, BackendSpec, DefaultsSpec, DrainSpec, FileSpec, HealthCheckSpec, KeySpec,
+    KeysFileSpec, LoadBalancerSpec, LogSpec, ModelSpec, RetriesSpec, ServerSpec, TimeoutsSpec,
+    TracingSpec,
 };
 use super::*;
 use indexmap::IndexMap;
@@ -28,7 +29,10 @@ impl Issues {
     }
 }
 
-pub(super) fn validate(spec: FileSpec) -> Result<Config, Vec<ConfigIssue>> {
+pub(super) fn validate(
+    spec: FileSpec,
+    dir: Option<&std::path::Path>,
+) -> Result<Config, Vec<ConfigIssue>> {
     let mut issues = Issues::default();
     let listen = socket_addr(
         spec.listen.as_deref().unwrap_or(DEFAULT_LISTEN),
@@ -51,6 +55,49 @@ pub(super) fn validate(spec: FileSpec) -> Result<Config, Vec<ConfigIssue>> {
             );
         }
     }
+    let allow_remote = spec
+        .admin
+        .as_ref()
+        .and_then(|a| a.allow_remote)
+        .unwrap_or(false);
+    let admin_token = spec.admin.as_ref().and_then(|a| a.token.clone());
+    if let Some(t) = &admin_token {
+        if t.len() < 16 || !t.bytes().all(|b| b.is_ascii_graphic()) {
+            issues.push(
+                "admin.token",
+                "must be at least 16 visible ASCII characters",
+            );
+        }
+    }
+    if let Some(admin) = admin_listen {
+        if !admin.ip().is_loopback() {
+            if !allow_remote {
+                issues.push(
+                    "admin.listen",
+                    format!("{admin} is not a loopback address; set admin.allow_remote: true (and admin.token) to expose /metrics, /status and /config off this host"),
+                );
+            } else if admin_token.is_none() {
+                issues.push(
+                    "admin.token",
+                    "required with admin.allow_remote: true (clients send Authorization: Bearer <token> for /metrics, /status, /config)",
+                );
+            }
+        }
+    }
+    let server_header = match spec.server_header {
+        None => Some("modelgate".to_string()),
+        Some(h) if h.is_empty() => None,
+        Some(h) => {
+            if http::HeaderValue::from_str(&h).is_err() {
+                issues.push(
+                    "server_header",
+                    "must be a valid header value (visible ASCII)",
+                );
+            }
+            Some(h)
+        }
+    };
+    let auth = spec.auth.map(|a| auth_config(a, dir, &mut issues));
     let max_body_bytes = spec.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES);
     if max_body_bytes == 0 {
         issues.push("max_body_bytes", "must be at least 1");
@@ -95,6 +142,9 @@ pub(super) fn validate(spec: FileSpec) -> Result<Config, Vec<ConfigIssue>> {
         (Some(listen), Some(admin_listen)) if issues.0.is_empty() => Ok(Config {
             listen,
             admin_listen,
+            admin_token,
+            server_header,
+            auth,
             max_body_bytes,
             models,
             server,
@@ -154,6 +204,108 @@ fn aliases(
         }
     }
     out
+}
+
+fn auth_config(a: AuthSpec, dir: Option<&std::path::Path>, issues: &mut Issues) -> AuthConfig {
+    let pass_authorization = match a.forward_authorization.as_deref() {
+        None | Some("strip") => false,
+        Some("pass") => true,
+        Some(other) => {
+            issues.push(
+                "auth.forward_authorization",
+                format!("{other:?}: expected strip or pass"),
+            );
+            false
+        }
+    };
+    let mut keys = Vec::new();
+    for (i, k) in a.keys.unwrap_or_default().into_iter().enumerate() {
+        if let Some(key) = api_key(k, &format!("auth.keys[{i}]"), issues) {
+            keys.push(key);
+        }
+    }
+    if let Some(file) = a.keys_file {
+        let path = match dir {
+            Some(d) => d.join(&file),
+            None => std::path::PathBuf::from(&file),
+        };
+        let parsed = std::fs::read(&path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))
+            .and_then(|b| serde_yaml::from_slice::<KeysFileSpec>(&b).map_err(|e| e.to_string()));
+        match parsed {
+            Ok(f) => {
+                for (i, k) in f.keys.unwrap_or_default().into_iter().enumerate() {
+                    if let Some(key) =
+                        api_key(k, &format!("auth.keys_file({file}).keys[{i}]"), issues)
+                    {
+                        keys.push(key);
+                    }
+                }
+            }
+            Err(e) => issues.push("auth.keys_file", e),
+        }
+    }
+    if keys.is_empty() {
+        issues.push(
+            "auth.keys",
+            "no keys: every request would get 401; list keys (or remove `auth:` to turn authentication off)",
+        );
+    }
+    AuthConfig {
+        keys,
+        pass_authorization,
+    }
+}
+
+fn api_key(k: KeySpec, path: &str, issues: &mut Issues) -> Option<ApiKey> {
+    let before = issues.0.len();
+    let tenant = k.tenant.unwrap_or_default();
+    if tenant.is_empty() || tenant.len() > 128 || !tenant.bytes().all(|b| b.is_ascii_graphic()) {
+        issues.push(
+            format!("{path}.tenant"),
+            "must be 1 to 128 visible ASCII characters (it labels logs and metrics)",
+        );
+    }
+    let hex = k.sha256.unwrap_or_default();
+    let mut sha256 = [0u8; 32];
+    let valid_hex = hex.len() == 64
+        && hex
+            .as_bytes()
+            .chunks(2)
+            .zip(sha256.iter_mut())
+            .all(|(pair, out)| {
+                std::str::from_utf8(pair)
+                    .ok()
+                    .and_then(|p| u8::from_str_radix(p, 16).ok())
+                    .map(|v| *out = v)
+                    .is_some()
+            });
+    if !valid_hex {
+        issues.push(
+            format!("{path}.sha256"),
+            "must be the 64-hex-digit SHA-256 of the key (e.g. printf %s \"$KEY\" | sha256sum)",
+        );
+    }
+    for (name, v) in [
+        ("requests_per_minute", k.requests_per_minute),
+        ("tokens_per_minute", k.tokens_per_minute),
+        ("max_in_flight", k.max_in_flight),
+    ] {
+        if v == Some(0) {
+            issues.push(
+                format!("{path}.{name}"),
+                "must be at least 1 (omit it for no limit)",
+            );
+        }
+    }
+    (issues.0.len() == before).then_some(ApiKey {
+        tenant,
+        sha256,
+        models: k.models.unwrap_or_default(),
+        requests_per_minute: k.requests_per_minute,
+        tokens_per_minute: k.tokens_per_minute,
+        max_in_flight: k.max_in_flight,
+    })
 }
 
 fn server_settings(s: ServerSpec, issues: &mut Issues) -> ServerSettings {
@@ -486,6 +638,7 @@ fn backend_config(b: BackendSpec, path: &str, issues: &mut Issues) -> Option<Bac
         weight: weight.max(1),
         drain: b.drain.unwrap_or(false),
         max_in_flight,
+        api_key: b.api_key,
     })
 }
 

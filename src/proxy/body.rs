@@ -14,7 +14,63 @@ use bytes::Bytes;
 use pingora_proxy::Session;
 
 use crate::error::GatewayError;
-use crate::scan::{ModelScanner, ScanStatus};
+use crate::scan::multipart::{self, MultipartModelScanner};
+use crate::scan::{Capture, ModelScanner, ScanError, ScanStatus};
+
+/// The body scanner: JSON (the OpenAI API) or `multipart/form-data` (audio uploads).
+#[derive(Debug)]
+enum Scanner {
+    Json(Box<ModelScanner>),
+    Multipart(Box<MultipartModelScanner>),
+}
+
+impl Scanner {
+    fn feed(&mut self, chunk: &[u8]) -> Result<ScanStatus, ScanError> {
+        match self {
+            Scanner::Json(s) => s.feed(chunk),
+            Scanner::Multipart(s) => s.feed(chunk),
+        }
+    }
+
+    fn finish(&mut self) -> Result<(), ScanError> {
+        match self {
+            Scanner::Json(s) => s.finish().map(|_| ()),
+            Scanner::Multipart(s) => s.finish().map(|_| ()),
+        }
+    }
+
+    fn model(&self) -> Option<&str> {
+        match self {
+            Scanner::Json(s) => s.model(),
+            Scanner::Multipart(s) => s.model(),
+        }
+    }
+
+    fn model_span(&self) -> Option<std::ops::Range<usize>> {
+        match self {
+            Scanner::Json(s) => s.model_span(),
+            Scanner::Multipart(s) => s.model_span(),
+        }
+    }
+
+    fn captures_done(&self) -> bool {
+        match self {
+            Scanner::Json(s) => s.captures_done(),
+            Scanner::Multipart(_) => true,
+        }
+    }
+
+    /// The value as it must appear in the body: a JSON string, or raw form-field bytes.
+    fn encode(&self, name: &str) -> Option<Vec<u8>> {
+        match self {
+            Scanner::Json(_) => serde_json::to_vec(name).ok(),
+            Scanner::Multipart(_) => Some(name.as_bytes().to_vec()),
+        }
+    }
+}
+
+/// The pre-read keeps reading for a sticky key (`user`, prompt prefix) at most this far.
+const CAPTURE_READ_LIMIT: u64 = RETRY_BODY_LIMIT;
 
 /// Bytes of request body kept for replay on another backend.
 pub const RETRY_BODY_LIMIT: u64 = 4 * 1024 * 1024;
@@ -24,7 +80,7 @@ pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// The request body as far as it has been read.
 #[derive(Debug)]
 pub struct Upload {
-    scanner: ModelScanner,
+    scanner: Scanner,
     /// Every byte read so far while `replayable`, else only what is not yet sent upstream.
     chunks: Vec<Bytes>,
     /// Total bytes read from the client.
@@ -42,15 +98,32 @@ pub struct Upload {
 }
 
 impl Upload {
-    /// Read the body until `model` is known (or the body ends). Answers 100-continue first.
-    /// With `allow_missing` (a `default_model` is configured) a body without `model` is fine.
+    /// Read the body until `model` is known (or the body ends), and, when `capture` asks for
+    /// sticky keys, until they are known too (at most [`CAPTURE_READ_LIMIT`] bytes). Answers
+    /// 100-continue first. With `allow_missing` (a `default_model` is configured) a body without
+    /// `model` is fine. A `multipart/form-data` body is routed by its `model` form field.
     pub async fn preread(
         session: &mut Session,
         limit: u64,
         allow_missing: bool,
+        capture: Capture,
     ) -> Result<Upload, GatewayError> {
+        let boundary = session
+            .req_header()
+            .headers
+            .get("content-type")
+            .filter(|v| {
+                v.as_bytes()
+                    .get(..19)
+                    .is_some_and(|p| p.eq_ignore_ascii_case(b"multipart/form-data"))
+            })
+            .and_then(|v| multipart::boundary(v.as_bytes()));
+        let scanner = match boundary {
+            Some(b) => Scanner::Multipart(Box::new(MultipartModelScanner::new(&b))),
+            None => Scanner::Json(Box::new(ModelScanner::with_capture(capture))),
+        };
         let mut up = Upload {
-            scanner: ModelScanner::new(),
+            scanner,
             chunks: Vec::new(),
             read: 0,
             done: false,
@@ -70,12 +143,14 @@ impl Upload {
                 .await
                 .map_err(|_| GatewayError::BodyRead)?;
         }
+        let mut found = false;
         loop {
             match up.next_chunk(session).await? {
                 Some(chunk) => {
                     let status = up.scanner.feed(&chunk).map_err(GatewayError::BadBody)?;
                     up.chunks.push(chunk);
-                    if status == ScanStatus::Found {
+                    found |= status == ScanStatus::Found;
+                    if found && (up.scanner.captures_done() || up.read >= CAPTURE_READ_LIMIT) {
                         return Ok(up);
                     }
                 }
@@ -86,12 +161,18 @@ impl Upload {
 
     /// The top-level `user`, when the scanner captured it.
     pub fn user(&self) -> Option<&str> {
-        None
+        match &self.scanner {
+            Scanner::Json(s) => s.user(),
+            Scanner::Multipart(_) => None,
+        }
     }
 
     /// The first bytes of the prompt, when the scanner captured them.
     pub fn prompt_prefix(&self) -> Option<&[u8]> {
-        None
+        match &self.scanner {
+            Scanner::Json(s) => s.prompt_prefix(),
+            Scanner::Multipart(_) => None,
+        }
     }
 
     /// The whole body with the `model` value replaced by `name`, if the whole body is held
@@ -110,8 +191,8 @@ impl Upload {
         if end > body.len() || start > end {
             return None;
         }
-        let value = serde_json::to_string(name).ok()?;
-        body.splice(start..end, value.bytes());
+        let value = self.scanner.encode(name)?;
+        body.splice(start..end, value);
         Some(Bytes::from(body))
     }
 
@@ -125,14 +206,14 @@ impl Upload {
         if span.end > held || !self.replayable {
             return false;
         }
-        let Ok(value) = serde_json::to_string(name) else {
+        let Some(value) = self.scanner.encode(name) else {
             return false;
         };
         let mut body = Vec::with_capacity(held + value.len());
         for c in &self.chunks {
             body.extend_from_slice(c);
         }
-        body.splice(span.clone(), value.bytes());
+        body.splice(span.clone(), value.iter().copied());
         self.length_delta += value.len() as i64 - (span.end - span.start) as i64;
         self.chunks = vec![Bytes::from(body)];
         true
@@ -140,8 +221,8 @@ impl Upload {
 
     fn finish_scan(&mut self) -> Result<(), GatewayError> {
         match self.scanner.finish() {
-            Ok(_) => Ok(()),
-            Err(crate::scan::ScanError::MissingModel) if self.allow_missing => Ok(()),
+            Ok(()) => Ok(()),
+            Err(ScanError::MissingModel) if self.allow_missing => Ok(()),
             Err(e) => Err(GatewayError::BadBody(e)),
         }
     }

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::auth::{Tenant, TenantGuard};
 use crate::control::RequestGuard;
 use crate::metrics::usage::Tail;
 use crate::routing::Pool;
@@ -62,6 +63,10 @@ pub struct RequestCtx {
     pub sticky_key: Option<u64>,
     /// A shadow copy is due once the body has been sent.
     pub shadow: bool,
+    /// The API key's tenant, when authentication is on.
+    pub tenant: Option<Arc<Tenant>>,
+    /// The tenant's in-flight slot.
+    pub tenant_slot: Option<TenantGuard>,
 }
 
 impl Default for RequestCtx {
@@ -92,6 +97,8 @@ impl Default for RequestCtx {
             started_at: std::time::SystemTime::now(),
             sticky_key: None,
             shadow: false,
+            tenant: None,
+            tenant_slot: None,
         }
     }
 }

@@ -79,8 +79,8 @@ async fn acquire(
     first: bool,
     deadline: Instant,
 ) -> Result<(usize, InFlightGuard), GatewayError> {
-    // Arrivals do not overtake requests already queued.
-    if !first || pool.live.queued.load(Ordering::Acquire) == 0 {
+    // Arrivals do not overtake requests already queued (unless a reload lifted the limits).
+    if !first || !pool.limited || pool.live.queued.load(Ordering::Acquire) == 0 {
         if let Some(picked) = try_pick(pool, tried, key, first) {
             return Ok(picked);
         }
@@ -311,6 +311,20 @@ async fn attempt(
             let _ = req.insert_header("content-length", (len + upload.length_delta).max(0));
         }
     }
+    // The client's API key is the gateway's business: strip it unless told to pass it; a
+    // backend's own `api_key` (vLLM --api-key) replaces it.
+    let strip = ctx
+        .snapshot
+        .as_ref()
+        .and_then(|s| s.tenants.as_ref())
+        .is_some_and(|t| !t.pass_authorization);
+    if strip {
+        req.remove_header("authorization");
+        req.remove_header("api-key");
+    }
+    if let Some(key) = &backend.config.api_key {
+        let _ = req.insert_header("authorization", format!("Bearer {key}"));
+    }
     // W3C Trace Context: the backend's parent is the gateway's span.
     let _ = req.insert_header("traceparent", ctx.trace.header_value());
     match &ctx.trace.tracestate {
@@ -321,7 +335,17 @@ async fn attempt(
             req.remove_header("tracestate");
         }
     }
-    let shadow_req = ctx.shadow.then(|| req.clone());
+    // The shadow copy goes to another pool: the client's request without this backend's prefix.
+    let shadow_req = ctx.shadow.then(|| {
+        let mut r = headers::upstream_request(
+            session.req_header(),
+            "",
+            &ctx.request_id,
+            session.client_addr().and_then(|a| a.as_inet()).copied(),
+        );
+        let _ = r.insert_header("traceparent", ctx.trace.header_value());
+        r
+    });
     let sent = tokio::time::timeout(remaining(deadline), send(session, &mut up, req, upload)).await;
     match sent {
         Ok(Ok(())) => {
@@ -382,6 +406,12 @@ async fn attempt(
         &backend.config.name,
         ctx.attempts,
         &ctx.request_id,
+    );
+    headers::set_server(
+        &mut resp,
+        ctx.snapshot
+            .as_ref()
+            .and_then(|s| s.server_header.as_deref()),
     );
     let _ = resp.insert_header("x-modelgate-policy", pool.policy.as_str());
     let _ = resp.insert_header("x-modelgate-model", pool.name.as_str());

@@ -106,6 +106,19 @@ pub fn downstream_response(
     let _ = resp.insert_header("x-request-id", request_id);
 }
 
+/// Set (or remove) the `Server` header per `server_header`: the backend's own (e.g. `uvicorn`)
+/// never reaches the client.
+pub fn set_server(resp: &mut ResponseHeader, value: Option<&str>) {
+    match value {
+        Some(v) => {
+            let _ = resp.insert_header("server", v);
+        }
+        None => {
+            resp.remove_header("server");
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -57,14 +57,24 @@ impl Gateway {
             let req = session.req_header();
             route::classify(&req.method, req.uri.path())
         };
-        match route.map_err(Outcome::Failed)? {
+        let route = route.map_err(Outcome::Failed)?;
+        if let Some(tenants) = &snapshot.tenants {
+            let tenant = crate::auth::bearer(&session.req_header().headers)
+                .and_then(|key| tenants.authenticate(key))
+                .ok_or(Outcome::Failed(GatewayError::Unauthorized))?;
+            ctx.tenant = Some(tenant);
+        }
+        let allowed =
+            |ctx: &RequestCtx, model: &str| ctx.tenant.as_ref().is_none_or(|t| t.allows(model));
+        match route {
             Route::ListModels => {
-                let body = models::list(&snapshot);
+                let body = models::list(&snapshot, |m| allowed(ctx, m));
                 return send_json(session, ctx, 200, body).await;
             }
             Route::RetrieveModel(id) => {
                 let id = id.to_string();
-                return match models::retrieve(&snapshot, &id) {
+                let visible = allowed(ctx, &id);
+                return match models::retrieve(&snapshot, &id).filter(|_| visible) {
                     Some(body) => send_json(session, ctx, 200, body).await,
                     None => Err(Outcome::Failed(GatewayError::ModelNotFound {
                         model: id,
@@ -78,6 +88,7 @@ impl Gateway {
             session,
             snapshot.max_body_bytes,
             snapshot.default_model.is_some(),
+            snapshot.capture,
         )
         .await
         .map_err(Outcome::Failed)?;
@@ -93,6 +104,25 @@ impl Gateway {
                 available: snapshot.model_list.clone(),
             }));
         };
+        // A model the key may not use looks like one that does not exist (no name leaks).
+        if !allowed(ctx, &model) {
+            ctx.unknown_model = true;
+            ctx.model = Some(model.clone());
+            return Err(Outcome::Failed(GatewayError::ModelNotFound {
+                model,
+                available: String::from("(those your API key may use; see GET /v1/models)"),
+            }));
+        }
+        if let Some(tenant) = &ctx.tenant {
+            match tenant.admit() {
+                Ok(guard) => ctx.tenant_slot = guard,
+                Err(crate::auth::Refusal::Quota(wait)) => {
+                    return Err(Outcome::Failed(GatewayError::QuotaExceeded {
+                        retry_after_secs: wait.as_secs() + 1,
+                    }));
+                }
+            }
+        }
         let pool = policy::route(&snapshot, requested, session.req_header(), &upload);
         ctx.sticky_key = policy::sticky_key(pool, session.req_header(), &upload);
         // The backends may know the model under another id (alias, served_model_name, canary):
@@ -145,6 +175,12 @@ async fn send_json(
     let _ = header.insert_header("content-type", "application/json");
     let _ = header.insert_header("content-length", body.len());
     let _ = header.insert_header("x-request-id", ctx.request_id.as_str());
+    headers::set_server(
+        &mut header,
+        ctx.snapshot
+            .as_ref()
+            .and_then(|s| s.server_header.as_deref()),
+    );
     ctx.status = status;
     ctx.response_started = true;
     ctx.first_byte = Some(std::time::Instant::now());
@@ -166,7 +202,13 @@ async fn send_json(
 /// Render a gateway error to the client. The connection is closed afterwards when the request
 /// body was not read to its end (so no stray body bytes are parsed as the next request).
 async fn send_error(session: &mut Session, ctx: &mut RequestCtx, error: &GatewayError) {
-    let (header, body) = error.response(Some(&ctx.request_id));
+    let (mut header, body) = error.response(Some(&ctx.request_id));
+    headers::set_server(
+        &mut header,
+        ctx.snapshot
+            .as_ref()
+            .map_or(Some("modelgate"), |s| s.server_header.as_deref()),
+    );
     ctx.status = error.status();
     ctx.cause = Some(error.cause());
     if !session.is_body_done() {

@@ -29,16 +29,19 @@ fn card(pool: &Pool, id: &str) -> Option<Value> {
     Some(card)
 }
 
-/// The OpenAI model list of every model with a healthy backend, then its aliases.
-pub fn list(snapshot: &Snapshot) -> Bytes {
+/// The OpenAI model list of every model with a healthy backend, then its aliases; only the
+/// names `visible` accepts (an API key's allowed models).
+pub fn list(snapshot: &Snapshot, visible: impl Fn(&str) -> bool) -> Bytes {
     let data: Vec<Value> = snapshot
         .pools
         .iter()
+        .filter(|p| visible(&p.name))
         .filter_map(|p| card(p, &p.name))
         .chain(
             snapshot
                 .aliases
                 .iter()
+                .filter(|(alias, _)| visible(alias))
                 .filter_map(|(alias, target)| card(snapshot.pool(target)?, alias)),
         )
         .collect();

@@ -76,6 +76,9 @@ pub fn record(ctx: &RequestCtx, control: &Control, info: RequestInfo<'_>) {
     if let Some(u) = usage {
         model_metrics.prompt_tokens.inc_by(u.prompt_tokens);
         model_metrics.completion_tokens.inc_by(u.completion_tokens);
+        if let Some(t) = &ctx.tenant {
+            t.charge_tokens(u.prompt_tokens + u.completion_tokens);
+        }
     }
 
     let path = info.path;
@@ -113,6 +116,7 @@ pub fn record(ctx: &RequestCtx, control: &Control, info: RequestInfo<'_>) {
         prompt_tokens: usage.map(|u| u.prompt_tokens),
         completion_tokens: usage.map(|u| u.completion_tokens),
         trace_id: Some(ctx.trace.trace_id_hex()),
+        tenant: ctx.tenant.as_deref().map(|t| t.name.as_str()),
     };
     logging::access(&record);
 }

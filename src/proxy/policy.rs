@@ -28,7 +28,7 @@ pub fn route<'a>(
         .canary
         .as_ref()
         .and_then(|c| c.sticky_on.as_ref())
-        .and_then(|k| key(k, req, upload));
+        .and_then(|k| key(k, req, upload, requested.lb.prompt_prefix_bytes));
     split(snapshot, requested, canary_key)
 }
 
@@ -66,18 +66,31 @@ pub fn sticky_key(pool: &Pool, req: &RequestHeader, upload: &Upload) -> Option<u
     if pool.policy != crate::config::Policy::ConsistentHash {
         return None;
     }
-    key(pool.lb.hash_on.as_ref()?, req, upload)
+    key(
+        pool.lb.hash_on.as_ref()?,
+        req,
+        upload,
+        pool.lb.prompt_prefix_bytes,
+    )
 }
 
-/// Hash of the key named by `source`, if the request has it.
-pub fn key(source: &KeySource, req: &RequestHeader, upload: &Upload) -> Option<u64> {
+/// Hash of the key named by `source`, if the request has it. The prompt prefix is cut to this
+/// pool's `prompt_prefix_bytes` (the scanner captures the largest any pool asks for).
+pub fn key(
+    source: &KeySource,
+    req: &RequestHeader,
+    upload: &Upload,
+    prefix_bytes: usize,
+) -> Option<u64> {
     match source {
         KeySource::Header(name) => req
             .headers
             .get(name.as_str())
             .map(|v| key_hash(v.as_bytes())),
         KeySource::BodyUser => upload.user().map(|u| key_hash(u.as_bytes())),
-        KeySource::PromptPrefix => upload.prompt_prefix().map(key_hash),
+        KeySource::PromptPrefix => upload
+            .prompt_prefix()
+            .map(|p| key_hash(&p[..p.len().min(prefix_bytes)])),
     }
 }
 

@@ -110,7 +110,7 @@ pub fn reload(control: &Control, graveyard: &Graveyard, trigger: Trigger) -> Out
     {
         return Outcome::Unchanged;
     }
-    let config = match config::parse(&bytes) {
+    let config = match config::parse_at(&bytes, path.parent()) {
         Ok(c) => c,
         Err(e) => return reject(control, trigger, e.to_string()),
     };
