@@ -12,6 +12,8 @@
 //! I/O besides the client and backend sockets. The control plane builds snapshots and publishes
 //! them; health state lives in atomics on each pool's backends.
 
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+
 pub mod admin;
 pub mod app;
 pub mod auth;

@@ -97,3 +97,29 @@ async fn server_header_hides_the_backend_and_is_configurable() {
     let r = gw.chat("m", false).await;
     assert!(r.headers().get("server").is_none(), "{:?}", r.headers());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panic_in_one_request_ends_that_connection_only() {
+    let a = mock("a0", "m").await;
+    let mut gw = Gateway::start_ready(&model_block("m", &[backend("a0", &a)], ""), "").await;
+    // Debug builds carry a fault hook (the test binary is a debug build).
+    let r = client()
+        .post(gw.url("/v1/chat/completions"))
+        .header("x-modelgate-debug-panic", "1")
+        .body(chat_body("m", false))
+        .send()
+        .await;
+    assert!(r.is_err() || r.unwrap().status().is_server_error());
+    // The process is up and serves the next requests, and the in-flight count is back to 0.
+    for _ in 0..5 {
+        assert_eq!(gw.chat("m", false).await.status(), 200);
+    }
+    assert!(gw.child.try_wait().unwrap().is_none(), "process died");
+    let gw_ref = &gw;
+    eventually(
+        std::time::Duration::from_secs(5),
+        "in_flight 0",
+        || async move { gw_ref.status().await["in_flight"] == 0 },
+    )
+    .await;
+}

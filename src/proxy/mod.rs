@@ -235,6 +235,16 @@ impl ProxyHttp for Gateway {
     async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
         // Counted until the context drops: graceful exit waits for this to reach zero.
         ctx.in_flight = Some(self.control.track_request());
+        // Debug builds only (the test suite): a fault hook proving that a panic in one
+        // request's task ends that connection and nothing else.
+        #[cfg(debug_assertions)]
+        if session
+            .req_header()
+            .headers
+            .contains_key("x-modelgate-debug-panic")
+        {
+            panic!("x-modelgate-debug-panic: deliberate test fault");
+        }
         if self.control.is_closing() {
             session.set_keepalive(None);
         }
