@@ -10,7 +10,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 
 use crate::auth::Tenants;
-use crate::config::{Config, DrainSettings, KeySource, Policy, TracingSettings};
+use crate::config::{Config, DrainSettings, KeySource, Limits, Policy, TracingSettings};
 use crate::routing::Pool;
 use crate::scan::Capture;
 
@@ -46,6 +46,8 @@ pub struct Snapshot {
     pub server_header: Option<String>,
     /// API keys (`None`: authentication off).
     pub tenants: Option<Arc<Tenants>>,
+    /// `limits:`.
+    pub limits: Limits,
 }
 
 impl Snapshot {
@@ -99,6 +101,7 @@ impl Snapshot {
             capture: capture(config),
             admin_token: config.admin_token.clone(),
             server_header: config.server_header.clone(),
+            limits: config.limits,
             tenants: config.auth.as_ref().map(|a| {
                 Arc::new(Tenants::build(
                     a,

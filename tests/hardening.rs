@@ -123,3 +123,42 @@ async fn a_panic_in_one_request_ends_that_connection_only() {
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_is_dropped_and_the_backend_freed() {
+    use tokio::io::AsyncWriteExt;
+    let a = mock_with("a0", "m", |c| c.tokens = 400_000).await;
+    let gw = Gateway::start_ready(
+        &model_block("m", &[backend("a0", &a)], ""),
+        "limits:\n  client_write_timeout_ms: 300\n",
+    )
+    .await;
+    let body = r#"{"model":"m","messages":[{"role":"user","content":"go"}],"max_tokens":400000,"stream":true}"#;
+    let mut sock = tokio::net::TcpStream::connect(gw.addr()).await.unwrap();
+    let req = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    sock.write_all(req.as_bytes()).await.unwrap();
+    // Never read. The gateway's writes back up, time out, and it cancels the upstream stream.
+    let stats = a.stats();
+    eventually(
+        std::time::Duration::from_secs(20),
+        "upstream stream aborted",
+        || {
+            let n = stats.aborted();
+            async move { n >= 1 }
+        },
+    )
+    .await;
+    let gw_ref = &gw;
+    eventually(
+        std::time::Duration::from_secs(5),
+        "in_flight 0",
+        || async move { gw_ref.status().await["in_flight"] == 0 },
+    )
+    .await;
+    let log = gw.access_log();
+    assert!(log.iter().any(|l| l["cut"] == "client_gone"), "{log:?}");
+    drop(sock);
+}

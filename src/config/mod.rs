@@ -137,6 +137,8 @@ pub struct Config {
     pub server_header: Option<String>,
     /// API keys; `None` = no authentication (requests pass through).
     pub auth: Option<AuthConfig>,
+    /// Client-side limits.
+    pub limits: Limits,
     /// Largest accepted request body.
     pub max_body_bytes: u64,
     /// Models in file order.
@@ -251,6 +253,21 @@ pub struct BackendConfig {
     /// `Authorization: Bearer <api_key>` sent to this backend.
     pub api_key: Option<String>,
 }
+
+/// `limits:`, typed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Longest wait for the next piece of a request body.
+    pub body_timeout: Duration,
+    /// Longest a write to the client may block (a client that stops reading is dropped and
+    /// its upstream request cancelled).
+    pub client_write_timeout: Duration,
+}
+
+/// A client that sends nothing of its body for 30 s is gone.
+pub const DEFAULT_BODY_TIMEOUT_MS: u64 = 30_000;
+/// A client that reads nothing for 30 s is not reading its stream.
+pub const DEFAULT_CLIENT_WRITE_TIMEOUT_MS: u64 = 30_000;
 
 /// `auth:`, typed.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -37,6 +37,16 @@ pub struct FileSpec {
     pub server_header: Option<String>,
     /// API keys and tenants.
     pub auth: Option<AuthSpec>,
+    /// Client-side limits.
+    pub limits: Option<LimitsSpec>,
+}
+
+/// `limits:` block.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsSpec {
+    pub body_timeout_ms: Option<u64>,
+    pub client_write_timeout_ms: Option<u64>,
 }
 
 /// `auth:` block.

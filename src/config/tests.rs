@@ -311,3 +311,21 @@ fn admin_off_loopback_needs_allow_remote_and_a_token() {
     let none = parse(format!("server_header: \"\"\n{base}").as_bytes()).unwrap();
     assert_eq!(none.server_header, None);
 }
+
+#[test]
+fn limits_have_defaults_and_reject_zero() {
+    let base = "models:\n  m:\n    backends: [{name: a, url: \"http://127.0.0.1:8001\"}]\n";
+    let c = parse(base.as_bytes()).unwrap();
+    assert_eq!(
+        c.limits.body_timeout,
+        Duration::from_millis(DEFAULT_BODY_TIMEOUT_MS)
+    );
+    assert_eq!(
+        c.limits.client_write_timeout,
+        Duration::from_millis(DEFAULT_CLIENT_WRITE_TIMEOUT_MS)
+    );
+    let zero = format!("limits: {{client_write_timeout_ms: 0}}\n{base}");
+    assert!(issues(&zero)
+        .iter()
+        .any(|i| i.starts_with("limits.client_write_timeout_ms:")));
+}

@@ -98,6 +98,23 @@ pub(super) fn validate(
         }
     };
     let auth = spec.auth.map(|a| auth_config(a, dir, &mut issues));
+    let l = spec.limits.unwrap_or_default();
+    let limits = Limits {
+        body_timeout: millis(
+            l.body_timeout_ms,
+            None,
+            DEFAULT_BODY_TIMEOUT_MS,
+            "limits.body_timeout_ms".into(),
+            &mut issues,
+        ),
+        client_write_timeout: millis(
+            l.client_write_timeout_ms,
+            None,
+            DEFAULT_CLIENT_WRITE_TIMEOUT_MS,
+            "limits.client_write_timeout_ms".into(),
+            &mut issues,
+        ),
+    };
     let max_body_bytes = spec.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES);
     if max_body_bytes == 0 {
         issues.push("max_body_bytes", "must be at least 1");
@@ -145,6 +162,7 @@ pub(super) fn validate(
             admin_token,
             server_header,
             auth,
+            limits,
             max_body_bytes,
             models,
             server,

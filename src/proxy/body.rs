@@ -74,8 +74,6 @@ const CAPTURE_READ_LIMIT: u64 = RETRY_BODY_LIMIT;
 
 /// Bytes of request body kept for replay on another backend.
 pub const RETRY_BODY_LIMIT: u64 = 4 * 1024 * 1024;
-/// Longest wait for the next piece of request body from the client.
-pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The request body as far as it has been read.
 #[derive(Debug)]
@@ -95,6 +93,8 @@ pub struct Upload {
     pub length_delta: i64,
     /// A body without `model` is fine (a `default_model` is configured).
     allow_missing: bool,
+    /// `limits.body_timeout_ms`.
+    body_timeout: Duration,
 }
 
 impl Upload {
@@ -107,6 +107,7 @@ impl Upload {
         limit: u64,
         allow_missing: bool,
         capture: Capture,
+        body_timeout: Duration,
     ) -> Result<Upload, GatewayError> {
         let boundary = session
             .req_header()
@@ -131,6 +132,7 @@ impl Upload {
             limit,
             length_delta: 0,
             allow_missing,
+            body_timeout,
         };
         if let Some(len) = content_length(session)? {
             if len > limit {
@@ -236,7 +238,7 @@ impl Upload {
         if self.done {
             return Ok(None);
         }
-        let read = tokio::time::timeout(BODY_READ_TIMEOUT, session.read_request_body()).await;
+        let read = tokio::time::timeout(self.body_timeout, session.read_request_body()).await;
         match read {
             Ok(Ok(Some(chunk))) => {
                 self.read += chunk.len() as u64;

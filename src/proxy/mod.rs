@@ -52,6 +52,10 @@ impl Gateway {
     async fn handle(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<(), Outcome> {
         let snapshot = self.control.state.load_full();
         ctx.snapshot = Some(Arc::clone(&snapshot));
+        // A client that stops reading must not pin a backend slot: writes to it time out.
+        session
+            .downstream_session
+            .set_write_timeout(Some(snapshot.limits.client_write_timeout));
         ctx.endpoint = crate::metrics::endpoint_index(session.req_header().uri.path());
         let route = {
             let req = session.req_header();
@@ -89,6 +93,7 @@ impl Gateway {
             snapshot.max_body_bytes,
             snapshot.default_model.is_some(),
             snapshot.capture,
+            snapshot.limits.body_timeout,
         )
         .await
         .map_err(Outcome::Failed)?;
