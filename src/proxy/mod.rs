@@ -97,6 +97,7 @@ impl Gateway {
         )
         .await
         .map_err(Outcome::Failed)?;
+        ctx.bytes_in = upload.read;
         let model = match upload.model() {
             Some(m) => m.to_string(),
             None => snapshot.default_model.clone().unwrap_or_default(),
