@@ -635,3 +635,45 @@ async fn multipart_audio_routes_by_its_model_field_byte_exact() {
     );
     assert_eq!(b.stats().requests(), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_model_in_the_path_routes_a_body_without_model() {
+    let a = mock("a0", "m").await;
+    let b = mock("b0", "other").await;
+    let gw = Gateway::start_ready(
+        &format!(
+            "{}{}",
+            model_block("m", &[backend("a0", &a)], ""),
+            model_block("other", &[backend("b0", &b)], "")
+        ),
+        "default_model: m\n",
+    )
+    .await;
+    let r = client()
+        .post(gw.url("/v1/engines/other/completions"))
+        .body(r#"{"prompt":"hi","max_tokens":3}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["x-modelgate-model"], "other");
+    assert_eq!(
+        b.stats().last_path().as_deref(),
+        Some("/v1/engines/other/completions")
+    );
+    // The body's model wins over the path.
+    let r = client()
+        .post(gw.url("/v1/engines/other/completions"))
+        .body(r#"{"model":"m","prompt":"hi","max_tokens":3}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["x-modelgate-model"], "m");
+    // No model anywhere: the default.
+    let r = client()
+        .post(gw.url("/v1/completions"))
+        .body(r#"{"prompt":"hi","max_tokens":3}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["x-modelgate-model"], "m");
+}

@@ -88,10 +88,13 @@ impl Gateway {
             }
             Route::Forward => {}
         }
+        // A model named in the path (OpenAI's legacy `/v1/engines/{model}/completions`) serves
+        // a body without `model`, before `default_model`.
+        let path_model = model_in_path(&snapshot, session.req_header().uri.path());
         let mut upload = Upload::preread(
             session,
             snapshot.max_body_bytes,
-            snapshot.default_model.is_some(),
+            path_model.is_some() || snapshot.default_model.is_some(),
             snapshot.capture,
             snapshot.limits.body_timeout,
         )
@@ -100,7 +103,9 @@ impl Gateway {
         ctx.bytes_in = upload.read;
         let model = match upload.model() {
             Some(m) => m.to_string(),
-            None => snapshot.default_model.clone().unwrap_or_default(),
+            None => path_model
+                .or_else(|| snapshot.default_model.clone())
+                .unwrap_or_default(),
         };
         let Some(requested) = snapshot.pool(&model) else {
             ctx.unknown_model = true;
@@ -155,6 +160,14 @@ impl Gateway {
             other => Err(other),
         }
     }
+}
+
+/// The first path segment that names a configured model or alias, if any.
+fn model_in_path(snapshot: &crate::state::Snapshot, path: &str) -> Option<String> {
+    path.split('/')
+        .filter(|seg| !seg.is_empty() && *seg != "v1")
+        .find(|seg| snapshot.pool(seg).is_some())
+        .map(str::to_string)
 }
 
 /// The request's trace context from its `traceparent` / `tracestate` (several `traceparent`
