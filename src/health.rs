@@ -75,6 +75,10 @@ async fn probe_inner(
         .map_err(|e| ProbeError::Io(e.to_string()))?;
     let _ = req.insert_header("host", backend.config.authority.as_str());
     let _ = req.insert_header("user-agent", "modelgate-health");
+    if let Some(key) = &backend.config.api_key {
+        // vLLM started with --api-key wants it on /v1/models too.
+        let _ = req.insert_header("authorization", format!("Bearer {key}"));
+    }
     let _ = req.insert_header("accept", "application/json");
     session
         .write_request_header(Box::new(req))

@@ -91,12 +91,24 @@ async fn keys_tenants_models_and_quotas() {
         a.stats().last_header("authorization").as_deref(),
         Some(&*format!("Bearer {secret}"))
     );
-    expect_error(
+    let forbidden = expect_error(
         post(&gw, Some("sk-team-a-0001"), "llama-3").await,
         404,
         Some("model_not_found"),
     )
     .await;
+    let missing = expect_error(
+        post(&gw, Some("sk-team-a-0001"), "nope").await,
+        404,
+        Some("model_not_found"),
+    )
+    .await;
+    // Neither 404 names a model the key may not use.
+    for v in [&forbidden, &missing] {
+        let msg = v["error"]["message"].as_str().unwrap();
+        let listed = msg.split("Available models:").nth(1).unwrap();
+        assert_eq!(listed.trim(), "mistral-7b", "{msg}");
+    }
     assert_eq!(b.stats().requests(), 0);
     let list: serde_json::Value = client()
         .get(gw.url("/v1/models"))

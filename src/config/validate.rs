@@ -68,6 +68,13 @@ pub(super) fn validate(
                 "must be at least 16 visible ASCII characters",
             );
         }
+        let lower = t.to_ascii_lowercase();
+        if lower.contains("replace-with") || lower.contains("change-me") {
+            issues.push(
+                "admin.token",
+                "is still the example placeholder; generate one: openssl rand -hex 32",
+            );
+        }
     }
     if let Some(admin) = admin_listen {
         if !admin.ip().is_loopback() {

@@ -82,7 +82,7 @@ impl Gateway {
                     Some(body) => send_json(session, ctx, 200, body).await,
                     None => Err(Outcome::Failed(GatewayError::ModelNotFound {
                         model: id,
-                        available: snapshot.model_list.clone(),
+                        available: visible_models(&snapshot, ctx),
                     })),
                 };
             }
@@ -112,7 +112,7 @@ impl Gateway {
             ctx.model = Some(model.clone());
             return Err(Outcome::Failed(GatewayError::ModelNotFound {
                 model,
-                available: snapshot.model_list.clone(),
+                available: visible_models(&snapshot, ctx),
             }));
         };
         // A model the key may not use looks like one that does not exist (no name leaks).
@@ -121,7 +121,7 @@ impl Gateway {
             ctx.model = Some(model.clone());
             return Err(Outcome::Failed(GatewayError::ModelNotFound {
                 model,
-                available: String::from("(those your API key may use; see GET /v1/models)"),
+                available: visible_models(&snapshot, ctx),
             }));
         }
         if let Some(tenant) = &ctx.tenant {
@@ -160,6 +160,22 @@ impl Gateway {
             other => Err(other),
         }
     }
+}
+
+/// "a, b" of the models this request may see (all, or the API key's): a 404 never names a
+/// model the key may not use, and reads the same for a forbidden and a missing model.
+fn visible_models(snapshot: &crate::state::Snapshot, ctx: &RequestCtx) -> String {
+    let Some(tenant) = &ctx.tenant else {
+        return snapshot.model_list.clone();
+    };
+    snapshot
+        .pools
+        .iter()
+        .map(|p| p.name.as_str())
+        .chain(snapshot.aliases.iter().map(|(a, _)| a.as_str()))
+        .filter(|m| tenant.allows(m))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The first path segment that names a configured model or alias, if any.

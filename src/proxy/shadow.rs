@@ -70,6 +70,15 @@ pub fn send(
         return;
     }
     let mut header = req.clone();
+    // Same rules as the primary: the client's key stays at the gateway unless passed on.
+    if snapshot
+        .tenants
+        .as_ref()
+        .is_some_and(|t| !t.pass_authorization)
+    {
+        header.remove_header("authorization");
+        header.remove_header("api-key");
+    }
     let _ = header.insert_header("content-length", body.len());
     header.remove_header("transfer-encoding");
     let _ = header.insert_header("x-modelgate-shadow", "1");
@@ -109,6 +118,9 @@ async fn exchange(
     let index = pool.select(&[], None, true).ok_or(())?;
     let backend = &pool.backends[index];
     let _guard = backend.try_track().ok_or(())?;
+    if let Some(key) = &backend.config.api_key {
+        let _ = header.insert_header("authorization", format!("Bearer {key}"));
+    }
     if !backend.config.path_prefix.is_empty() {
         let pq = header
             .uri
