@@ -36,7 +36,10 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    modelgate::logging::init(&config.log);
+    // A person watches the demo in a terminal: readable lines rather than JSON.
+    let mut log = config.log.clone();
+    log.format = modelgate::config::LogFormat::Text;
+    modelgate::logging::init(&log);
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let rt = match tokio::runtime::Builder::new_multi_thread()
