@@ -91,8 +91,6 @@ pub struct Upload {
     /// Bytes added (or removed, negative) by rewriting `model`: the upstream Content-Length
     /// changes by this much.
     pub length_delta: i64,
-    /// A body without `model` is fine (a `default_model` is configured).
-    allow_missing: bool,
     /// `limits.body_timeout_ms`.
     body_timeout: Duration,
 }
@@ -100,12 +98,12 @@ pub struct Upload {
 impl Upload {
     /// Read the body until `model` is known (or the body ends), and, when `capture` asks for
     /// sticky keys, until they are known too (at most [`CAPTURE_READ_LIMIT`] bytes). Answers
-    /// 100-continue first. With `allow_missing` (a `default_model` is configured) a body without
-    /// `model` is fine. A `multipart/form-data` body is routed by its `model` form field.
+    /// 100-continue first. A body without `model` is not an error here: the caller may route
+    /// it by the path or `default_model`. A `multipart/form-data` body is routed by its `model`
+    /// form field.
     pub async fn preread(
         session: &mut Session,
         limit: u64,
-        allow_missing: bool,
         capture: Capture,
         body_timeout: Duration,
     ) -> Result<Upload, GatewayError> {
@@ -131,7 +129,6 @@ impl Upload {
             replayable: true,
             limit,
             length_delta: 0,
-            allow_missing,
             body_timeout,
         };
         if let Some(len) = content_length(session)? {
@@ -224,7 +221,8 @@ impl Upload {
     fn finish_scan(&mut self) -> Result<(), GatewayError> {
         match self.scanner.finish() {
             Ok(()) => Ok(()),
-            Err(ScanError::MissingModel) if self.allow_missing => Ok(()),
+            // Routed by the path or `default_model`, or refused by the caller.
+            Err(ScanError::MissingModel) => Ok(()),
             Err(e) => Err(GatewayError::BadBody(e)),
         }
     }

@@ -88,13 +88,9 @@ impl Gateway {
             }
             Route::Forward => {}
         }
-        // A model named in the path (OpenAI's legacy `/v1/engines/{model}/completions`) serves
-        // a body without `model`, before `default_model`.
-        let path_model = model_in_path(&snapshot, session.req_header().uri.path());
         let mut upload = Upload::preread(
             session,
             snapshot.max_body_bytes,
-            path_model.is_some() || snapshot.default_model.is_some(),
             snapshot.capture,
             snapshot.limits.body_timeout,
         )
@@ -103,9 +99,13 @@ impl Gateway {
         ctx.bytes_in = upload.read;
         let model = match upload.model() {
             Some(m) => m.to_string(),
-            None => path_model
+            // No `model` in the body: a model named in the path (OpenAI's legacy
+            // `/v1/engines/{model}/completions`), else `default_model`, else 400.
+            None => model_in_path(&snapshot, session.req_header().uri.path())
                 .or_else(|| snapshot.default_model.clone())
-                .unwrap_or_default(),
+                .ok_or(Outcome::Failed(GatewayError::BadBody(
+                    crate::scan::ScanError::MissingModel,
+                )))?,
         };
         let Some(requested) = snapshot.pool(&model) else {
             ctx.unknown_model = true;
