@@ -5,7 +5,17 @@
 //! only the last few KiB of the body as it streams by; at the end the last `"usage"` object in
 //! it is read for `prompt_tokens` and `completion_tokens`.
 
+use std::sync::LazyLock;
+
 use memchr::memmem;
+
+// Searchers built once: building one per search cost more than the search itself.
+static USAGE: LazyLock<memmem::FinderRev<'static>> =
+    LazyLock::new(|| memmem::FinderRev::new(b"\"usage\""));
+static PROMPT: LazyLock<memmem::Finder<'static>> =
+    LazyLock::new(|| memmem::Finder::new(b"\"prompt_tokens\""));
+static COMPLETION: LazyLock<memmem::Finder<'static>> =
+    LazyLock::new(|| memmem::Finder::new(b"\"completion_tokens\""));
 
 /// Bytes kept from the end of a response: a usage object is ~200 bytes, the closing keys of a
 /// vLLM body (`prompt_logprobs`, `kv_transfer_params`…) a few hundred more.
@@ -41,7 +51,7 @@ impl Tail {
 
     /// The usage reported in the last `"usage"` object seen, if any.
     pub fn usage(&self) -> Option<Usage> {
-        let at = memmem::rfind(&self.buf, b"\"usage\"")?;
+        let at = USAGE.rfind(&self.buf)?;
         let rest = &self.buf[at + 7..];
         let rest = skip_ws(rest).strip_prefix(b":")?;
         let rest = skip_ws(rest);
@@ -51,8 +61,8 @@ impl Tail {
         let end = memchr::memchr(b'}', rest).unwrap_or(rest.len());
         let obj = &rest[..end];
         Some(Usage {
-            prompt_tokens: number_after(obj, b"\"prompt_tokens\"")?,
-            completion_tokens: number_after(obj, b"\"completion_tokens\"").unwrap_or(0),
+            prompt_tokens: number_after(obj, &PROMPT)?,
+            completion_tokens: number_after(obj, &COMPLETION).unwrap_or(0),
         })
     }
 }
@@ -65,9 +75,9 @@ fn skip_ws(b: &[u8]) -> &[u8] {
     &b[n..]
 }
 
-fn number_after(obj: &[u8], key: &[u8]) -> Option<u64> {
-    let at = memmem::find(obj, key)?;
-    let rest = skip_ws(&obj[at + key.len()..]).strip_prefix(b":")?;
+fn number_after(obj: &[u8], key: &memmem::Finder<'static>) -> Option<u64> {
+    let at = key.find(obj)?;
+    let rest = skip_ws(&obj[at + key.needle().len()..]).strip_prefix(b":")?;
     let rest = skip_ws(rest);
     let digits = rest.iter().take_while(|c| c.is_ascii_digit()).count();
     if digits == 0 || digits > 18 {
