@@ -345,3 +345,34 @@ fn limits_have_defaults_and_reject_zero() {
         .iter()
         .any(|i| i.starts_with("limits.client_write_timeout_ms:")));
 }
+
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        /// Any bytes: a config or an error, never a panic. (Inputs naming URLs are skipped: a
+        /// backend host name would be resolved, which a unit test must not do.)
+        #[test]
+        fn parse_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            prop_assume!(!bytes.windows(4).any(|w| w.eq_ignore_ascii_case(b"http")));
+            let _ = parse(&bytes);
+        }
+
+        /// Mutations of the seed config (one byte replaced outside the backend URLs, whose host
+        /// names would be resolved) never panic.
+        #[test]
+        fn mutated_seed_never_panics(at in 0usize..SEED.len(), byte in any::<u8>()) {
+            let in_url = SEED.match_indices("http://").any(|(start, _)| {
+                let end = SEED[start..].find('"').map_or(SEED.len(), |e| start + e);
+                (start..end).contains(&at)
+            });
+            prop_assume!(!in_url && byte != b'h');
+            let mut b = SEED.as_bytes().to_vec();
+            b[at] = byte;
+            let _ = parse(&b);
+        }
+    }
+}
