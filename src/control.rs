@@ -65,6 +65,8 @@ pub struct Control {
     /// Set once the first full probe round made us ready; from then on a reload that adds a
     /// not-yet-probed backend does not flip readiness.
     was_ready: AtomicBool,
+    /// The public listener accepts connections (Pingora starts the admin service first).
+    listening: AtomicBool,
     in_flight: Arc<AtomicU64>,
     /// Span exporter, when `tracing.otlp_endpoint` is set.
     exporter: arc_swap::ArcSwapOption<Exporter>,
@@ -90,6 +92,7 @@ impl Control {
             draining: AtomicBool::new(false),
             closing: AtomicBool::new(false),
             was_ready: AtomicBool::new(false),
+            listening: AtomicBool::new(false),
             in_flight: Arc::new(AtomicU64::new(0)),
             exporter: arc_swap::ArcSwapOption::empty(),
         })
@@ -128,6 +131,11 @@ impl Control {
         self.generation_tx.subscribe()
     }
 
+    /// Record that the public listener accepts connections.
+    pub fn set_listening(&self) {
+        self.listening.store(true, Ordering::Release);
+    }
+
     /// Start draining: readiness fails from now on, and keep-alive ends (see
     /// [`Control::start_closing`]).
     pub fn start_draining(&self) {
@@ -152,10 +160,11 @@ impl Control {
         self.draining.load(Ordering::Acquire)
     }
 
-    /// Ready for traffic: not draining, and some model servable — before the first time, also
-    /// every pool probed once (so a starting gateway is not sent traffic it would hold).
+    /// Ready for traffic: the public listener accepts, not draining, and some model servable —
+    /// before the first time, also every pool probed once (so a starting gateway is not sent
+    /// traffic it would hold).
     pub fn is_ready(&self) -> bool {
-        if self.is_draining() {
+        if self.is_draining() || !self.listening.load(Ordering::Acquire) {
             return false;
         }
         let snapshot = self.state.load();

@@ -21,6 +21,18 @@ use super::{sdnotify, ExitPlan};
 use crate::control::Control;
 
 const POLL: Duration = Duration::from_millis(20);
+/// After this long /ready stops waiting for the public listener (and the log would show why).
+const LISTEN_WAIT: Duration = Duration::from_secs(30);
+
+/// Where to connect to reach a listener bound to `addr` (a wildcard means this host).
+fn loopback_for(addr: std::net::SocketAddr) -> std::net::SocketAddr {
+    let ip = match addr.ip() {
+        std::net::IpAddr::V4(v4) if v4.is_unspecified() => std::net::Ipv4Addr::LOCALHOST.into(),
+        std::net::IpAddr::V6(v6) if v6.is_unspecified() => std::net::Ipv6Addr::LOCALHOST.into(),
+        ip => ip,
+    };
+    std::net::SocketAddr::new(ip, addr.port())
+}
 
 /// The next execution phase, or never when there is no receiver (or it closed).
 async fn next_phase(
@@ -55,6 +67,22 @@ pub struct LifecycleService {
 impl BackgroundService for LifecycleService {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         crate::logging::start_writer();
+        // Pingora may start the admin listener before the public one: /ready waits until the
+        // public port really accepts.
+        if let Some(&public) = self.listen.first() {
+            let control = Arc::clone(&self.control);
+            tokio::spawn(async move {
+                let target = loopback_for(public);
+                let deadline = Instant::now() + LISTEN_WAIT;
+                while Instant::now() < deadline {
+                    if tokio::net::TcpStream::connect(target).await.is_ok() {
+                        break;
+                    }
+                    tokio::time::sleep(POLL).await;
+                }
+                control.set_listening();
+            });
+        }
         let pid = std::process::id();
         match sdnotify::notify(&format!("READY=1\nMAINPID={pid}\nSTATUS=serving")) {
             Ok(true) => info!(pid, "told systemd READY=1"),

@@ -78,7 +78,10 @@ pub fn gateway_command(config: &std::path::Path, dir: &std::path::Path, args: &[
     cmd.arg("--config")
         .arg(config)
         .args(args)
-        .env("RUST_LOG", "info")
+        .env(
+            "RUST_LOG",
+            std::env::var("MODELGATE_TEST_LOG").unwrap_or_else(|_| "info".into()),
+        )
         .env("RUNTIME_DIRECTORY", dir.join("run"))
         .stdout(log.try_clone().unwrap())
         .stderr(log);
