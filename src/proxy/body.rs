@@ -233,23 +233,29 @@ impl Upload {
     }
 
     async fn next_chunk(&mut self, session: &mut Session) -> Result<Option<Bytes>, GatewayError> {
-        if self.done {
-            return Ok(None);
-        }
-        let read = tokio::time::timeout(self.body_timeout, session.read_request_body()).await;
-        match read {
-            Ok(Ok(Some(chunk))) => {
-                self.read += chunk.len() as u64;
-                if self.read > self.limit {
-                    return Err(GatewayError::PayloadTooLarge { limit: self.limit });
+        loop {
+            if self.done {
+                return Ok(None);
+            }
+            let read = tokio::time::timeout(self.body_timeout, session.read_request_body()).await;
+            match read {
+                // Pingora can hand out an empty piece of a chunked body (a chunk header read
+                // without its data). Written upstream, an empty piece is the chunked terminator:
+                // the backend would see the body end early. Skip it.
+                Ok(Ok(Some(chunk))) if chunk.is_empty() => continue,
+                Ok(Ok(Some(chunk))) => {
+                    self.read += chunk.len() as u64;
+                    if self.read > self.limit {
+                        return Err(GatewayError::PayloadTooLarge { limit: self.limit });
+                    }
+                    return Ok(Some(chunk));
                 }
-                Ok(Some(chunk))
+                Ok(Ok(None)) => {
+                    self.done = true;
+                    return Ok(None);
+                }
+                Ok(Err(_)) | Err(_) => return Err(GatewayError::BodyRead),
             }
-            Ok(Ok(None)) => {
-                self.done = true;
-                Ok(None)
-            }
-            Ok(Err(_)) | Err(_) => Err(GatewayError::BodyRead),
         }
     }
 
