@@ -267,3 +267,47 @@ async fn smuggling_shapes_and_bad_methods_are_rejected() {
     expect_error(r, 404, Some("not_found")).await;
     assert_eq!(a.stats().requests(), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chunk_headers_arriving_without_their_data_do_not_end_the_body_early() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (a, gw) = gateway_with_one_backend().await;
+    let head = br#"{"model":"m","messages":[{"role":"user","content":""#;
+    let filler = vec![b'x'; 1024];
+    let tail = br#""}]}"#;
+    let mut body = Vec::new();
+    body.extend_from_slice(head);
+    body.extend_from_slice(&filler);
+    body.extend_from_slice(tail);
+    let mut s = tokio::net::TcpStream::connect(gw.addr()).await.unwrap();
+    s.set_nodelay(true).unwrap();
+    let hdr = "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n";
+    s.write_all(hdr.as_bytes()).await.unwrap();
+    s.write_all(format!("{:X}\r\n", head.len()).as_bytes())
+        .await
+        .unwrap();
+    s.write_all(head).await.unwrap();
+    s.write_all(b"\r\n").await.unwrap();
+    // Chunk headers sent alone, their data later: the gateway may read a header with no data.
+    for piece in filler.chunks(256) {
+        s.write_all(format!("{:X}\r\n", piece.len()).as_bytes())
+            .await
+            .unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+        s.write_all(piece).await.unwrap();
+        s.write_all(b"\r\n").await.unwrap();
+    }
+    s.write_all(format!("{:X}\r\n", tail.len()).as_bytes())
+        .await
+        .unwrap();
+    s.write_all(tail).await.unwrap();
+    s.write_all(b"\r\n0\r\n\r\n").await.unwrap();
+    let mut resp = vec![0u8; 4096];
+    let n = tokio::time::timeout(std::time::Duration::from_secs(10), s.read(&mut resp))
+        .await
+        .unwrap()
+        .unwrap();
+    let text = String::from_utf8_lossy(&resp[..n]);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert_eq!(a.stats().last_body_sha256().unwrap(), sha256_hex(&body));
+}
