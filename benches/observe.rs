@@ -131,7 +131,6 @@ fn request_ctx(control: &Control) -> RequestCtx {
         snapshot: Some(snapshot),
         request_id: "5c0f1d6e2b8a4f3e9d7c6b5a4f3e2d1c".to_string(),
         model: Some("m".to_string()),
-        backend: Some("b0".to_string()),
         attempts: 1,
         status: 200,
         response_started: true,

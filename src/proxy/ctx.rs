@@ -21,8 +21,6 @@ pub struct RequestCtx {
     pub request_id: String,
     /// The model named by the body.
     pub model: Option<String>,
-    /// Backend that served (or last failed) the request.
-    pub backend: Option<String>,
     /// Upstream attempts made.
     pub attempts: u32,
     /// Status sent to the client (0 = none).
@@ -76,7 +74,6 @@ impl Default for RequestCtx {
             snapshot: None,
             request_id: String::new(),
             model: None,
-            backend: None,
             attempts: 0,
             status: 0,
             response_started: false,

@@ -193,7 +193,6 @@ pub async fn forward(
         backend.metrics.attempts.inc();
         ctx.backend_index = Some(index);
         ctx.attempts += 1;
-        ctx.backend = Some(backend.config.name.clone());
         let more_allowed = ctx.attempts < pool.retries.max_attempts;
         let mut stale_left = STALE_RETRIES;
         let result = loop {
