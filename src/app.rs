@@ -7,6 +7,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use pingora_core::connectors::http::v1::Connector;
+use pingora_core::listeners::{L4BufferSettings, ListenerConfig};
 use pingora_core::server::configuration::{Opt, ServerConf};
 use pingora_core::server::{RunArgs, Server};
 use pingora_core::services::background::background_service;
@@ -62,12 +63,20 @@ pub fn run(cli: &Cli, config: Config, early_hup: Arc<AtomicBool>) -> ! {
     server.bootstrap();
     let server_conf = Arc::clone(&server.configuration);
 
-    let mut proxy = pingora_proxy::http_proxy_service_with_name(
-        &server_conf,
-        Gateway::new(Arc::clone(&control)),
-        "modelgate proxy",
+    // The proxy behind the connection layer (header limits, per-IP cap, JSON parse errors).
+    let mut proxy = Service::new(
+        "modelgate proxy".to_string(),
+        crate::conn::Front::new(
+            pingora_proxy::http_proxy(&server_conf, Gateway::new(Arc::clone(&control))),
+            Arc::clone(&control),
+        ),
     );
-    proxy.add_tcp(&config.listen.to_string());
+    // No L4 read buffer: Pingora reads request headers into its own 4 KiB buffer and bodies
+    // into theirs, so the default 64 KiB per connection would only cost memory (it is for TLS).
+    proxy.add_listener(
+        ListenerConfig::tcp(config.listen.to_string())
+            .l4_buffer(L4BufferSettings::default().read(0)),
+    );
 
     let mut admin = Service::new(
         "modelgate admin".to_string(),

@@ -14,6 +14,21 @@ use crate::scan::ScanError;
 /// Seconds a client should wait before retrying a 503 (one health-check interval or so).
 pub const RETRY_AFTER_SECS: &str = "2";
 
+/// Longest model name echoed back in an error or written to the access log.
+pub const MAX_ECHOED_MODEL: usize = 256;
+
+/// `s` cut to at most `max` bytes, on a character boundary.
+pub fn clip(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s.get(..end).unwrap_or_default()
+}
+
 /// An error the gateway answers itself.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum GatewayError {
@@ -23,9 +38,21 @@ pub enum GatewayError {
     /// Malformed request framing or headers.
     #[error("{0}")]
     BadRequest(&'static str),
-    /// The body did not arrive in time or the connection broke while reading it.
+    /// The connection broke while reading the body.
     #[error("request body could not be read")]
     BodyRead,
+    /// The whole body did not arrive within `limits.body_timeout_ms`.
+    #[error("request body timeout")]
+    BodyTimeout,
+    /// The request header did not arrive within `limits.header_timeout_ms`.
+    #[error("request header timeout")]
+    HeaderTimeout,
+    /// The request header is over `limits.max_header_bytes` or `limits.max_headers`.
+    #[error("{0}")]
+    HeaderTooLarge(&'static str),
+    /// The client IP already has `limits.max_connections_per_ip` connections open.
+    #[error("too many connections")]
+    TooManyConnections,
     /// No configured model has this name.
     #[error("model not found")]
     ModelNotFound { model: String, available: String },
@@ -80,7 +107,10 @@ impl GatewayError {
             GatewayError::BadBody(_) | GatewayError::BadRequest(_) | GatewayError::BodyRead => 400,
             GatewayError::ModelNotFound { .. } | GatewayError::NotFound => 404,
             GatewayError::MethodNotAllowed { .. } => 405,
+            GatewayError::BodyTimeout | GatewayError::HeaderTimeout => 408,
             GatewayError::PayloadTooLarge { .. } => 413,
+            GatewayError::HeaderTooLarge(_) => 431,
+            GatewayError::TooManyConnections => 429,
             GatewayError::Unauthorized => 401,
             GatewayError::QuotaExceeded { .. } => 429,
             GatewayError::Overloaded { .. } => 429,
@@ -96,6 +126,10 @@ impl GatewayError {
             GatewayError::BadBody(_) => "bad_body",
             GatewayError::BadRequest(_) => "bad_request",
             GatewayError::BodyRead => "body_read",
+            GatewayError::BodyTimeout => "body_timeout",
+            GatewayError::HeaderTimeout => "header_timeout",
+            GatewayError::HeaderTooLarge(_) => "header_too_large",
+            GatewayError::TooManyConnections => "too_many_connections",
             GatewayError::ModelNotFound { .. } => "model_not_found",
             GatewayError::NotFound => "not_found",
             GatewayError::MethodNotAllowed { .. } => "method_not_allowed",
@@ -129,8 +163,35 @@ impl GatewayError {
                 None,
                 None,
             ),
+            GatewayError::BodyTimeout => (
+                "The request body did not arrive in time".into(),
+                "invalid_request_error",
+                None,
+                Some("request_timeout"),
+            ),
+            GatewayError::HeaderTimeout => (
+                "The request header did not arrive in time".into(),
+                "invalid_request_error",
+                None,
+                Some("request_timeout"),
+            ),
+            GatewayError::HeaderTooLarge(m) => (
+                format!("{m}; the connection is closed"),
+                "invalid_request_error",
+                None,
+                Some("request_header_fields_too_large"),
+            ),
+            GatewayError::TooManyConnections => (
+                "Too many open connections from this client address".into(),
+                "rate_limit_error",
+                None,
+                Some("too_many_connections"),
+            ),
             GatewayError::ModelNotFound { model, available } => (
-                format!("The model `{model}` does not exist. Available models: {available}"),
+                format!(
+                    "The model `{}` does not exist. Available models: {available}",
+                    clip(model, MAX_ECHOED_MODEL)
+                ),
                 "invalid_request_error",
                 Some("model"),
                 Some("model_not_found"),
@@ -223,7 +284,7 @@ impl GatewayError {
                 let _ = header.insert_header("retry-after", RETRY_AFTER_SECS);
                 let _ = header.insert_header("x-should-retry", "true");
             }
-            GatewayError::Overloaded { .. } => {
+            GatewayError::Overloaded { .. } | GatewayError::TooManyConnections => {
                 let _ = header.insert_header("retry-after", "1");
                 let _ = header.insert_header("x-should-retry", "true");
             }
@@ -262,6 +323,10 @@ mod tests {
             GatewayError::BadBody(ScanError::MissingModel),
             GatewayError::BadRequest("x"),
             GatewayError::BodyRead,
+            GatewayError::BodyTimeout,
+            GatewayError::HeaderTimeout,
+            GatewayError::HeaderTooLarge("x"),
+            GatewayError::TooManyConnections,
             GatewayError::ModelNotFound {
                 model: "x\u{0}y".into(),
                 available: "a, b".into(),

@@ -19,6 +19,7 @@ pub mod app;
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod conn;
 pub mod control;
 pub mod error;
 pub mod health;

@@ -257,15 +257,39 @@ pub struct BackendConfig {
 /// `limits:`, typed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
-    /// Longest wait for the next piece of a request body.
+    /// Largest request line + header block; more is a 431 and the connection is closed.
+    pub max_header_bytes: usize,
+    /// Most header lines in one request; more is a 431 and the connection is closed.
+    pub max_headers: usize,
+    /// Longest a request header may take to arrive, in total (from accept for a connection's
+    /// first request, from its first byte for later ones); then 408 and close.
+    pub header_timeout: Duration,
+    /// Longest a kept-alive connection may sit between requests; then it is closed quietly.
+    pub idle_timeout: Duration,
+    /// Longest the whole request body may take to arrive, in total; then 408 and close.
     pub body_timeout: Duration,
     /// Longest a write to the client may block (a client that stops reading is dropped and
     /// its upstream request cancelled).
     pub client_write_timeout: Duration,
+    /// Most open connections from one client IP (`None` = no cap).
+    pub max_connections_per_ip: Option<u32>,
 }
 
-/// A client that sends nothing of its body for 30 s is gone.
-pub const DEFAULT_BODY_TIMEOUT_MS: u64 = 30_000;
+/// 64 KiB of request line and headers: an OpenAI client sends well under 2 KiB.
+pub const DEFAULT_MAX_HEADER_BYTES: u64 = 64 * 1024;
+/// Pingora's own hard cap (above which it answers a bare 400 itself).
+pub const PINGORA_MAX_HEADER_BYTES: u64 = 1_048_575;
+/// 100 header lines: SDKs send about 15.
+pub const DEFAULT_MAX_HEADERS: u64 = 100;
+/// Pingora parses at most 256 header lines.
+pub const PINGORA_MAX_HEADERS: u64 = 256;
+/// A request header that takes 10 s to arrive is a slowloris, not a client.
+pub const DEFAULT_HEADER_TIMEOUT_MS: u64 = 10_000;
+/// nginx's `keepalive_timeout`, and above the 60 s idle timeout of common cloud load balancers
+/// (a backend must not close first).
+pub const DEFAULT_CLIENT_IDLE_TIMEOUT_MS: u64 = 75_000;
+/// A whole request body must arrive within 60 s (a 25 MiB audio upload at 3.5 Mbit/s).
+pub const DEFAULT_BODY_TIMEOUT_MS: u64 = 60_000;
 /// A client that reads nothing for 30 s is not reading its stream.
 pub const DEFAULT_CLIENT_WRITE_TIMEOUT_MS: u64 = 30_000;
 

@@ -45,8 +45,13 @@ pub struct FileSpec {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LimitsSpec {
+    pub max_header_bytes: Option<u64>,
+    pub max_headers: Option<u64>,
+    pub header_timeout_ms: Option<u64>,
+    pub idle_timeout_ms: Option<u64>,
     pub body_timeout_ms: Option<u64>,
     pub client_write_timeout_ms: Option<u64>,
+    pub max_connections_per_ip: Option<u64>,
 }
 
 /// `auth:` block.

@@ -344,6 +344,45 @@ fn limits_have_defaults_and_reject_zero() {
     assert!(issues(&zero)
         .iter()
         .any(|i| i.starts_with("limits.client_write_timeout_ms:")));
+    assert_eq!(c.limits.max_header_bytes as u64, DEFAULT_MAX_HEADER_BYTES);
+    assert_eq!(c.limits.max_headers as u64, DEFAULT_MAX_HEADERS);
+    assert_eq!(
+        c.limits.header_timeout,
+        Duration::from_millis(DEFAULT_HEADER_TIMEOUT_MS)
+    );
+    assert_eq!(
+        c.limits.idle_timeout,
+        Duration::from_millis(DEFAULT_CLIENT_IDLE_TIMEOUT_MS)
+    );
+    assert_eq!(c.limits.max_connections_per_ip, None);
+    let set = parse(
+        format!("limits: {{max_header_bytes: 16384, max_headers: 50, header_timeout_ms: 5000, idle_timeout_ms: 30000, max_connections_per_ip: 64}}\n{base}")
+            .as_bytes(),
+    )
+    .unwrap();
+    assert_eq!(set.limits.max_header_bytes, 16384);
+    assert_eq!(set.limits.max_headers, 50);
+    assert_eq!(set.limits.header_timeout, Duration::from_secs(5));
+    assert_eq!(set.limits.idle_timeout, Duration::from_secs(30));
+    assert_eq!(set.limits.max_connections_per_ip, Some(64));
+    // Beyond what Pingora itself parses, or too small to be useful: rejected with the path.
+    for (bad, path) in [
+        ("max_header_bytes: 2000000", "limits.max_header_bytes:"),
+        ("max_header_bytes: 100", "limits.max_header_bytes:"),
+        ("max_headers: 300", "limits.max_headers:"),
+        (
+            "max_connections_per_ip: 0",
+            "limits.max_connections_per_ip:",
+        ),
+        ("header_timeout_ms: 0", "limits.header_timeout_ms:"),
+    ] {
+        let yaml = format!("limits: {{{bad}}}\n{base}");
+        assert!(
+            issues(&yaml).iter().any(|i| i.starts_with(path)),
+            "{bad}: {:?}",
+            issues(&yaml)
+        );
+    }
 }
 
 mod properties {

@@ -107,6 +107,34 @@ pub(super) fn validate(
     let auth = spec.auth.map(|a| auth_config(a, dir, &mut issues));
     let l = spec.limits.unwrap_or_default();
     let limits = Limits {
+        max_header_bytes: bounded(
+            l.max_header_bytes,
+            DEFAULT_MAX_HEADER_BYTES,
+            (1024, PINGORA_MAX_HEADER_BYTES),
+            "limits.max_header_bytes",
+            &mut issues,
+        ),
+        max_headers: bounded(
+            l.max_headers,
+            DEFAULT_MAX_HEADERS,
+            (8, PINGORA_MAX_HEADERS),
+            "limits.max_headers",
+            &mut issues,
+        ),
+        header_timeout: millis(
+            l.header_timeout_ms,
+            None,
+            DEFAULT_HEADER_TIMEOUT_MS,
+            "limits.header_timeout_ms".into(),
+            &mut issues,
+        ),
+        idle_timeout: millis(
+            l.idle_timeout_ms,
+            None,
+            DEFAULT_CLIENT_IDLE_TIMEOUT_MS,
+            "limits.idle_timeout_ms".into(),
+            &mut issues,
+        ),
         body_timeout: millis(
             l.body_timeout_ms,
             None,
@@ -121,6 +149,17 @@ pub(super) fn validate(
             "limits.client_write_timeout_ms".into(),
             &mut issues,
         ),
+        max_connections_per_ip: match l.max_connections_per_ip {
+            None => None,
+            Some(n) if (1..=u64::from(u32::MAX)).contains(&n) => Some(n as u32),
+            Some(_) => {
+                issues.push(
+                    "limits.max_connections_per_ip",
+                    "must be at least 1 (omit it for no cap)",
+                );
+                None
+            }
+        },
     };
     let max_body_bytes = spec.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES);
     if max_body_bytes == 0 {
@@ -847,6 +886,21 @@ fn policy(
         );
     }
     parsed
+}
+
+/// `value` (or `default`) checked to lie in `range` (inclusive), as a `usize`.
+fn bounded(
+    value: Option<u64>,
+    default: u64,
+    range: (u64, u64),
+    path: &str,
+    issues: &mut Issues,
+) -> usize {
+    let v = value.unwrap_or(default);
+    if v < range.0 || v > range.1 {
+        issues.push(path, format!("must be between {} and {}", range.0, range.1));
+    }
+    usize::try_from(v.clamp(range.0, range.1)).unwrap_or(usize::MAX)
 }
 
 fn millis(

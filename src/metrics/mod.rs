@@ -142,6 +142,8 @@ pub struct Metrics {
     pub build_info: IntGaugeVec,
     pub shadow_requests: IntCounterVec,
     pub queued: IntGaugeVec,
+    pub connections_rejected: IntCounterVec,
+    pub open_connections: IntGauge,
 }
 
 fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -185,6 +187,13 @@ impl Metrics {
         .expect("valid metric definition");
         r.register(Box::new(config_last_reload.clone()))
             .expect("metric registered once");
+        let open_connections = IntGauge::new(
+            "modelgate_open_connections",
+            "Client connections open on the public listener.",
+        )
+        .expect("valid metric definition");
+        r.register(Box::new(open_connections.clone()))
+            .expect("metric registered once");
         let m = Metrics {
             requests: counter(&r, "modelgate_requests_total", "Requests answered, by model, backend, normalised endpoint and status class.", &["model", "backend", "endpoint", "status"]),
             duration: histogram(&r, "modelgate_request_duration_seconds", "From the request's arrival to the response's last byte.", mb, LATENCY_BUCKETS),
@@ -207,6 +216,8 @@ impl Metrics {
             build_info: gauge(&r, "modelgate_build_info", "Always 1; the labels say which build runs.", &["version"]),
             shadow_requests: counter(&r, "modelgate_shadow_requests_total", "Shadow copies by target model and result (ok, error_status, failed, timeout, skipped).", &["model", "result"]),
             queued: gauge(&r, "modelgate_queued_requests", "Requests waiting for a free backend slot (max_in_flight), per model.", &["model"]),
+            connections_rejected: counter(&r, "modelgate_connections_rejected_total", "Client connections ended by the gateway before a request was routed, by reason (header_timeout, header_too_large, too_many_headers, per_ip_limit, malformed).", &["reason"]),
+            open_connections,
             registry: r,
         };
         m.build_info

@@ -91,8 +91,8 @@ pub struct Upload {
     /// Bytes added (or removed, negative) by rewriting `model`: the upstream Content-Length
     /// changes by this much.
     pub length_delta: i64,
-    /// `limits.body_timeout_ms`.
-    body_timeout: Duration,
+    /// `limits.body_timeout_ms` from the start of the body: the whole body must be in by then.
+    body_deadline: tokio::time::Instant,
 }
 
 impl Upload {
@@ -129,7 +129,7 @@ impl Upload {
             replayable: true,
             limit,
             length_delta: 0,
-            body_timeout,
+            body_deadline: tokio::time::Instant::now() + body_timeout,
         };
         if let Some(len) = content_length(session)? {
             if len > limit {
@@ -237,7 +237,8 @@ impl Upload {
             if self.done {
                 return Ok(None);
             }
-            let read = tokio::time::timeout(self.body_timeout, session.read_request_body()).await;
+            let read =
+                tokio::time::timeout_at(self.body_deadline, session.read_request_body()).await;
             match read {
                 // Pingora can hand out an empty piece of a chunked body (a chunk header read
                 // without its data). Written upstream, an empty piece is the chunked terminator:
@@ -254,7 +255,8 @@ impl Upload {
                     self.done = true;
                     return Ok(None);
                 }
-                Ok(Err(_)) | Err(_) => return Err(GatewayError::BodyRead),
+                Ok(Err(_)) => return Err(GatewayError::BodyRead),
+                Err(_) => return Err(GatewayError::BodyTimeout),
             }
         }
     }

@@ -79,7 +79,9 @@ pub fn upstream_request(
         };
         let _ = up.insert_header("x-forwarded-for", xff);
     }
-    if !path_prefix.is_empty() {
+    // Origin-form always: an absolute-form request target (`POST http://host/v1/...`) is not
+    // passed on as one.
+    if !path_prefix.is_empty() || req.uri.authority().is_some() {
         let pq = req.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
         if let Ok(uri) = format!("{path_prefix}{pq}").parse::<http::Uri>() {
             up.set_uri(uri);

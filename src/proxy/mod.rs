@@ -109,7 +109,8 @@ impl Gateway {
         };
         let Some(requested) = snapshot.pool(&model) else {
             ctx.unknown_model = true;
-            ctx.model = Some(model.clone());
+            ctx.model =
+                Some(crate::error::clip(&model, crate::error::MAX_ECHOED_MODEL).to_string());
             return Err(Outcome::Failed(GatewayError::ModelNotFound {
                 model,
                 available: visible_models(&snapshot, ctx),
@@ -118,7 +119,8 @@ impl Gateway {
         // A model the key may not use looks like one that does not exist (no name leaks).
         if !allowed(ctx, &model) {
             ctx.unknown_model = true;
-            ctx.model = Some(model.clone());
+            ctx.model =
+                Some(crate::error::clip(&model, crate::error::MAX_ECHOED_MODEL).to_string());
             return Err(Outcome::Failed(GatewayError::ModelNotFound {
                 model,
                 available: visible_models(&snapshot, ctx),
@@ -246,7 +248,16 @@ async fn send_error(session: &mut Session, ctx: &mut RequestCtx, error: &Gateway
     );
     ctx.status = error.status();
     ctx.cause = Some(error.cause());
-    if !session.is_body_done() {
+    // A body not read to its end, or framing that could not be trusted: stray bytes must never
+    // be parsed as the next request.
+    let untrusted = matches!(
+        error,
+        GatewayError::BadRequest(_)
+            | GatewayError::BodyRead
+            | GatewayError::BodyTimeout
+            | GatewayError::PayloadTooLarge { .. }
+    );
+    if untrusted || !session.is_body_done() {
         session.set_keepalive(None);
     }
     if session
@@ -268,6 +279,7 @@ impl ProxyHttp for Gateway {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
+        crate::conn::request_started();
         // Counted until the context drops: graceful exit waits for this to reach zero.
         ctx.in_flight = Some(self.control.track_request());
         // Debug builds only (the test suite): a fault hook proving that a panic in one
@@ -341,5 +353,6 @@ impl ProxyHttp for Gateway {
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Self::CTX) {
         observe::finish(session, ctx, &self.control);
+        crate::conn::request_finished();
     }
 }

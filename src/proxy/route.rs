@@ -39,6 +39,13 @@ pub fn classify<'a>(method: &Method, path: &'a str) -> Result<Route<'a>, Gateway
             "request path must be absolute and must not contain dot segments",
         ));
     }
+    // An encoded dot, slash or backslash could become a dot segment or another path after a
+    // backend decodes it: no OpenAI route needs one.
+    if path.contains('\\') || has_encoded_separator(path) {
+        return Err(GatewayError::BadRequest(
+            "request path must not contain encoded '.', '/' or '\\'",
+        ));
+    }
     let is_get = method == Method::GET || method == Method::HEAD;
     if path == "/v1/models" || path == "/v1/models/" {
         return if is_get {
@@ -63,6 +70,16 @@ pub fn classify<'a>(method: &Method, path: &'a str) -> Result<Route<'a>, Gateway
     } else {
         Err(GatewayError::MethodNotAllowed { allow: "POST" })
     }
+}
+
+/// `%2e`, `%2f` or `%5c` (any case) in `path`.
+fn has_encoded_separator(path: &str) -> bool {
+    memchr::memchr_iter(b'%', path.as_bytes()).any(|i| {
+        matches!(
+            path.as_bytes().get(i + 1..i + 3),
+            Some(b"2e" | b"2E" | b"2f" | b"2F" | b"5c" | b"5C")
+        )
+    })
 }
 
 #[cfg(test)]

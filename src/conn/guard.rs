@@ -1,0 +1,617 @@
+//! [`Guarded`]: a client stream that watches the request header go by.
+//!
+//! While a request header is arriving (from accept, and again from the first byte after each
+//! request ends) every read is scanned for line ends: too many bytes or lines, or a header still
+//! incomplete at the deadline, fails the read, and the JSON 431/408 is written when Pingora then
+//! shuts the stream down. A connection that sends nothing (at accept: for the header timeout;
+//! between requests: for the idle timeout) is closed quietly. The scan stops at the blank line that ends the header, so bodies pass
+//! untouched. A response Pingora writes before the proxy took the request (its own parse-error
+//! `400`/`405`) is replaced by the gateway's JSON error of the same status.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use pingora_core::protocols::raw_connect::ProxyDigest;
+use pingora_core::protocols::{
+    GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, Ssl, Stream, UniqueID,
+    UniqueIDType,
+};
+use pingora_core::protocols::{SocketDigest, TimingDigest};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::time::Sleep;
+
+use super::per_ip::Slot;
+use super::ConnState;
+use crate::config::Limits;
+use crate::control::Control;
+use crate::error::GatewayError;
+use crate::metrics::METRICS;
+
+/// The header limits of one connection (from the snapshot at accept).
+#[derive(Debug, Clone, Copy)]
+pub struct HeaderLimits {
+    pub max_bytes: usize,
+    pub max_lines: usize,
+    pub timeout: Duration,
+    /// Longest a kept-alive connection may wait for its next request.
+    pub idle: Duration,
+}
+
+impl From<&Limits> for HeaderLimits {
+    fn from(l: &Limits) -> Self {
+        HeaderLimits {
+            max_bytes: l.max_header_bytes,
+            max_lines: l.max_headers,
+            timeout: l.header_timeout,
+            idle: l.idle_timeout,
+        }
+    }
+}
+
+/// Why the guard failed a header read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Timeout,
+    TooLarge,
+    TooMany,
+}
+
+impl Verdict {
+    fn error(self) -> GatewayError {
+        match self {
+            Verdict::Timeout => GatewayError::HeaderTimeout,
+            Verdict::TooLarge => GatewayError::HeaderTooLarge("request header is too large"),
+            Verdict::TooMany => GatewayError::HeaderTooLarge("request has too many header fields"),
+        }
+    }
+
+    fn reason(self) -> &'static str {
+        match self {
+            Verdict::Timeout => "header_timeout",
+            Verdict::TooLarge => "header_too_large",
+            Verdict::TooMany => "too_many_headers",
+        }
+    }
+}
+
+/// Where the close of a refused connection is.
+#[derive(Debug, Clone, Copy)]
+enum Closing {
+    Respond,
+    Fin,
+    Drain(usize),
+}
+
+/// Most bytes read and discarded while closing a refused connection.
+const LINGER_BYTES: usize = 8 * 1024 * 1024;
+/// Longest a lingering close waits for the client to stop sending.
+const LINGER_TIME: Duration = Duration::from_secs(2);
+
+/// Scanner state for the header being received.
+#[derive(Debug, Default)]
+struct HeaderScan {
+    bytes: usize,
+    lines: usize,
+    /// Bytes of the current (unfinished) line.
+    line_len: usize,
+    /// The current line's last byte so far is `\r`.
+    last_cr: bool,
+}
+
+impl HeaderScan {
+    /// Account `new` bytes. `Ok(Some(n))`: the header ended after `n` of them.
+    fn feed(&mut self, new: &[u8], limits: &HeaderLimits) -> Result<Option<usize>, Verdict> {
+        let mut start = 0;
+        for nl in memchr::memchr_iter(b'\n', new) {
+            let len = self.line_len + (nl - start);
+            let cr = if nl > start {
+                new.get(nl - 1) == Some(&b'\r')
+            } else {
+                self.last_cr
+            };
+            let content = len - usize::from(cr && len > 0);
+            start = nl + 1;
+            self.line_len = 0;
+            self.last_cr = false;
+            if content == 0 {
+                if self.lines == 0 {
+                    // Empty lines before the request line are tolerated (RFC 9112 §2.2).
+                    continue;
+                }
+                self.bytes += start;
+                return if self.bytes > limits.max_bytes {
+                    Err(Verdict::TooLarge)
+                } else {
+                    Ok(Some(start))
+                };
+            }
+            self.lines += 1;
+            // The request line plus at most `max_lines` fields.
+            if self.lines > limits.max_lines + 1 {
+                return Err(Verdict::TooMany);
+            }
+        }
+        let rest = new.len() - start;
+        if rest > 0 {
+            self.line_len += rest;
+            self.last_cr = new.last() == Some(&b'\r');
+        }
+        self.bytes += new.len();
+        if self.bytes > limits.max_bytes {
+            return Err(Verdict::TooLarge);
+        }
+        Ok(None)
+    }
+}
+
+/// The client stream of one connection on the public listener.
+pub struct Guarded {
+    inner: Stream,
+    state: Arc<ConnState>,
+    limits: HeaderLimits,
+    control: Arc<Control>,
+    /// A header is being received (scan the reads).
+    in_header: bool,
+    /// Between requests: no byte of the next one yet (`deadline` is the idle timeout).
+    idle: bool,
+    scan: HeaderScan,
+    deadline: Option<Pin<Box<Sleep>>>,
+    verdict: Option<Verdict>,
+    /// The response that replaces Pingora's own, or answers a refused header; `(bytes, written)`.
+    replacement: Option<(Vec<u8>, usize)>,
+    /// Closing after a refused header: answer, FIN, drain (bounded by the timer).
+    closing: Option<(Closing, Pin<Box<Sleep>>)>,
+    /// The lingering close was done.
+    lingered: bool,
+    _slot: Option<Slot>,
+}
+
+impl std::fmt::Debug for Guarded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Guarded")
+            .field("inner", &self.inner)
+            .field("in_header", &self.in_header)
+            .field("verdict", &self.verdict)
+            .finish()
+    }
+}
+
+impl Guarded {
+    pub fn new(
+        inner: Stream,
+        state: Arc<ConnState>,
+        limits: HeaderLimits,
+        control: Arc<Control>,
+        slot: Option<Slot>,
+    ) -> Self {
+        Guarded {
+            inner,
+            state,
+            limits,
+            control,
+            in_header: true,
+            idle: false,
+            scan: HeaderScan::default(),
+            // The first header's clock starts at accept: a connection that sends nothing is
+            // closed after `header_timeout_ms` too.
+            deadline: Some(Box::pin(tokio::time::sleep(limits.timeout))),
+            verdict: None,
+            replacement: None,
+            closing: None,
+            lingered: false,
+            _slot: slot,
+        }
+    }
+
+    fn server_header(&self) -> Option<String> {
+        self.control.state.load().server_header.clone()
+    }
+
+    /// Refuse the header: the read that found out answers, closes and lingers before failing.
+    fn fail(&mut self, verdict: Verdict) {
+        self.verdict = Some(verdict);
+        self.in_header = false;
+        self.deadline = None;
+        METRICS
+            .connections_rejected
+            .with_label_values(&[verdict.reason()])
+            .inc();
+        let server = self.server_header();
+        self.replacement = Some((raw_response(&verdict.error(), server.as_deref()), 0));
+        self.closing = Some((Closing::Respond, Box::pin(tokio::time::sleep(LINGER_TIME))));
+    }
+
+    /// Drive the close of a refused connection; `Ready` when done (the read then fails).
+    fn poll_closing(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let Some((_, timer)) = self.closing.as_mut() else {
+            return Poll::Ready(());
+        };
+        if timer.as_mut().poll(cx).is_ready() {
+            self.closing = None;
+            self.lingered = true;
+            return Poll::Ready(());
+        }
+        loop {
+            let Some((stage, _)) = self.closing.as_mut() else {
+                return Poll::Ready(());
+            };
+            let next = match *stage {
+                Closing::Respond => match self.poll_replacement(cx) {
+                    Poll::Ready(Ok(())) => Some(Closing::Fin),
+                    Poll::Ready(Err(_)) => None,
+                    Poll::Pending => return Poll::Pending,
+                },
+                Closing::Fin => match Pin::new(&mut self.inner).poll_shutdown(cx) {
+                    Poll::Ready(Ok(())) => Some(Closing::Drain(0)),
+                    Poll::Ready(Err(_)) => None,
+                    Poll::Pending => return Poll::Pending,
+                },
+                Closing::Drain(drained) => {
+                    let mut sink = [0u8; 4096];
+                    let mut buf = ReadBuf::new(&mut sink);
+                    match Pin::new(&mut self.inner).poll_read(cx, &mut buf) {
+                        Poll::Ready(Ok(())) if !buf.filled().is_empty() => {
+                            let drained = drained + buf.filled().len();
+                            (drained < LINGER_BYTES).then_some(Closing::Drain(drained))
+                        }
+                        Poll::Ready(_) => None,
+                        Poll::Pending => return Poll::Pending,
+                    }
+                }
+            };
+            match (next, self.closing.as_mut()) {
+                (Some(n), Some((stage, _))) => *stage = n,
+                _ => {
+                    self.closing = None;
+                    self.lingered = true;
+                    return Poll::Ready(());
+                }
+            }
+        }
+    }
+
+    /// Write out the pending replacement response. `Ready(Ok)` once all of it is written.
+    fn poll_replacement(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while let Some((bytes, written)) = &mut self.replacement {
+            let Some(rest) = bytes.get(*written..).filter(|r| !r.is_empty()) else {
+                break;
+            };
+            match Pin::new(&mut self.inner).poll_write(cx, rest) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Poll::Ready(Ok(n)) => *written += n,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// Lingering close (as nginx does): after an error response, stop writing and read what the
+/// client is still sending, for a bounded time and amount, so closing with unread data does not
+/// reset the connection before the client has read why.
+pub async fn linger(stream: &mut Stream) {
+    use tokio::io::AsyncReadExt;
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        AsyncWriteExt::shutdown(stream).await?;
+        // On the heap: a buffer here would be part of every connection's future.
+        let mut sink = vec![0u8; 8192];
+        let mut drained = 0usize;
+        while drained < 8 * 1024 * 1024 {
+            match stream.read(&mut sink).await? {
+                0 => break,
+                n => drained += n,
+            }
+        }
+        Ok::<(), io::Error>(())
+    })
+    .await;
+}
+
+/// `HTTP/1.1 <status>` response bytes for `error`, closing the connection.
+pub fn raw_response(error: &GatewayError, server: Option<&str>) -> Vec<u8> {
+    let (mut header, body) = error.response(None);
+    crate::proxy::headers::set_server(&mut header, server);
+    let mut out = Vec::with_capacity(256 + body.len());
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(header.status.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(
+        header
+            .status
+            .canonical_reason()
+            .unwrap_or("Error")
+            .as_bytes(),
+    );
+    out.extend_from_slice(b"\r\n");
+    for (name, value) in header.headers.iter() {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"connection: close\r\n\r\n");
+    out.extend_from_slice(&body);
+    out
+}
+
+/// The gateway's error for a response Pingora wrote itself before the proxy saw the request.
+fn replacement_for(head: &[u8]) -> GatewayError {
+    let status = head.get(9..12).unwrap_or_default();
+    match status {
+        b"405" => GatewayError::MethodNotAllowed { allow: "GET, POST" },
+        _ => GatewayError::BadRequest("malformed request"),
+    }
+}
+
+impl AsyncRead for Guarded {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        if let Some(v) = this.verdict {
+            return match this.poll_closing(cx) {
+                Poll::Ready(()) => Poll::Ready(Err(io::Error::other(v.reason()))),
+                Poll::Pending => Poll::Pending,
+            };
+        }
+        if this.state.rearm.swap(false, Ordering::Relaxed) {
+            // A request ended: wait up to the idle timeout for the next one, whose first byte
+            // starts its header clock.
+            this.in_header = true;
+            this.idle = true;
+            this.scan = HeaderScan::default();
+            this.deadline = Some(Box::pin(tokio::time::sleep(this.limits.idle)));
+        }
+        if this.in_header {
+            if let Some(deadline) = this.deadline.as_mut() {
+                if deadline.as_mut().poll(cx).is_ready() {
+                    if this.idle || this.scan.bytes == 0 {
+                        // Nothing of a request arrived: close quietly (end of stream).
+                        this.deadline = None;
+                        this.in_header = false;
+                        return Poll::Ready(Ok(()));
+                    }
+                    this.fail(Verdict::Timeout);
+                    return self.poll_read(cx, buf);
+                }
+            }
+        }
+        let before = buf.filled().len();
+        let res = Pin::new(&mut this.inner).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = &res {
+            if this.in_header {
+                let new = buf.filled().get(before..).unwrap_or_default();
+                if !new.is_empty() && this.idle {
+                    this.idle = false;
+                    let mut sleep = Box::pin(tokio::time::sleep(this.limits.timeout));
+                    // Register the timer with this task now.
+                    let _ = sleep.as_mut().poll(cx);
+                    this.deadline = Some(sleep);
+                }
+                match this.scan.feed(new, &this.limits) {
+                    Ok(None) => {}
+                    Ok(Some(_)) => {
+                        this.in_header = false;
+                        this.deadline = None;
+                    }
+                    Err(v) => {
+                        // The bytes are not handed to Pingora: it sees a failed read once the
+                        // answer is out.
+                        buf.set_filled(before);
+                        this.fail(v);
+                        return self.poll_read(cx, buf);
+                    }
+                }
+            }
+        }
+        res
+    }
+}
+
+impl AsyncWrite for Guarded {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = &mut *self;
+        if this.replacement.is_none()
+            && !this.state.in_request.load(Ordering::Relaxed)
+            && buf.starts_with(b"HTTP/1.")
+        {
+            // Pingora answers a request it could not parse itself (bare 400, `Server: Pingora`).
+            let error = replacement_for(buf);
+            METRICS
+                .connections_rejected
+                .with_label_values(&["malformed"])
+                .inc();
+            let server = this.server_header();
+            this.replacement = Some((raw_response(&error, server.as_deref()), 0));
+        }
+        if this.replacement.is_some() {
+            return match this.poll_replacement(cx) {
+                // Pingora's own bytes are dropped.
+                Poll::Ready(Ok(())) => Poll::Ready(Ok(buf.len())),
+                Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+                Poll::Pending => Poll::Pending,
+            };
+        }
+        Pin::new(&mut this.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        if self.replacement.is_some() || !self.state.in_request.load(Ordering::Relaxed) {
+            // Rare path (before the proxy took a request): one slice at a time.
+            let first = bufs
+                .iter()
+                .find(|b| !b.is_empty())
+                .map_or(&[][..], |b| &**b);
+            return self.poll_write(cx, first);
+        }
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        match this.poll_replacement(cx) {
+            Poll::Ready(Ok(())) => Pin::new(&mut this.inner).poll_flush(cx),
+            other => other,
+        }
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        match this.poll_replacement(cx) {
+            Poll::Ready(Ok(())) => Pin::new(&mut this.inner).poll_shutdown(cx),
+            other => other,
+        }
+    }
+}
+
+#[async_trait]
+impl Shutdown for Guarded {
+    async fn shutdown(&mut self) {
+        // Pingora's own error response, replaced: finish writing ours, then close lingering.
+        if self.replacement.is_some() && !self.lingered {
+            let _ = tokio::time::timeout(Duration::from_secs(1), async {
+                std::future::poll_fn(|cx| self.poll_replacement(cx)).await
+            })
+            .await;
+            self.lingered = true;
+            linger(&mut self.inner).await;
+        }
+        Shutdown::shutdown(&mut *self.inner).await;
+    }
+}
+
+impl UniqueID for Guarded {
+    fn id(&self) -> UniqueIDType {
+        self.inner.id()
+    }
+}
+
+impl Ssl for Guarded {}
+
+impl GetTimingDigest for Guarded {
+    fn get_timing_digest(&self) -> Vec<Option<TimingDigest>> {
+        self.inner.get_timing_digest()
+    }
+    fn get_read_pending_time(&self) -> Duration {
+        self.inner.get_read_pending_time()
+    }
+    fn get_write_pending_time(&self) -> Duration {
+        self.inner.get_write_pending_time()
+    }
+}
+
+impl GetProxyDigest for Guarded {
+    fn get_proxy_digest(&self) -> Option<Arc<ProxyDigest>> {
+        self.inner.get_proxy_digest()
+    }
+    fn set_proxy_digest(&mut self, digest: ProxyDigest) {
+        self.inner.set_proxy_digest(digest);
+    }
+}
+
+impl GetSocketDigest for Guarded {
+    fn get_socket_digest(&self) -> Option<Arc<SocketDigest>> {
+        self.inner.get_socket_digest()
+    }
+    fn set_socket_digest(&mut self, digest: SocketDigest) {
+        self.inner.set_socket_digest(digest);
+    }
+}
+
+#[async_trait]
+impl Peek for Guarded {
+    async fn try_peek(&mut self, buf: &mut [u8]) -> io::Result<bool> {
+        self.inner.try_peek(buf).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const L: HeaderLimits = HeaderLimits {
+        max_bytes: 200,
+        max_lines: 3,
+        timeout: Duration::from_secs(1),
+        idle: Duration::from_secs(1),
+    };
+
+    fn feed_all(pieces: &[&[u8]]) -> Result<Option<usize>, Verdict> {
+        let mut s = HeaderScan::default();
+        for p in pieces {
+            if let Some(n) = s.feed(p, &L)? {
+                return Ok(Some(n));
+            }
+        }
+        Ok(None)
+    }
+
+    #[test]
+    fn finds_the_end_of_the_header_across_reads() {
+        let req = b"GET / HTTP/1.1\r\nHost: x\r\n\r\nBODY";
+        assert_eq!(feed_all(&[req]), Ok(Some(req.len() - 4)));
+        for split in 1..req.len() {
+            let (a, b) = req.split_at(split);
+            let got = feed_all(&[a, b]);
+            assert!(matches!(got, Ok(Some(_))), "split {split}: {got:?}");
+        }
+        // Bare LF line ends, and empty lines before the request line.
+        assert!(matches!(
+            feed_all(&[b"\r\n\r\nGET / HTTP/1.1\nHost: x\n\n"]),
+            Ok(Some(_))
+        ));
+        assert_eq!(feed_all(&[b"GET / HTTP/1.1\r\nHost: x\r\n"]), Ok(None));
+    }
+
+    #[test]
+    fn counts_bytes_and_lines() {
+        let many = b"GET / HTTP/1.1\r\na: 1\r\nb: 2\r\nc: 3\r\nd: 4\r\n\r\n";
+        assert_eq!(feed_all(&[many]), Err(Verdict::TooMany));
+        let three = b"GET / HTTP/1.1\r\na: 1\r\nb: 2\r\nc: 3\r\n\r\n";
+        assert!(matches!(feed_all(&[three]), Ok(Some(_))));
+        let long = [b'x'; 300];
+        assert_eq!(feed_all(&[b"GET /", &long]), Err(Verdict::TooLarge));
+        // Body bytes after the header do not count.
+        let mut with_body = three.to_vec();
+        with_body.extend_from_slice(&[b'y'; 500]);
+        assert!(matches!(feed_all(&[&with_body]), Ok(Some(_))));
+    }
+
+    #[test]
+    fn raw_response_is_a_complete_json_response() {
+        let r = raw_response(&GatewayError::HeaderTimeout, Some("modelgate"));
+        let text = String::from_utf8(r).unwrap();
+        assert!(
+            text.starts_with("HTTP/1.1 408 Request Timeout\r\n"),
+            "{text}"
+        );
+        assert!(text.contains("server: modelgate\r\n"), "{text}");
+        assert!(text.contains("connection: close\r\n"), "{text}");
+        let body = text.split("\r\n\r\n").nth(1).unwrap();
+        let v: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(v["error"]["code"], "request_timeout");
+        assert!(replacement_for(b"HTTP/1.1 405 Method").status() == 405);
+        assert!(replacement_for(b"HTTP/1.1 400 Bad").status() == 400);
+    }
+}

@@ -1,0 +1,197 @@
+//! The public listener's connection layer, in front of Pingora's HTTP/1 parser.
+//!
+//! [`Front`] wraps the proxy's [`ServerApp`]: every accepted connection is counted per client IP
+//! (`limits.max_connections_per_ip`) and its stream wrapped in a [`guard::Guarded`] that
+//! enforces what Pingora does not: a total deadline for the request header
+//! (`limits.header_timeout_ms`, slowloris), `limits.max_header_bytes` and `limits.max_headers`
+//! (431 before Pingora has buffered a megabyte), and an OpenAI-shaped JSON body in place of the
+//! bare `400`/`405` (with `Server: Pingora`) that Pingora writes itself for a request it cannot
+//! parse. The proxy tells the guard where one request ends and the next header begins through a
+//! task-local [`ConnState`] (same task as the connection), so nothing here locks per request.
+
+pub mod guard;
+pub mod per_ip;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use std::time::Duration;
+
+use pingora_core::apps::{HttpPersistentSettings, HttpServerApp, ServerApp};
+use pingora_core::protocols::http::ServerSession;
+use pingora_core::protocols::Stream;
+use pingora_core::server::ShutdownWatch;
+use tokio::io::AsyncWriteExt;
+
+use crate::config::Limits;
+use crate::control::Control;
+use crate::error::GatewayError;
+use crate::metrics::METRICS;
+
+tokio::task_local! {
+    /// The connection this task serves (set by [`Front::process_new`]).
+    static CONN: Arc<ConnState>;
+}
+
+/// What the proxy tells the connection guard, per connection.
+#[derive(Debug, Default)]
+pub struct ConnState {
+    /// The proxy has taken the current request (`request_filter` ran): responses written now
+    /// are the gateway's own, not Pingora's parse errors.
+    in_request: AtomicBool,
+    /// A request ended: the next bytes read start a new request header.
+    rearm: AtomicBool,
+}
+
+/// Called first thing in `request_filter`.
+pub fn request_started() {
+    let _ = CONN.try_with(|c| c.in_request.store(true, Ordering::Relaxed));
+}
+
+/// Called when a request is over (`logging`): the connection may carry another one.
+pub fn request_finished() {
+    let _ = CONN.try_with(|c| {
+        c.in_request.store(false, Ordering::Relaxed);
+        c.rearm.store(true, Ordering::Relaxed);
+    });
+}
+
+/// The proxy app with the connection layer in front.
+pub struct Front<A> {
+    inner: Arc<A>,
+    control: Arc<Control>,
+    per_ip: per_ip::PerIp,
+}
+
+impl<A> Front<A> {
+    pub fn new(inner: A, control: Arc<Control>) -> Self {
+        Front {
+            inner: Arc::new(inner),
+            control,
+            per_ip: per_ip::PerIp::default(),
+        }
+    }
+}
+
+#[async_trait]
+impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for Front<A> {
+    async fn process_new(
+        self: &Arc<Self>,
+        mut stream: Stream,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        let snapshot = self.control.state.load();
+        let limits = snapshot.limits;
+        let slot = match limits.max_connections_per_ip {
+            None => None,
+            Some(cap) => {
+                let ip = stream
+                    .get_socket_digest()
+                    .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()));
+                match ip {
+                    Some(ip) => match self.per_ip.acquire(ip, cap) {
+                        Some(slot) => Some(slot),
+                        None => {
+                            METRICS
+                                .connections_rejected
+                                .with_label_values(&["per_ip_limit"])
+                                .inc();
+                            let server = snapshot.server_header.clone();
+                            drop(snapshot);
+                            Box::pin(refuse(&mut stream, server.as_deref())).await;
+                            return None;
+                        }
+                    },
+                    None => None,
+                }
+            }
+        };
+        let state = Arc::new(ConnState::default());
+        let guarded = guard::Guarded::new(
+            stream,
+            Arc::clone(&state),
+            guard::HeaderLimits::from(&limits),
+            Arc::clone(&self.control),
+            slot,
+        );
+        drop(snapshot);
+        METRICS.open_connections.inc();
+        CONN.scope(state, self.serve(Box::new(guarded), limits, shutdown))
+            .await;
+        METRICS.open_connections.dec();
+        None
+    }
+
+    async fn cleanup(&self) {
+        self.inner.http_cleanup().await;
+    }
+}
+
+impl<A: HttpServerApp + Send + Sync + 'static> Front<A> {
+    /// Pingora's HTTP/1 keep-alive loop (`HttpServerApp::process_new`, plaintext, no h2c), with
+    /// one change: the connection is handed to Pingora only once a request's first byte is
+    /// there. Pingora's per-request state is tens of KiB; an idle connection then costs a few.
+    async fn serve(self: &Arc<Self>, mut stream: Stream, limits: Limits, shutdown: &ShutdownWatch) {
+        // The first request may take `header_timeout`, the next ones may idle for `idle_timeout`.
+        let mut wait = limits.header_timeout;
+        let mut persistent = None;
+        let mut first = true;
+        loop {
+            if !first_byte(&mut stream, wait, shutdown).await {
+                return;
+            }
+            let mut session = ServerSession::new_http1(stream);
+            if first {
+                // As Pingora does for a new connection.
+                if *shutdown.borrow() {
+                    session.set_keepalive(None);
+                } else {
+                    session.set_keepalive(Some(60));
+                }
+                session.set_keepalive_reuses_remaining(
+                    self.inner
+                        .server_options()
+                        .and_then(|o| o.keepalive_request_limit),
+                );
+            } else if let Some(settings) = persistent.take() {
+                HttpPersistentSettings::apply_to_session(settings, &mut session);
+            }
+            let Some(reused) = self.inner.process_new_http(session, shutdown).await else {
+                return;
+            };
+            (stream, persistent) = reused.consume();
+            first = false;
+            wait = limits.idle_timeout;
+        }
+    }
+}
+
+/// Wait until the client has sent a byte (left in the stream), for at most `within`, and not
+/// past a shutdown. False: close the connection.
+async fn first_byte(stream: &mut Stream, within: Duration, shutdown: &ShutdownWatch) -> bool {
+    let mut shutdown = shutdown.clone();
+    if *shutdown.borrow() {
+        return false;
+    }
+    let mut one = [0u8; 1];
+    tokio::select! {
+        peeked = tokio::time::timeout(within, stream.try_peek(&mut one)) => {
+            // `Ok(false)`: this stream cannot peek; let Pingora read it as usual.
+            matches!(peeked, Ok(Ok(_)))
+        }
+        _ = shutdown.changed() => false,
+    }
+}
+
+/// Answer a connection over the per-IP cap with a 429 and close it (lingering, so the client
+/// reads the answer).
+async fn refuse(stream: &mut Stream, server: Option<&str>) {
+    let bytes = guard::raw_response(&GatewayError::TooManyConnections, server);
+    let _ = tokio::time::timeout(std::time::Duration::from_millis(500), async {
+        stream.write_all(&bytes).await?;
+        stream.flush().await
+    })
+    .await;
+    guard::linger(stream).await;
+}
