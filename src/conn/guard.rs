@@ -169,6 +169,8 @@ pub struct Guarded {
     closing: Option<(Closing, Pin<Box<Sleep>>)>,
     /// The lingering close was done.
     lingered: bool,
+    /// Bytes read while waiting for a request (served to Pingora first); `(bytes, consumed)`.
+    prefix: Option<(Vec<u8>, usize)>,
     _slot: Option<Slot>,
 }
 
@@ -205,8 +207,44 @@ impl Guarded {
             replacement: None,
             closing: None,
             lingered: false,
+            prefix: None,
             _slot: slot,
         }
+    }
+
+    /// Wait until the client has sent something, reading it into `prefix` (served to Pingora
+    /// first, so this costs no extra system call). `Ready(false)`: the client closed or the
+    /// read failed. The read buffer lives on the stack of this poll only, never in the
+    /// connection's future: an idle connection holds no buffer.
+    pub fn poll_request_bytes(&mut self, cx: &mut Context<'_>) -> Poll<bool> {
+        if self.prefix.is_some() {
+            return Poll::Ready(true);
+        }
+        let mut stack = [0u8; 4096];
+        let mut buf = ReadBuf::new(&mut stack);
+        match Pin::new(&mut self.inner).poll_read(cx, &mut buf) {
+            Poll::Ready(Ok(())) if !buf.filled().is_empty() => {
+                self.prefix = Some((buf.filled().to_vec(), 0));
+                Poll::Ready(true)
+            }
+            Poll::Ready(_) => Poll::Ready(false),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    /// Copy from `prefix` into `buf`; true if anything was copied.
+    fn serve_prefix(&mut self, buf: &mut ReadBuf<'_>) -> bool {
+        let Some((bytes, consumed)) = &mut self.prefix else {
+            return false;
+        };
+        let rest = bytes.get(*consumed..).unwrap_or_default();
+        let n = rest.len().min(buf.remaining());
+        buf.put_slice(rest.get(..n).unwrap_or_default());
+        *consumed += n;
+        if *consumed >= bytes.len() {
+            self.prefix = None;
+        }
+        n > 0
     }
 
     fn server_header(&self) -> Option<String> {
@@ -386,7 +424,11 @@ impl AsyncRead for Guarded {
             }
         }
         let before = buf.filled().len();
-        let res = Pin::new(&mut this.inner).poll_read(cx, buf);
+        let res = if this.serve_prefix(buf) {
+            Poll::Ready(Ok(()))
+        } else {
+            Pin::new(&mut this.inner).poll_read(cx, buf)
+        };
         if let Poll::Ready(Ok(())) = &res {
             if this.in_header {
                 let new = buf.filled().get(before..).unwrap_or_default();
@@ -541,8 +583,10 @@ impl GetSocketDigest for Guarded {
 
 #[async_trait]
 impl Peek for Guarded {
-    async fn try_peek(&mut self, buf: &mut [u8]) -> io::Result<bool> {
-        self.inner.try_peek(buf).await
+    /// Not supported: bytes may already sit in `prefix` (only h2c detection peeks, and the
+    /// public listener does not speak h2c).
+    async fn try_peek(&mut self, _buf: &mut [u8]) -> io::Result<bool> {
+        Ok(false)
     }
 }
 

@@ -108,16 +108,16 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for Front<A> {
             }
         };
         let state = Arc::new(ConnState::default());
-        let guarded = guard::Guarded::new(
+        let guarded = Box::new(guard::Guarded::new(
             stream,
             Arc::clone(&state),
             guard::HeaderLimits::from(&limits),
             Arc::clone(&self.control),
             slot,
-        );
+        ));
         drop(snapshot);
         METRICS.open_connections.inc();
-        CONN.scope(state, self.serve(Box::new(guarded), limits, shutdown))
+        CONN.scope(state, self.serve(guarded, limits, shutdown))
             .await;
         METRICS.open_connections.dec();
         None
@@ -132,16 +132,21 @@ impl<A: HttpServerApp + Send + Sync + 'static> Front<A> {
     /// Pingora's HTTP/1 keep-alive loop (`HttpServerApp::process_new`, plaintext, no h2c), with
     /// one change: the connection is handed to Pingora only once a request's first byte is
     /// there. Pingora's per-request state is tens of KiB; an idle connection then costs a few.
-    async fn serve(self: &Arc<Self>, mut stream: Stream, limits: Limits, shutdown: &ShutdownWatch) {
+    async fn serve(
+        self: &Arc<Self>,
+        mut guarded: Box<guard::Guarded>,
+        limits: Limits,
+        shutdown: &ShutdownWatch,
+    ) {
         // The first request may take `header_timeout`, the next ones may idle for `idle_timeout`.
         let mut wait = limits.header_timeout;
         let mut persistent = None;
         let mut first = true;
         loop {
-            if !first_byte(&mut stream, wait, shutdown).await {
+            if !request_bytes(&mut guarded, wait, shutdown).await {
                 return;
             }
-            let mut session = ServerSession::new_http1(stream);
+            let mut session = ServerSession::new_http1(guarded);
             if first {
                 // As Pingora does for a new connection.
                 if *shutdown.borrow() {
@@ -160,25 +165,33 @@ impl<A: HttpServerApp + Send + Sync + 'static> Front<A> {
             let Some(reused) = self.inner.process_new_http(session, shutdown).await else {
                 return;
             };
+            let stream;
             (stream, persistent) = reused.consume();
+            // The stream Pingora hands back is the one it was given.
+            let Ok(back) = stream.into_any().downcast::<guard::Guarded>() else {
+                return;
+            };
+            guarded = back;
             first = false;
             wait = limits.idle_timeout;
         }
     }
 }
 
-/// Wait until the client has sent a byte (left in the stream), for at most `within`, and not
-/// past a shutdown. False: close the connection.
-async fn first_byte(stream: &mut Stream, within: Duration, shutdown: &ShutdownWatch) -> bool {
+/// Wait until the client has sent part of a request, for at most `within`, and not past a
+/// shutdown. False: close the connection.
+async fn request_bytes(
+    guarded: &mut guard::Guarded,
+    within: Duration,
+    shutdown: &ShutdownWatch,
+) -> bool {
     let mut shutdown = shutdown.clone();
     if *shutdown.borrow() {
         return false;
     }
-    let mut one = [0u8; 1];
     tokio::select! {
-        peeked = tokio::time::timeout(within, stream.try_peek(&mut one)) => {
-            // `Ok(false)`: this stream cannot peek; let Pingora read it as usual.
-            matches!(peeked, Ok(Ok(_)))
+        got = tokio::time::timeout(within, std::future::poll_fn(|cx| guarded.poll_request_bytes(cx))) => {
+            matches!(got, Ok(true))
         }
         _ = shutdown.changed() => false,
     }
