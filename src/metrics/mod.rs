@@ -142,6 +142,8 @@ pub struct Metrics {
     pub build_info: IntGaugeVec,
     pub shadow_requests: IntCounterVec,
     pub queued: IntGaugeVec,
+    pub discovery_resolutions: IntCounterVec,
+    pub discovery_addresses: IntGaugeVec,
 }
 
 fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -207,6 +209,8 @@ impl Metrics {
             build_info: gauge(&r, "modelgate_build_info", "Always 1; the labels say which build runs.", &["version"]),
             shadow_requests: counter(&r, "modelgate_shadow_requests_total", "Shadow copies by target model and result (ok, error_status, failed, timeout, skipped).", &["model", "result"]),
             queued: gauge(&r, "modelgate_queued_requests", "Requests waiting for a free backend slot (max_in_flight), per model.", &["model"]),
+            discovery_resolutions: counter(&r, "modelgate_discovery_resolutions_total", "DNS resolutions of discover entries by result (ok, error, empty); error and empty keep the last good set.", &["model", "entry", "result"]),
+            discovery_addresses: gauge(&r, "modelgate_discovery_addresses", "Addresses in a discover entry's last good set (its backends).", &["model", "entry"]),
             registry: r,
         };
         m.build_info
@@ -232,6 +236,34 @@ fn unix_now() -> f64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// Count one resolution of a discover entry (control plane).
+pub fn record_discovery(model: &str, entry: &str, result: &str) {
+    METRICS
+        .discovery_resolutions
+        .with_label_values(&[model, entry, result])
+        .inc();
+}
+
+/// Publish a discover entry's address count (control plane).
+pub fn set_discovery_addresses(model: &str, entry: &str, n: usize) {
+    METRICS
+        .discovery_addresses
+        .with_label_values(&[model, entry])
+        .set(i64::try_from(n).unwrap_or(i64::MAX));
+}
+
+/// Drop the series of a discover entry a reload removed.
+pub fn forget_discovery_entry(model: &str, entry: &str) {
+    let _ = METRICS
+        .discovery_addresses
+        .remove_label_values(&[model, entry]);
+    for result in ["ok", "error", "empty"] {
+        let _ = METRICS
+            .discovery_resolutions
+            .remove_label_values(&[model, entry, result]);
+    }
 }
 
 /// Mark the config applied at start.
