@@ -138,6 +138,8 @@ pub struct AdminSpec {
     pub listen: Option<String>,
     pub allow_remote: Option<bool>,
     pub token: Option<String>,
+    /// File holding the token (a mounted Secret), relative to the config's directory.
+    pub token_file: Option<String>,
 }
 
 /// `defaults:` block: the per-model blocks that can be inherited.

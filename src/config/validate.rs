@@ -61,7 +61,10 @@ pub(super) fn validate(
         .as_ref()
         .and_then(|a| a.allow_remote)
         .unwrap_or(false);
-    let admin_token = spec.admin.as_ref().and_then(|a| a.token.clone());
+    let admin_token = spec
+        .admin
+        .as_ref()
+        .and_then(|a| admin_token(a, dir, &mut issues));
     if let Some(t) = &admin_token {
         if t.len() < 16 || !t.bytes().all(|b| b.is_ascii_graphic()) {
             issues.push(
@@ -230,6 +233,36 @@ fn aliases(
         }
     }
     out
+}
+
+/// `admin.token`, or the content of `admin.token_file` (one line; surrounding whitespace,
+/// such as the newline `kubectl create secret --from-file` keeps, is dropped).
+fn admin_token(
+    a: &super::spec::AdminSpec,
+    dir: Option<&std::path::Path>,
+    issues: &mut Issues,
+) -> Option<String> {
+    let Some(file) = &a.token_file else {
+        return a.token.clone();
+    };
+    if a.token.is_some() {
+        issues.push(
+            "admin.token_file",
+            "token and token_file are mutually exclusive; keep one",
+        );
+        return None;
+    }
+    let path = dir.map_or_else(|| std::path::PathBuf::from(file), |d| d.join(file));
+    match std::fs::read_to_string(&path) {
+        Ok(t) => Some(t.trim().to_string()),
+        Err(e) => {
+            issues.push(
+                "admin.token_file",
+                format!("cannot read {}: {e}", path.display()),
+            );
+            None
+        }
+    }
 }
 
 fn auth_config(a: AuthSpec, dir: Option<&std::path::Path>, issues: &mut Issues) -> AuthConfig {
