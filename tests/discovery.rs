@@ -299,3 +299,32 @@ async fn a_ttl_shorter_than_refresh_ms_refreshes_sooner() {
     .await;
     assert!(serve(&gw, "m", 10).await.contains(&nb));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_reload_keeps_the_discovered_backends_of_an_unchanged_entry() {
+    let (v4, _v6) = twin_mocks("m", |_| {}).await;
+    let other = mock("o", "o").await;
+    let n4 = backend_name(v4.addr());
+    let dns = DnsServer::start(1).await;
+    dns.set_addrs(NAME, &[V4]);
+    let models = discover_model("m", &dns, Some(v4.addr().port()), 200);
+    let gw = Gateway::start_ready(&models, "").await;
+    eventually(
+        Duration::from_secs(10),
+        "discovered backend healthy",
+        || async { gw.backend_healthy("m", &n4).await },
+    )
+    .await;
+    // From now on DNS answers nothing: only the kept set can serve after the reload.
+    dns.set_mode(Mode::Silent);
+    let more = format!("{models}{}", model_block("o", &[backend("o", &other)], ""));
+    gw.write_config(&more, "");
+    gw.wait_generation(2).await;
+    assert_eq!(listed(&gw, "m").await, vec![n4.clone()]);
+    assert!(
+        gw.backend_healthy("m", &n4).await,
+        "kept backend re-gated by the reload"
+    );
+    assert!(serve(&gw, "m", 5).await.iter().all(|b| *b == n4));
+    assert_eq!(addresses(&gw).await, 1.0);
+}

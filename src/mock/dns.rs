@@ -243,7 +243,10 @@ mod tests {
             let z = lock(&dns.zone);
             assert_eq!(z.ttl, 1);
             assert_eq!(z.addrs["svc.test."].len(), 2);
-            assert_eq!(z.srv["_h._tcp.svc.test."], vec![(8000, "svc.test.".to_string())]);
+            assert_eq!(
+                z.srv["_h._tcp.svc.test."],
+                vec![(8000, "svc.test.".to_string())]
+            );
         }
         let err = dns.load_zone("svc.test A nowhere\n").unwrap_err();
         assert!(err.contains("zone line 1"), "{err}");
