@@ -205,6 +205,23 @@ async fn record_changes_gate_new_backends_and_drain_removed_ones_under_load() {
     }
     assert_eq!(s4.aborted(), 0);
     gw.wait_log("discovered backends changed").await;
+    // Once drained, its metric series go (address churn must not grow the registry forever).
+    let series_of = |name: String| {
+        let gw = &gw;
+        async move {
+            let m = gw.metrics().await;
+            m.iter()
+                .filter(|s| s.labels.get("backend") == Some(&name))
+                .count()
+        }
+    };
+    assert!(series_of(n6.clone()).await > 0);
+    eventually(
+        Duration::from_secs(10),
+        "removed backend's series gone",
+        || async { series_of(n4.clone()).await == 0 },
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -327,4 +344,39 @@ async fn a_reload_keeps_the_discovered_backends_of_an_unchanged_entry() {
     );
     assert!(serve(&gw, "m", 5).await.iter().all(|b| *b == n4));
     assert_eq!(addresses(&gw).await, 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn readiness_waits_for_the_first_resolution() {
+    let (v4, _v6) = twin_mocks("m", |_| {}).await;
+    let fixed = mock("f", "f").await;
+    let dns = DnsServer::start(1).await;
+    dns.set_addrs(NAME, &[V4]);
+    // The first resolution cannot finish while the server is silent (it times out after ~4 s).
+    dns.set_mode(Mode::Silent);
+    let models = format!(
+        "{}{}",
+        model_block("f", &[backend("f", &fixed)], ""),
+        discover_model("m", &dns, Some(v4.addr().port()), 200)
+    );
+    let gw = Gateway::start(&models, "").await;
+    eventually(Duration::from_secs(10), "fixed backend healthy", || async {
+        gw.backend_healthy("f", "f").await
+    })
+    .await;
+    let ready = client().get(gw.admin_url("/ready")).send().await.unwrap();
+    assert_eq!(
+        ready.status(),
+        503,
+        "ready before the discover entry resolved once"
+    );
+    dns.set_mode(Mode::Answer);
+    gw.wait_ready().await;
+    let n4 = backend_name(v4.addr());
+    eventually(
+        Duration::from_secs(10),
+        "discovered backend serves",
+        || async { gw.backend_healthy("m", &n4).await },
+    )
+    .await;
 }

@@ -20,13 +20,14 @@ pub mod service;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use crate::config::discover::{DiscoverEntry, DiscoverTarget};
 use crate::config::{BackendConfig, Config};
 use crate::control::Control;
 use crate::reload::Graveyard;
+use crate::routing::BackendState;
 use crate::state::Snapshot;
 
 pub use service::DiscoveryService;
@@ -71,6 +72,17 @@ pub struct Registry {
     settled: AtomicBool,
     /// Snapshots replaced by discovery, dropped once no request holds them.
     pub graveyard: Graveyard,
+    /// Removed discovered backends whose metric series go once they have drained.
+    retired: Mutex<Vec<Retired>>,
+}
+
+/// A discovered backend that left the pool; its old snapshots may still serve requests.
+#[derive(Debug)]
+struct Retired {
+    model: String,
+    name: String,
+    /// Alive while any snapshot holding it is (requests in flight on it included).
+    state: Weak<BackendState>,
 }
 
 impl Registry {
@@ -83,6 +95,7 @@ impl Registry {
             }),
             settled: AtomicBool::new(false),
             graveyard: Graveyard::default(),
+            retired: Mutex::new(Vec::new()),
         };
         registry.update_settled(&registry.lock());
         registry
@@ -179,9 +192,10 @@ impl Registry {
                 resolved.addrs = addrs;
             }
         }
-        if change.is_some() {
+        if let Some(change) = &change {
             let expanded = expand(&inner.config, &inner.resolved);
             let current = control.state.load_full();
+            self.retire(&current, key, &change.removed);
             // Same generation: the config did not change, only what it resolves to.
             let next = Snapshot::build_from(&expanded, current.generation, Some(&current));
             drop(current);
@@ -192,6 +206,51 @@ impl Registry {
         }
         change
     }
+}
+
+impl Registry {
+    /// Remember the backends `removed` from `key`'s entry, to forget their metrics later.
+    fn retire(&self, current: &Snapshot, key: &EntryKey, removed: &[SocketAddr]) {
+        let Some(pool) = current.pool(&key.model) else {
+            return;
+        };
+        let mut retired = self.retired.lock().unwrap_or_else(|e| e.into_inner());
+        for addr in removed {
+            let name = backend_name(&key.entry, *addr);
+            if let Some(b) = pool.backends.iter().find(|b| b.config.name == name) {
+                retired.push(Retired {
+                    model: key.model.clone(),
+                    name,
+                    state: Arc::downgrade(b),
+                });
+            }
+        }
+    }
+
+    /// Drop the metric series of removed discovered backends that no snapshot holds any more
+    /// (drained), unless the address came back meanwhile. Control plane, periodic.
+    pub fn forget_drained(&self, control: &Control) {
+        let snapshot = control.state.load();
+        let mut retired = self.retired.lock().unwrap_or_else(|e| e.into_inner());
+        retired.retain(|r| {
+            if r.state.strong_count() > 0 {
+                return true;
+            }
+            let back = snapshot
+                .pool(&r.model)
+                .is_some_and(|p| p.backends.iter().any(|b| b.config.name == r.name));
+            if !back {
+                crate::metrics::forget_backend(&r.model, &r.name);
+                tracing::debug!(model = %r.model, backend = %r.name, "drained discovered backend forgotten");
+            }
+            false
+        });
+    }
+}
+
+/// Name of the backend a discovered address becomes: `<entry name>-<ip>:<port>`.
+pub fn backend_name(entry: &str, addr: SocketAddr) -> String {
+    format!("{entry}-{addr}")
 }
 
 /// Items of `a` not in `b` (both sorted).
@@ -246,7 +305,7 @@ fn expand(config: &Config, resolved: &HashMap<EntryKey, Resolved>) -> Config {
 /// The backend a discovered address becomes.
 pub fn backend(entry: &DiscoverEntry, addr: SocketAddr) -> BackendConfig {
     BackendConfig {
-        name: format!("{}-{addr}", entry.name),
+        name: backend_name(&entry.name, addr),
         url: format!("http://{addr}"),
         addr,
         authority: addr.to_string(),

@@ -67,7 +67,10 @@ impl BackgroundService for DiscoveryService {
             tokio::select! {
                 _ = shutdown.changed() => break,
                 changed = changes.changed() => if changed.is_err() { break },
-                _ = prune.tick() => self.control.discovery.graveyard.prune(),
+                _ = prune.tick() => {
+                    self.control.discovery.graveyard.prune();
+                    self.control.discovery.forget_drained(&self.control);
+                }
                 // Reap finished (aborted) tasks so the set does not grow.
                 Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
             }

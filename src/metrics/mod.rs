@@ -266,6 +266,32 @@ pub fn forget_discovery_entry(model: &str, entry: &str) {
     }
 }
 
+/// Drop every series of a (model, backend) that left for good (a discovered address that
+/// was removed and has drained), so address churn does not grow the registry forever.
+pub fn forget_backend(model: &str, backend: &str) {
+    let m = &*METRICS;
+    let mb = [model, backend];
+    for i in 0..N_ENDPOINTS {
+        for class in STATUS_CLASSES {
+            let _ = m
+                .requests
+                .remove_label_values(&[model, backend, endpoint_label(i), class]);
+        }
+    }
+    for cause in CUT_CAUSES {
+        let _ = m.streams_cut.remove_label_values(&[model, backend, cause]);
+    }
+    for result in ["ok", "fail"] {
+        let _ = m
+            .health_checks
+            .remove_label_values(&[model, backend, result]);
+    }
+    for h in [&m.duration, &m.ttfb, &m.chunk_gap, &m.health_check_duration] {
+        let _ = h.remove_label_values(&mb);
+    }
+    let _ = m.attempts.remove_label_values(&mb);
+}
+
 /// Mark the config applied at start.
 pub fn record_start() {
     METRICS.config_last_reload.set(unix_now());
