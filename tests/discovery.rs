@@ -258,6 +258,18 @@ async fn dns_failure_keeps_the_last_good_set_and_is_counted() {
     assert_eq!(addresses(&gw).await, 1.0);
     gw.wait_log("discovery failed; keeping the last good addresses")
         .await;
+
+    // The server gone altogether (its port closed): the same.
+    drop(dns);
+    let start = counted("error").await;
+    eventually(
+        Duration::from_secs(15),
+        "unreachable server counted",
+        || async { counted("error").await > start },
+    )
+    .await;
+    assert_eq!(listed(&gw, "m").await, vec![n4.clone()]);
+    assert!(serve(&gw, "m", 5).await.iter().all(|b| *b == n4));
 }
 
 /// Mocks a and b serving m on 127.0.0.1, and a DNS server (TTL 1 s) where a.test and b.test

@@ -206,9 +206,7 @@ impl Registry {
         }
         change
     }
-}
 
-impl Registry {
     /// Remember the backends `removed` from `key`'s entry, to forget their metrics later.
     fn retire(&self, current: &Snapshot, key: &EntryKey, removed: &[SocketAddr]) {
         let Some(pool) = current.pool(&key.model) else {
