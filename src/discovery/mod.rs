@@ -30,6 +30,7 @@ use crate::reload::Graveyard;
 use crate::routing::BackendState;
 use crate::state::Snapshot;
 
+pub use resolve::DiscoveryError;
 pub use service::DiscoveryService;
 
 /// Identity of a discover entry: a reload that keeps it (same model, name and target) keeps its
@@ -54,6 +55,8 @@ struct Resolved {
     addrs: Vec<SocketAddr>,
     /// At least one resolution finished (good or not).
     attempted: bool,
+    /// The last resolution: when (RFC 3339), `ok`/`error`/`empty`, and why it failed.
+    last: Option<(String, &'static str, Option<String>)>,
 }
 
 #[derive(Debug)]
@@ -163,14 +166,14 @@ impl Registry {
         control.publish(next)
     }
 
-    /// Record one resolution of `key`: `Some(addrs)` a good, non-empty set, `None` a failure
-    /// (the last good set stays). When the set changed, publish a snapshot with it and return
-    /// what changed. Ignored when the entry left the config meanwhile.
+    /// Record one resolution of `key`: a good, non-empty set, or why there is none (the last
+    /// good set stays). When the set changed, publish a snapshot with it and return what
+    /// changed. Ignored when the entry left the config meanwhile.
     pub fn record(
         &self,
         control: &Control,
         key: &EntryKey,
-        addrs: Option<Vec<SocketAddr>>,
+        result: Result<Vec<SocketAddr>, DiscoveryError>,
     ) -> Option<Change> {
         let mut inner = self.lock();
         if !entries(&inner.config).any(|(k, _)| &k == key) {
@@ -179,8 +182,16 @@ impl Registry {
         let resolved = inner.resolved.entry(key.clone()).or_default();
         let first = !resolved.attempted;
         resolved.attempted = true;
+        resolved.last = Some(match &result {
+            Ok(_) => (crate::control::now_rfc3339(), "ok", None),
+            Err(e) => (
+                crate::control::now_rfc3339(),
+                e.label(),
+                Some(e.to_string()),
+            ),
+        });
         let mut change = None;
-        if let Some(mut addrs) = addrs {
+        if let Ok(mut addrs) = result {
             addrs.sort_unstable();
             addrs.dedup();
             if addrs != resolved.addrs {
@@ -205,6 +216,29 @@ impl Registry {
             self.update_settled(&inner);
         }
         change
+    }
+
+    /// Every discover entry of the config in force with its last good set and last
+    /// resolution, for admin `/status`.
+    pub fn status(&self) -> serde_json::Value {
+        let inner = self.lock();
+        let list: Vec<serde_json::Value> = entries(&inner.config)
+            .map(|(key, entry)| {
+                let r = inner.resolved.get(&key);
+                let last = r.and_then(|r| r.last.as_ref());
+                serde_json::json!({
+                    "model": key.model,
+                    "entry": key.entry,
+                    "dns": key.target.dns,
+                    "port": key.target.port,
+                    "nameserver": key.target.nameserver.map(|n| n.to_string()),
+                    "refresh_ms": entry.refresh.as_millis() as u64,
+                    "addresses": r.map(|r| r.addrs.iter().map(ToString::to_string).collect::<Vec<_>>()).unwrap_or_default(),
+                    "last_resolution": last.map(|(at, result, error)| serde_json::json!({"at": at, "result": result, "error": error})),
+                })
+            })
+            .collect();
+        serde_json::Value::Array(list)
     }
 
     /// Remember the backends `removed` from `key`'s entry, to forget their metrics later.

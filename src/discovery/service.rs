@@ -95,7 +95,7 @@ async fn run_entry(control: Arc<Control>, key: EntryKey, refresh: Duration) {
             Some(r) => resolve::resolve(r, &key.target).await,
             None => Err(DiscoveryError::Config("no resolver".into())),
         };
-        let (addrs, wait) = match result {
+        let wait = match &result {
             Ok(r) => {
                 crate::metrics::record_discovery(&model, &entry, "ok");
                 if failing {
@@ -105,7 +105,7 @@ async fn run_entry(control: Arc<Control>, key: EntryKey, refresh: Duration) {
                 let ttl = r
                     .valid_until
                     .map(|t| t.saturating_duration_since(std::time::Instant::now()));
-                (Some(r.addrs), next_wait(ttl, refresh))
+                next_wait(ttl, refresh)
             }
             Err(e) => {
                 crate::metrics::record_discovery(&model, &entry, e.label());
@@ -113,9 +113,10 @@ async fn run_entry(control: Arc<Control>, key: EntryKey, refresh: Duration) {
                     warn!(model = %model, entry = %entry, error = %e, "discovery failed; keeping the last good addresses");
                 }
                 failing = true;
-                (None, refresh.min(FAILURE_RETRY))
+                refresh.min(FAILURE_RETRY)
             }
         };
+        let addrs = result.map(|r| r.addrs);
         let (c, k) = (Arc::clone(&control), key.clone());
         // Building a snapshot is CPU work under the build lock: keep it off the async workers.
         let change = tokio::task::spawn_blocking(move || c.discovery.record(&c, &k, addrs))

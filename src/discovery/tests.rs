@@ -20,6 +20,13 @@ fn addr(s: &str) -> SocketAddr {
     s.parse().unwrap()
 }
 
+fn failure() -> DiscoveryError {
+    DiscoveryError::Failed {
+        name: "svc.test".into(),
+        message: "SERVFAIL".into(),
+    }
+}
+
 fn names(control: &Control) -> Vec<String> {
     let s = control.state.load();
     s.pool("m")
@@ -41,7 +48,7 @@ fn resolved_addresses_become_named_backends_and_failures_keep_them() {
     let change = c.discovery.record(
         &c,
         &key,
-        Some(vec![
+        Ok(vec![
             addr("10.0.0.2:8000"),
             addr("[fd00::1]:8000"),
             addr("10.0.0.1:8000"),
@@ -67,10 +74,23 @@ fn resolved_addresses_become_named_backends_and_failures_keep_them() {
         addr("[fd00::1]:8000"),
         addr("10.0.0.2:8000"),
     ];
-    assert_eq!(c.discovery.record(&c, &key, Some(same)), None);
+    assert_eq!(c.discovery.record(&c, &key, Ok(same)), None);
     // A failure keeps the set.
-    assert_eq!(c.discovery.record(&c, &key, None), None);
+    assert_eq!(c.discovery.record(&c, &key, Err(failure())), None);
     assert_eq!(names(&c).len(), 4);
+    // /status shows the kept set and the failure.
+    let status = c.discovery.status();
+    let e = &status[0];
+    assert_eq!(
+        (e["model"].as_str(), e["entry"].as_str()),
+        (Some("m"), Some("d"))
+    );
+    assert_eq!(e["addresses"].as_array().unwrap().len(), 3);
+    assert_eq!(e["last_resolution"]["result"], "error");
+    assert!(e["last_resolution"]["error"]
+        .as_str()
+        .unwrap()
+        .contains("SERVFAIL"));
 
     // One removed, one added: published with the same generation; the kept one keeps its state.
     let change = c
@@ -78,7 +98,7 @@ fn resolved_addresses_become_named_backends_and_failures_keep_them() {
         .record(
             &c,
             &key,
-            Some(vec![addr("10.0.0.1:8000"), addr("10.0.0.3:8000")]),
+            Ok(vec![addr("10.0.0.1:8000"), addr("10.0.0.3:8000")]),
         )
         .unwrap();
     assert_eq!(change.added, vec![addr("10.0.0.3:8000")]);
@@ -103,7 +123,7 @@ fn a_reload_keeps_the_set_of_an_unchanged_entry_and_drops_a_changed_one() {
     let c = control("{dns: svc.test, port: 8000}");
     let (key, _) = c.discovery.wanted().remove(0);
     c.discovery
-        .record(&c, &key, Some(vec![addr("10.0.0.1:8000")]));
+        .record(&c, &key, Ok(vec![addr("10.0.0.1:8000")]));
     let publish = |entry: &str| {
         let next = config::parse(yaml(entry).as_bytes()).unwrap();
         c.discovery.publish_config(&c, next, |expanded, current| {
@@ -121,7 +141,7 @@ fn a_reload_keeps_the_set_of_an_unchanged_entry_and_drops_a_changed_one() {
     // A result for the old target is ignored.
     assert_eq!(
         c.discovery
-            .record(&c, &key, Some(vec![addr("10.0.0.9:8000")])),
+            .record(&c, &key, Ok(vec![addr("10.0.0.9:8000")])),
         None
     );
     assert_eq!(names(&c), ["fixed"]);
