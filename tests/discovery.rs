@@ -242,6 +242,9 @@ async fn dns_failure_keeps_the_last_good_set_and_is_counted() {
         })
         .await;
         assert_eq!(listed(&gw, "m").await, vec![n4.clone()], "{mode:?}");
+        let entry = gw.status().await["discovery"][0].clone();
+        assert_eq!(entry["last_resolution"]["result"], "error", "{entry}");
+        assert_eq!(entry["addresses"][0], v4.addr().to_string(), "{entry}");
         assert!(serve(&gw, "m", 5).await.iter().all(|b| *b == n4));
         dns.set_mode(Mode::Answer);
     }
