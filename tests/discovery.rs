@@ -395,3 +395,39 @@ async fn readiness_waits_for_the_first_resolution() {
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn frequent_discovery_changes_do_not_hold_back_other_pools_probes() {
+    let (v4, v6) = twin_mocks("m", |_| {}).await;
+    let fixed = mock("f", "f").await;
+    let dns = DnsServer::start(1).await;
+    dns.set_addrs(NAME, &[V4]);
+    // Model f is probed every 600 ms; model m's DNS set changes every 250 ms below.
+    let models = format!(
+        "  f:\n    backends:\n{}    health_check: {{interval_ms: 600, timeout_ms: 500}}\n{}",
+        backend("f", &fixed),
+        discover_model("m", &dns, Some(v4.addr().port()), 100)
+    );
+    let gw = Gateway::start_ready(&models, "").await;
+    let probes = fixed.stats();
+    let before = probes.models_requests();
+    let mut changes = 0;
+    // The stimulus: m's records flip every 250 ms (the sleep paces the changes under test).
+    for i in 0..16 {
+        let set = if i % 2 == 0 { vec![V4, V6] } else { vec![V4] };
+        dns.set_addrs(NAME, &set);
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        changes += 1;
+    }
+    drop(v6);
+    // ~4 s at one probe per 600 ms: at least 4 rounds, however often m's backends changed.
+    let rounds = probes.models_requests() - before;
+    assert!(
+        rounds >= 4,
+        "{rounds} probes of f during {changes} DNS changes of m"
+    );
+    assert!(
+        gw.log().matches("discovered backends changed").count() >= 6,
+        "m's set did not change often enough for the test to mean anything"
+    );
+}
