@@ -194,6 +194,7 @@ async fn record_changes_gate_new_backends_and_drain_removed_ones_under_load() {
         s4.in_flight() > 0,
         "streams ended before the removal; the test proves nothing"
     );
+    assert_eq!(gw.generation().await, 1, "a DNS change is not a new config");
     let before = s4.requests();
     let served = serve(&gw, "m", 10).await;
     assert!(served.iter().all(|b| *b == n6), "{served:?}");
@@ -430,4 +431,43 @@ async fn frequent_discovery_changes_do_not_hold_back_other_pools_probes() {
         gw.log().matches("discovered backends changed").count() >= 6,
         "m's set did not change often enough for the test to mean anything"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_pool_with_no_address_yet_answers_503_under_every_policy() {
+    let fixed = mock("f", "f").await;
+    let dns = DnsServer::start(1).await; // knows no name: NXDOMAIN
+    let policies = [
+        "round_robin",
+        "random",
+        "least_connections",
+        "power_of_two",
+        "load_aware",
+        "consistent_hash",
+    ];
+    let mut models = model_block("f", &[backend("f", &fixed)], "");
+    for p in policies {
+        let hash = if p == "consistent_hash" {
+            ", hash_on: \"header:x-session-id\""
+        } else {
+            ""
+        };
+        models.push_str(&format!(
+            "  {p}:\n    backends:\n      - name: v\n        discover: {{dns: \"{NAME}\", port: 8000, nameserver: \"{}\"}}\n    load_balancer: {{policy: {p}{hash}}}\n",
+            dns.addr
+        ));
+    }
+    let gw = Gateway::start_ready(&models, "").await;
+    for p in policies {
+        let r = client()
+            .post(gw.url("/v1/chat/completions"))
+            .header("x-session-id", "s")
+            .body(chat_body(p, false))
+            .send()
+            .await
+            .unwrap();
+        expect_error(r, 503, Some("no_healthy_backend")).await;
+    }
+    assert!(gw.chat("f", false).await.status() == 200);
+    assert!(!gw.log().contains("panicked"));
 }
