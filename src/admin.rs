@@ -127,6 +127,7 @@ impl ServeHttp for AdminApp {
                 body["draining"] = json!(self.control.is_draining());
                 body["in_flight"] = json!(self.control.in_flight());
                 body["pid"] = json!(std::process::id());
+                body["discovery"] = self.control.discovery.status();
                 json_response(StatusCode::OK, &body)
             }
             (true, "/metrics") => {

@@ -18,6 +18,7 @@ use crate::admin::AdminApp;
 use crate::cli::Cli;
 use crate::config::{self, Config};
 use crate::control::Control;
+use crate::discovery::DiscoveryService;
 use crate::health::{self, HealthService};
 use crate::lifecycle::{self, ExitPlan, GatewaySignals, LifecycleService};
 use crate::proxy::Gateway;
@@ -85,6 +86,10 @@ pub fn run(cli: &Cli, config: Config, early_hup: Arc<AtomicBool>) -> ! {
     admin.add_tcp(&config.admin_listen.to_string());
 
     let health = background_service("modelgate health", HealthService::new(Arc::clone(&control)));
+    let discovery = background_service(
+        "modelgate discovery",
+        DiscoveryService::new(Arc::clone(&control)),
+    );
     let reload = background_service(
         "modelgate reload",
         ReloadService::new(Arc::clone(&control), early_hup, !cli.no_watch),
@@ -102,6 +107,7 @@ pub fn run(cli: &Cli, config: Config, early_hup: Arc<AtomicBool>) -> ! {
     server.add_service(proxy);
     server.add_service(admin);
     server.add_service(health);
+    server.add_service(discovery);
     server.add_service(reload);
     server.add_service(lifecycle);
     info!(listen = %config.listen, admin = %config.admin_listen, upgrade_sock = %paths.upgrade_sock.display(), pid = std::process::id(), "modelgate listening");
@@ -124,7 +130,13 @@ fn log_summary(config: &Config) {
             .map(|b| format!("{}={}", b.name, b.url))
             .collect::<Vec<_>>()
             .join(", ");
-        info!(model = %m.name, policy = m.policy.as_str(), backends = %backends, "model configured");
+        let discover = m
+            .discover
+            .iter()
+            .map(|d| format!("{}=dns:{}", d.name, d.target.dns))
+            .collect::<Vec<_>>()
+            .join(", ");
+        info!(model = %m.name, policy = m.policy.as_str(), backends = %backends, discover = %discover, "model configured");
     }
 }
 
@@ -197,6 +209,22 @@ pub fn summary(path: &str, config: &Config) -> String {
                 b.addr,
                 b.weight,
                 if b.drain { " DRAINING" } else { "" }
+            );
+        }
+        for d in &m.discover {
+            let t = &d.target;
+            let _ = writeln!(
+                out,
+                "  discover {} dns {} {} refresh_ms {} nameserver {} weight {}{}",
+                d.name,
+                t.dns,
+                t.port
+                    .map_or_else(|| "SRV".to_string(), |p| format!("A/AAAA port {p}")),
+                d.refresh.as_millis(),
+                t.nameserver
+                    .map_or_else(|| "system".to_string(), |n| n.to_string()),
+                d.weight,
+                if d.drain { " DRAINING" } else { "" }
             );
         }
     }

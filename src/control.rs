@@ -70,6 +70,8 @@ pub struct Control {
     in_flight: Arc<AtomicU64>,
     /// Span exporter, when `tracing.otlp_endpoint` is set.
     exporter: arc_swap::ArcSwapOption<Exporter>,
+    /// The config in force, discovered addresses, and the lock every snapshot build takes.
+    pub discovery: crate::discovery::Registry,
 }
 
 impl Control {
@@ -95,6 +97,7 @@ impl Control {
             listening: AtomicBool::new(false),
             in_flight: Arc::new(AtomicU64::new(0)),
             exporter: arc_swap::ArcSwapOption::empty(),
+            discovery: crate::discovery::Registry::new(config),
         })
     }
 
@@ -108,13 +111,17 @@ impl Control {
         let generation = snapshot.generation;
         let sha256 = snapshot.config_sha256.clone();
         let old = self.state.swap(Arc::new(snapshot));
-        self.status.store(Arc::new(ConfigStatus {
-            generation,
-            sha256,
-            loaded_at: now_rfc3339(),
-            last_error: None,
-            path: self.config_path.display().to_string(),
-        }));
+        // Discovery republishes the same generation with other addresses: not a new config.
+        if old.generation != generation {
+            self.status.store(Arc::new(ConfigStatus {
+                generation,
+                sha256,
+                loaded_at: now_rfc3339(),
+                last_error: None,
+                path: self.config_path.display().to_string(),
+            }));
+        }
+        // Every publish (reload or discovery) restarts the prober on the new pools.
         self.generation_tx.send_replace(generation);
         old
     }
@@ -126,7 +133,8 @@ impl Control {
         self.status.store(Arc::new(status));
     }
 
-    /// Follow applied reloads (the health prober).
+    /// Follow published snapshots (applied reloads and discovery changes): the health prober
+    /// and the discovery service.
     pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
         self.generation_tx.subscribe()
     }
@@ -161,8 +169,8 @@ impl Control {
     }
 
     /// Ready for traffic: the public listener accepts, not draining, and some model servable —
-    /// before the first time, also every pool probed once (so a starting gateway is not sent
-    /// traffic it would hold).
+    /// before the first time, also every `discover:` entry resolved once and every pool probed
+    /// once (so a starting gateway is not sent traffic it would hold).
     pub fn is_ready(&self) -> bool {
         if self.is_draining() || !self.listening.load(Ordering::Acquire) {
             return false;
@@ -171,7 +179,7 @@ impl Control {
         if self.was_ready.load(Ordering::Acquire) {
             return snapshot.pools.iter().any(|p| p.has_healthy());
         }
-        let ready = snapshot.is_ready();
+        let ready = self.discovery.is_settled() && snapshot.is_ready();
         if ready {
             self.was_ready.store(true, Ordering::Release);
         }

@@ -7,6 +7,7 @@
 //! before it. Results are published through the atomics on [`BackendState`]; the request path
 //! never waits for a probe.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -15,6 +16,7 @@ use pingora_core::connectors::http::v1::Connector;
 use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;
 use pingora_http::RequestHeader;
+use tokio::task::AbortHandle;
 use tracing::{info, warn};
 
 use crate::control::Control;
@@ -161,26 +163,59 @@ impl BackgroundService for HealthService {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         let mut reloads = self.control.subscribe();
         let mut tasks = tokio::task::JoinSet::new();
+        // Pool name → (what its probes depend on, its tasks).
+        let mut running: HashMap<String, (String, Vec<AbortHandle>)> = HashMap::new();
         loop {
-            // One task per pool of the snapshot in force. A reload replaces them all: tasks of
-            // removed pools stop, new pools start, and kept backends carry their state (streaks
-            // included) in their shared `BackendHealth`, so restarting a task loses nothing.
-            tasks.abort_all();
+            // One task per pool of the snapshot in force. A pool whose probing is unchanged
+            // (same backends, addresses, health settings) keeps its task: the task probes the
+            // previous snapshot's pool, whose backends share their live state with this one's,
+            // and its rhythm is not reset. Discovery republishes often, and restarting every
+            // pool on each change would postpone every other pool's next round each time. A
+            // changed or new pool gets fresh tasks (new backends are probed at once); tasks of
+            // removed pools stop.
             let snapshot = self.control.state.load_full();
+            let mut next = HashMap::with_capacity(snapshot.pools.len());
             for pool in &snapshot.pools {
-                tasks.spawn(run_pool(Arc::clone(pool), Arc::clone(&self.connector)));
-                if pool.policy == crate::config::Policy::LoadAware {
-                    tasks.spawn(run_load(Arc::clone(pool), Arc::clone(&self.connector)));
+                let signature = probe_signature(pool);
+                if let Some((old, handles)) = running.remove(&pool.name) {
+                    if old == signature {
+                        next.insert(pool.name.clone(), (old, handles));
+                        continue;
+                    }
+                    handles.iter().for_each(AbortHandle::abort);
                 }
+                let mut handles =
+                    vec![tasks.spawn(run_pool(Arc::clone(pool), Arc::clone(&self.connector)))];
+                if pool.policy == crate::config::Policy::LoadAware {
+                    handles
+                        .push(tasks.spawn(run_load(Arc::clone(pool), Arc::clone(&self.connector))));
+                }
+                next.insert(pool.name.clone(), (signature, handles));
             }
+            for (_, handles) in running.into_values() {
+                handles.iter().for_each(AbortHandle::abort);
+            }
+            running = next;
             drop(snapshot);
             tokio::select! {
                 _ = shutdown.changed() => break,
                 changed = reloads.changed() => if changed.is_err() { break },
+                // Reap stopped tasks so the set does not grow.
+                Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
             }
         }
         tasks.abort_all();
     }
+}
+
+/// Everything a pool's probe and load tasks read: equal signatures probe identically.
+fn probe_signature(pool: &Pool) -> String {
+    let backends: Vec<&crate::config::BackendConfig> =
+        pool.backends.iter().map(|b| &b.config).collect();
+    format!(
+        "{:?}|{:?}|{:?}|{:?}|{:?}|{:?}",
+        pool.health, pool.served_model_name, pool.policy, pool.lb, pool.timeouts, backends
+    )
 }
 
 /// Probe one pool's backends forever, every `interval`, all backends concurrently. A pool whose

@@ -5,6 +5,7 @@
 //!              │ route::classify → body::Upload::preread (scan "model") → Snapshot::pool
 //!              └ forward: select healthy backend → send → relay chunks (retry only before 1st byte)
 //!  control plane: config::load → Snapshot::build → ArcSwap ◄─ health prober (atomics per backend)
+//!  discovery: DNS (hickory) per `discover:` entry → Registry::record → Snapshot::build_from
 //!  admin listener: /health /ready /status
 //! ```
 //!
@@ -21,6 +22,7 @@ pub mod cli;
 pub mod config;
 pub mod conn;
 pub mod control;
+pub mod discovery;
 pub mod error;
 pub mod health;
 pub mod lifecycle;

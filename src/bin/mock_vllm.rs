@@ -10,6 +10,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
+use modelgate::mock::dns::MockDns;
 use modelgate::mock::{
     FailMode, MockConfig, MockLoad, MockServer, DEFAULT_MAX_MODEL_LEN, DEFAULT_MODEL,
     DEFAULT_TOKENS,
@@ -27,6 +28,21 @@ struct Args {
     /// Port to listen on (0 = any free port).
     #[arg(long, default_value_t = 8001)]
     port: u16,
+    /// Serve on this many ports: --port, --port + 1, ... (with --port 0, that many free ports),
+    /// one mock backend per port in this one process (named mock-PORT unless --name is given).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
+    ports: u16,
+    /// With --ports: backend k serves only the k-th --model (cycling through the list), as a
+    /// fleet of single-model vLLM servers would; without it every port serves every model.
+    #[arg(long)]
+    spread_models: bool,
+    /// Also serve DNS (UDP) on this address, from --dns-zone (discovery tests and load tests).
+    #[arg(long, requires = "dns_zone")]
+    dns_listen: Option<SocketAddr>,
+    /// Zone file for --dns-listen, re-read when it changes (polled every 100 ms): one record per
+    /// line, `NAME A IP`, `NAME AAAA IP`, `NAME SRV PORT TARGET`, or `ttl SECONDS`.
+    #[arg(long, requires = "dns_listen")]
+    dns_zone: Option<std::path::PathBuf>,
     /// Backend name returned in `x-mock-backend` (default `mock-PORT`).
     #[arg(long)]
     name: Option<String>,
@@ -159,13 +175,8 @@ fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> std::io::Result<()> {
-    let addr = SocketAddr::new(args.host, args.port);
-    let config = MockConfig {
-        name: match (&args.name, args.port) {
-            (Some(name), _) => name.clone(),
-            (None, 0) => "mock".to_owned(),
-            (None, port) => format!("mock-{port}"),
-        },
+    let base = MockConfig {
+        name: String::new(),
         models: args.models.clone(),
         root: args.root.clone(),
         max_model_len: args.max_model_len,
@@ -175,19 +186,94 @@ async fn run(args: Args) -> std::io::Result<()> {
         fail: args.fail_mode(),
         load: args.load(),
     };
-    let (name, models) = (config.name.clone(), config.models.join(","));
     let shutdown = shutdown_signal()?;
-    let server = MockServer::start_on(config, addr)
-        .await
-        .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
-    // The readiness line scripts wait for; printed, not logged, so its format is fixed.
-    eprintln!(
-        "modelgate-mock {name} serving {models} on {}",
-        server.addr()
-    );
+    let dns = match (&args.dns_listen, &args.dns_zone) {
+        (Some(addr), Some(zone)) => Some(serve_dns(*addr, zone.clone()).await?),
+        _ => None,
+    };
+    let mut servers = Vec::with_capacity(usize::from(args.ports));
+    for k in 0..args.ports {
+        let port = if args.port == 0 {
+            0
+        } else {
+            args.port.checked_add(k).ok_or_else(|| {
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    "--port + --ports exceeds 65535",
+                )
+            })?
+        };
+        let addr = SocketAddr::new(args.host, port);
+        let mut config = base.clone();
+        if args.spread_models && !args.models.is_empty() {
+            let i = usize::from(k) % args.models.len();
+            config.models = vec![args.models[i].clone()];
+        }
+        config.name = match (&args.name, port) {
+            (Some(name), _) if args.ports == 1 => name.clone(),
+            (Some(name), _) => format!("{name}-{k}"),
+            (None, 0) => "mock".to_owned(),
+            (None, port) => format!("mock-{port}"),
+        };
+        let (name, models) = (config.name.clone(), config.models.join(","));
+        let server = MockServer::start_on(config, addr)
+            .await
+            .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
+        // The readiness line scripts wait for (one per port); printed, not logged, so its
+        // format is fixed.
+        eprintln!(
+            "modelgate-mock {name} serving {models} on {}",
+            server.addr()
+        );
+        servers.push(server);
+    }
     shutdown.await;
-    server.stop().await;
+    drop(dns);
+    for server in servers {
+        server.stop().await;
+    }
     Ok(())
+}
+
+/// Serve DNS on `addr` from the zone file, re-reading it when its modification time changes.
+async fn serve_dns(
+    addr: SocketAddr,
+    zone: std::path::PathBuf,
+) -> std::io::Result<tokio::task::JoinHandle<()>> {
+    let dns = MockDns::start_on(addr, 30).await?;
+    let mut seen = load_zone(&dns, &zone)?;
+    eprintln!(
+        "modelgate-mock dns serving {} on {}",
+        zone.display(),
+        dns.addr()
+    );
+    Ok(tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        loop {
+            tick.tick().await;
+            let now = std::fs::metadata(&zone).and_then(|m| m.modified()).ok();
+            if now != seen {
+                match load_zone(&dns, &zone) {
+                    Ok(m) => {
+                        seen = m;
+                        eprintln!("modelgate-mock dns reloaded {}", zone.display());
+                    }
+                    Err(e) => eprintln!("modelgate-mock dns: {}: {e}", zone.display()),
+                }
+            }
+        }
+    }))
+}
+
+/// (Re)load the zone file; returns its modification time.
+fn load_zone(
+    dns: &MockDns,
+    zone: &std::path::Path,
+) -> std::io::Result<Option<std::time::SystemTime>> {
+    let text = std::fs::read_to_string(zone)?;
+    dns.load_zone(&text)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+    Ok(std::fs::metadata(zone)?.modified().ok())
 }
 
 /// Registers the SIGINT/SIGTERM handlers now (so a signal sent right after the readiness line

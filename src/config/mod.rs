@@ -5,6 +5,7 @@
 //! (later) reload all go through [`load`], so they accept and reject exactly the same files.
 //! Nothing here runs on the request path.
 
+pub mod discover;
 pub mod spec;
 mod validate;
 
@@ -212,7 +213,10 @@ pub struct DrainSettings {
 #[derive(Debug, Clone)]
 pub struct ModelConfig {
     pub name: String,
+    /// Fixed backends (`url:`).
     pub backends: Vec<BackendConfig>,
+    /// `discover:` entries; [`crate::discovery`] turns their addresses into more backends.
+    pub discover: Vec<discover::DiscoverEntry>,
     pub policy: Policy,
     /// Policy options (`hash_on`, `load_poll_ms`, `bounded_load`, `prompt_prefix_bytes`).
     pub lb: LbOptions,

@@ -143,6 +143,8 @@ pub struct AdminSpec {
     pub listen: Option<String>,
     pub allow_remote: Option<bool>,
     pub token: Option<String>,
+    /// File holding the token (a mounted Secret), relative to the config's directory.
+    pub token_file: Option<String>,
 }
 
 /// `defaults:` block: the per-model blocks that can be inherited.
@@ -184,6 +186,20 @@ pub struct BackendSpec {
     pub max_in_flight: Option<u32>,
     /// Sent upstream as `Authorization: Bearer <api_key>` (vLLM's `--api-key`).
     pub api_key: Option<String>,
+    /// Backends found by DNS instead of one fixed `url` (mutually exclusive with `url`).
+    pub discover: Option<DiscoverSpec>,
+}
+
+/// `discover:` of a backend entry (see `crate::discovery`).
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiscoverSpec {
+    /// Name to resolve: A/AAAA records with `port`, SRV records without it.
+    pub dns: Option<String>,
+    pub port: Option<u64>,
+    pub refresh_ms: Option<u64>,
+    /// `ip[:port]` of the DNS server to ask (default: the system's resolv.conf).
+    pub nameserver: Option<String>,
 }
 
 /// `load_balancer:` block.

@@ -8,6 +8,7 @@ use std::collections::HashSet;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
+use super::discover::DiscoverEntry;
 use super::spec::{
     AuthSpec, BackendSpec, DefaultsSpec, DrainSpec, FileSpec, HealthCheckSpec, KeySpec,
     KeysFileSpec, LoadBalancerSpec, LogSpec, ModelSpec, RetriesSpec, ServerSpec, TimeoutsSpec,
@@ -60,7 +61,10 @@ pub(super) fn validate(
         .as_ref()
         .and_then(|a| a.allow_remote)
         .unwrap_or(false);
-    let admin_token = spec.admin.as_ref().and_then(|a| a.token.clone());
+    let admin_token = spec
+        .admin
+        .as_ref()
+        .and_then(|a| admin_token(a, dir, &mut issues));
     if let Some(t) = &admin_token {
         if t.len() < 16 || !t.bytes().all(|b| b.is_ascii_graphic()) {
             issues.push(
@@ -268,6 +272,36 @@ fn aliases(
         }
     }
     out
+}
+
+/// `admin.token`, or the content of `admin.token_file` (one line; surrounding whitespace,
+/// such as the newline `kubectl create secret --from-file` keeps, is dropped).
+fn admin_token(
+    a: &super::spec::AdminSpec,
+    dir: Option<&std::path::Path>,
+    issues: &mut Issues,
+) -> Option<String> {
+    let Some(file) = &a.token_file else {
+        return a.token.clone();
+    };
+    if a.token.is_some() {
+        issues.push(
+            "admin.token_file",
+            "token and token_file are mutually exclusive; keep one",
+        );
+        return None;
+    }
+    let path = dir.map_or_else(|| std::path::PathBuf::from(file), |d| d.join(file));
+    match std::fs::read_to_string(&path) {
+        Ok(t) => Some(t.trim().to_string()),
+        Err(e) => {
+            issues.push(
+                "admin.token_file",
+                format!("cannot read {}: {e}", path.display()),
+            );
+            None
+        }
+    }
 }
 
 fn auth_config(a: AuthSpec, dir: Option<&std::path::Path>, issues: &mut Issues) -> AuthConfig {
@@ -511,6 +545,7 @@ fn model_config(
     }
 
     let mut backends = Vec::new();
+    let mut discover = Vec::new();
     match spec.backends {
         None => issues.push(
             format!("{base}.backends"),
@@ -523,18 +558,22 @@ fn model_config(
         Some(list) => {
             let mut names = HashSet::new();
             let mut addrs = HashSet::new();
-            for (i, b) in list.into_iter().enumerate() {
+            for (i, mut b) in list.into_iter().enumerate() {
                 let path = format!("{base}.backends[{i}]");
+                if let Some(d) = b.discover.take() {
+                    let entry = discover_entry(b, d, &path, issues);
+                    if let Some(e) =
+                        entry.filter(|e| unique_name(&mut names, &e.name, &path, issues))
+                    {
+                        discover.push(e);
+                    }
+                    continue;
+                }
                 if let Some(backend) = backend_config(b, &path, issues) {
-                    if !names.insert(backend.name.clone()) {
-                        issues.push(
-                            format!("{path}.name"),
-                            format!(
-                                "duplicate backend name {:?}; names identify backends in logs and headers and must be unique within a model",
-                                backend.name
-                            ),
-                        );
-                    } else if !addrs.insert(backend.addr) {
+                    if !unique_name(&mut names, &backend.name, &path, issues) {
+                        continue;
+                    }
+                    if !addrs.insert(backend.addr) {
                         issues.push(
                             format!("{path}.url"),
                             format!(
@@ -639,6 +678,7 @@ fn model_config(
     Some(ModelConfig {
         name,
         backends,
+        discover,
         lb: lb?,
         served_model_name,
         max_queue,
@@ -652,8 +692,46 @@ fn model_config(
     })
 }
 
-fn backend_config(b: BackendSpec, path: &str, issues: &mut Issues) -> Option<BackendConfig> {
-    let name = match b.name {
+/// A `discover:` entry; its name, weight and limits are checked as for any backend.
+fn discover_entry(
+    mut b: BackendSpec,
+    d: super::spec::DiscoverSpec,
+    path: &str,
+    issues: &mut Issues,
+) -> Option<DiscoverEntry> {
+    let name = backend_common(&mut b, path, issues);
+    super::discover::discover_entry(name, b, d, path, &mut issues.0)
+}
+
+fn backend_config(mut b: BackendSpec, path: &str, issues: &mut Issues) -> Option<BackendConfig> {
+    let name = backend_common(&mut b, path, issues);
+    let weight = b.weight.unwrap_or(1);
+    let max_in_flight = b.max_in_flight;
+    let Some(raw_url) = b.url else {
+        issues.push(
+            format!("{path}.url"),
+            "missing; e.g. url: \"http://10.0.0.11:8001\" (or discover: {dns: NAME, port: PORT})",
+        );
+        return None;
+    };
+    let parsed = backend_url(&raw_url, &format!("{path}.url"), issues);
+    let (addr, authority, path_prefix) = parsed?;
+    Some(BackendConfig {
+        name: name?,
+        url: raw_url,
+        addr,
+        authority,
+        path_prefix,
+        weight: weight.max(1),
+        drain: b.drain.unwrap_or(false),
+        max_in_flight,
+        api_key: b.api_key,
+    })
+}
+
+/// Checks shared by fixed and discovered backends (name, weight, max_in_flight); takes the name.
+fn backend_common(b: &mut BackendSpec, path: &str, issues: &mut Issues) -> Option<String> {
+    let name = match b.name.take() {
         Some(n) if !n.trim().is_empty() && !n.chars().any(char::is_control) => Some(n),
         Some(_) => {
             issues.push(
@@ -677,33 +755,27 @@ fn backend_config(b: BackendSpec, path: &str, issues: &mut Issues) -> Option<Bac
             "must be at least 1 (remove the backend to take it out)",
         );
     }
-    let max_in_flight = b.max_in_flight;
-    if max_in_flight == Some(0) {
+    if b.max_in_flight == Some(0) {
         issues.push(
             format!("{path}.max_in_flight"),
             "must be at least 1 (use drain: true to stop sending)",
         );
     }
-    let Some(raw_url) = b.url else {
+    name
+}
+
+/// Record a backend name; false (with an issue) when the model already has it.
+fn unique_name(names: &mut HashSet<String>, name: &str, path: &str, issues: &mut Issues) -> bool {
+    let fresh = names.insert(name.to_string());
+    if !fresh {
         issues.push(
-            format!("{path}.url"),
-            "missing; e.g. url: \"http://10.0.0.11:8001\"",
+            format!("{path}.name"),
+            format!(
+                "duplicate backend name {name:?}; names identify backends in logs and headers and must be unique within a model"
+            ),
         );
-        return None;
-    };
-    let parsed = backend_url(&raw_url, &format!("{path}.url"), issues);
-    let (addr, authority, path_prefix) = parsed?;
-    Some(BackendConfig {
-        name: name?,
-        url: raw_url,
-        addr,
-        authority,
-        path_prefix,
-        weight: weight.max(1),
-        drain: b.drain.unwrap_or(false),
-        max_in_flight,
-        api_key: b.api_key,
-    })
+    }
+    fresh
 }
 
 /// Parse `http://host[:port][/prefix]` and resolve the host once.

@@ -144,6 +144,8 @@ pub struct Metrics {
     pub queued: IntGaugeVec,
     pub connections_rejected: IntCounterVec,
     pub open_connections: IntGauge,
+    pub discovery_resolutions: IntCounterVec,
+    pub discovery_addresses: IntGaugeVec,
 }
 
 fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -218,6 +220,8 @@ impl Metrics {
             queued: gauge(&r, "modelgate_queued_requests", "Requests waiting for a free backend slot (max_in_flight), per model.", &["model"]),
             connections_rejected: counter(&r, "modelgate_connections_rejected_total", "Client connections ended by the gateway before a request was routed, by reason (header_timeout, header_too_large, too_many_headers, per_ip_limit, malformed).", &["reason"]),
             open_connections,
+            discovery_resolutions: counter(&r, "modelgate_discovery_resolutions_total", "DNS resolutions of discover entries by result (ok, error, empty); error and empty keep the last good set.", &["model", "entry", "result"]),
+            discovery_addresses: gauge(&r, "modelgate_discovery_addresses", "Addresses in a discover entry's last good set (its backends).", &["model", "entry"]),
             registry: r,
         };
         m.build_info
@@ -243,6 +247,60 @@ fn unix_now() -> f64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// Count one resolution of a discover entry (control plane).
+pub fn record_discovery(model: &str, entry: &str, result: &str) {
+    METRICS
+        .discovery_resolutions
+        .with_label_values(&[model, entry, result])
+        .inc();
+}
+
+/// Publish a discover entry's address count (control plane).
+pub fn set_discovery_addresses(model: &str, entry: &str, n: usize) {
+    METRICS
+        .discovery_addresses
+        .with_label_values(&[model, entry])
+        .set(i64::try_from(n).unwrap_or(i64::MAX));
+}
+
+/// Drop the series of a discover entry a reload removed.
+pub fn forget_discovery_entry(model: &str, entry: &str) {
+    let _ = METRICS
+        .discovery_addresses
+        .remove_label_values(&[model, entry]);
+    for result in ["ok", "error", "empty"] {
+        let _ = METRICS
+            .discovery_resolutions
+            .remove_label_values(&[model, entry, result]);
+    }
+}
+
+/// Drop every series of a (model, backend) that left for good (a discovered address that
+/// was removed and has drained), so address churn does not grow the registry forever.
+pub fn forget_backend(model: &str, backend: &str) {
+    let m = &*METRICS;
+    let mb = [model, backend];
+    for i in 0..N_ENDPOINTS {
+        for class in STATUS_CLASSES {
+            let _ = m
+                .requests
+                .remove_label_values(&[model, backend, endpoint_label(i), class]);
+        }
+    }
+    for cause in CUT_CAUSES {
+        let _ = m.streams_cut.remove_label_values(&[model, backend, cause]);
+    }
+    for result in ["ok", "fail"] {
+        let _ = m
+            .health_checks
+            .remove_label_values(&[model, backend, result]);
+    }
+    for h in [&m.duration, &m.ttfb, &m.chunk_gap, &m.health_check_duration] {
+        let _ = h.remove_label_values(&mb);
+    }
+    let _ = m.attempts.remove_label_values(&mb);
 }
 
 /// Mark the config applied at start.

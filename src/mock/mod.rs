@@ -14,10 +14,14 @@
 //! - any other `POST` path answers `{"object":"mock","path":..,"model":..}` once the model is
 //!   known, so pass-through of arbitrary endpoints can be tested.
 //!
+//! [`dns::MockDns`] is a small authoritative DNS server (A, AAAA, SRV; runtime changes, TTL,
+//! failure modes) for the gateway's DNS discovery.
+//!
 //! Every response carries `x-mock-backend`; every `POST` response also carries
 //! `x-mock-body-sha256` and `x-mock-body-len` of the exact request body received, and echoes
 //! `x-request-id`. [`FailMode`] injects failures into `POST` handling only.
 
+pub mod dns;
 mod handler;
 mod responses;
 mod server;

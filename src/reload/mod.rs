@@ -114,18 +114,25 @@ pub fn reload(control: &Control, graveyard: &Graveyard, trigger: Trigger) -> Out
         Ok(c) => c,
         Err(e) => return reject(control, trigger, e.to_string()),
     };
-    let generation = current.generation + 1;
-    let changes = diff::describe(&current, &config);
-    warn_needs_upgrade(&control.boot, &BootSettings::of(&config));
-    let next = Snapshot::build_from(&config, generation, Some(&current));
     drop(current);
-    let old = control.publish(next);
+    warn_needs_upgrade(&control.boot, &BootSettings::of(&config));
+    let (sha256, level) = (config.sha256.clone(), config.log.level.clone());
+    // Under the build lock (discovery publishes too), with the addresses discovered so far.
+    let mut generation = 0;
+    let mut changes = String::new();
+    let old = control
+        .discovery
+        .publish_config(control, config, |expanded, current| {
+            generation = current.generation + 1;
+            changes = diff::describe(current, expanded);
+            Snapshot::build_from(expanded, generation, Some(current))
+        });
     graveyard.bury(old);
     crate::metrics::record_reload(true);
-    crate::logging::set_level(&config.log.level);
+    crate::logging::set_level(&level);
     info!(
         generation,
-        sha256 = %config.sha256,
+        sha256 = %sha256,
         trigger = trigger.as_str(),
         changes = %changes,
         "config reloaded"

@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 
 pub use modelgate::mock::{FailMode, MockConfig, MockLoad, MockServer};
 
+pub mod dns;
+
 /// A free 127.0.0.1 port (bound then released; the OS does not hand it out again at once).
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -515,4 +517,25 @@ pub fn sum(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> f64 {
         })
         .map(|s| s.value)
         .sum()
+}
+
+/// Start `n` streaming chat requests for `model` at once, each on its own connection; each
+/// task ends as [`full_stream`] does.
+pub fn spawn_streams(
+    gw: &Gateway,
+    n: usize,
+    model: &str,
+) -> Vec<tokio::task::JoinHandle<Result<String, String>>> {
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let url = gw.url("/v1/chat/completions");
+    (0..n)
+        .map(|_| {
+            let (c, u, m) = (client.clone(), url.clone(), model.to_string());
+            tokio::spawn(async move { full_stream(&c, &u, &m).await })
+        })
+        .collect()
 }
