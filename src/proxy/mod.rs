@@ -7,6 +7,7 @@
 //! buffer. Nothing here locks, blocks or does DNS.
 
 pub mod body;
+pub mod cork;
 pub mod ctx;
 pub mod forward;
 pub mod headers;
