@@ -104,16 +104,12 @@ models='{"object":"list","data":[{"id":"mistral-7b","object":"model","created":1
 common_http="access_log off; client_body_temp_path $tmp/cb; proxy_temp_path $tmp/pt; fastcgi_temp_path $tmp/ft; uwsgi_temp_path $tmp/ut; scgi_temp_path $tmp/st;"
 mkdir -p "$tmp/backend"
 printf '%b' "$sse" >"$tmp/backend/stream.sse"
-cat >"$tmp/backend/nginx.conf" <<EOF
-worker_processes 1;
-pid $tmp/backend/nginx.pid;
-error_log $tmp/backend/error.log warn;
-worker_rlimit_nofile 65536;
-events { worker_connections 32768; }
-http {
-  $common_http
-  keepalive_requests 1000000;
-  client_max_body_size 64m;
+nginx_head() { # dir workers: the part of nginx.conf every instance here shares, up to "http {"
+  printf '%s\n' "worker_processes $2;" "pid $1/nginx.pid;" "error_log $1/error.log warn;" \
+    "worker_rlimit_nofile 65536;" "events { worker_connections 32768; }" "http {" "  $common_http" \
+    "  keepalive_requests 1000000;" "  client_max_body_size 64m;"
+}
+{ nginx_head "$tmp/backend" 1; cat <<EOF; } >"$tmp/backend/nginx.conf"
   server {
     listen 127.0.0.1:$BACKEND_JSON backlog=4096;
     location = /health { return 200; }
@@ -156,16 +152,7 @@ wait_http "http://127.0.0.1:$BACKEND_SSE/health"
 declare -A PID=()
 start_nginx() { # backend port
   mkdir -p "$tmp/nginx"
-  cat >"$tmp/nginx/nginx.conf" <<EOF
-worker_processes $THREADS;
-pid $tmp/nginx/nginx.pid;
-error_log $tmp/nginx/error.log warn;
-worker_rlimit_nofile 65536;
-events { worker_connections 32768; }
-http {
-  $common_http
-  keepalive_requests 1000000;
-  client_max_body_size 64m;
+  { nginx_head "$tmp/nginx" "$THREADS"; cat <<EOF; } >"$tmp/nginx/nginx.conf"
   client_body_buffer_size 8m;   # 4 MiB bodies stay in memory
   upstream backend { server 127.0.0.1:$1; keepalive 256; keepalive_requests 1000000; }
   server {
