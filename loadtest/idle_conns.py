@@ -3,7 +3,7 @@
 read its answer (so each is an HTTP keep-alive connection that has served a request), then hold
 them all idle for HOLD seconds and close them.
 
-Usage: idle_conns.py HOST PORT [--connections N] [--hold S] [--timeout S]
+Usage: idle_conns.py HOST PORT [--connections N] [--hold S] [--timeout S] [--no-request]
 Prints `held OK FAILED` (flushed) once every connection is set up, then `closed` at the end.
 The caller measures the server's memory between the two lines. Bounded: every step has a
 timeout and the whole run ends after --timeout seconds. Needs `ulimit -n` above N.
@@ -47,9 +47,10 @@ async def read_response(reader: asyncio.StreamReader) -> None:
 async def open_one(host: str, port: int, req: bytes, gate: asyncio.Semaphore, conns: list):
     async with gate:
         reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 10)
-        writer.write(req)
-        await writer.drain()
-        await asyncio.wait_for(read_response(reader), 10)
+        if req:
+            writer.write(req)
+            await writer.drain()
+            await asyncio.wait_for(read_response(reader), 10)
         conns.append(writer)
 
 
@@ -58,6 +59,8 @@ async def run(args) -> int:
         f"POST /v1/chat/completions HTTP/1.1\r\nHost: {args.host}\r\n"
         f"Content-Type: application/json\r\nContent-Length: {len(BODY)}\r\n\r\n"
     ).encode() + BODY
+    if args.no_request:
+        req = b""
     gate = asyncio.Semaphore(256)
     conns: list = []
     results = await asyncio.gather(
@@ -82,6 +85,7 @@ def main() -> int:
     ap.add_argument("--connections", type=int, default=10_000)
     ap.add_argument("--hold", type=float, default=3.0)
     ap.add_argument("--timeout", type=float, default=120.0)
+    ap.add_argument("--no-request", action="store_true", help="only connect (no request)")
     args = ap.parse_args()
     try:
         return asyncio.run(asyncio.wait_for(run(args), args.timeout))
