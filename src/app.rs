@@ -75,9 +75,9 @@ pub fn run(cli: &Cli, config: Config, early_hup: Arc<AtomicBool>) -> ! {
     );
     proxy.add_listener(ListenerConfig::tcp(config.listen.to_string()).l4_buffer(
         // No 64 KiB read buffer per client connection (Pingora's default): it stays
-        // allocated while a keep-alive connection idles, ~35 KiB of RSS each (390 MiB at
-        // 10,000 idle connections). Requests are read into Pingora's own header and body
-        // buffers either way.
+        // allocated while a keep-alive connection idles, ~15 KiB of RSS each (10,000 idle
+        // connections: 390 MiB with it, 240 MiB without). Requests are read into Pingora's own
+        // header and body buffers either way.
         L4BufferSettings::default().read(0),
     ));
 
