@@ -19,6 +19,7 @@ use pingora_proxy::Session;
 use tracing::{debug, warn};
 
 use super::body::Upload;
+use super::cork::Cork;
 use super::ctx::RequestCtx;
 use super::headers;
 use super::shadow::{self, Shadows};
@@ -453,6 +454,9 @@ async fn send(
     req: pingora_http::RequestHeader,
     upload: &mut Upload,
 ) -> Result<(), SendError> {
+    // The client's body is all read (the usual small request): header and body leave upstream
+    // as one packet instead of two.
+    let cork = session.is_body_done().then(|| Cork::new(up.stream().id()));
     up.write_request_header(Box::new(req))
         .await
         .map_err(|_| SendError::Upstream)?;
@@ -471,6 +475,9 @@ async fn send(
             .map_err(|_| SendError::Upstream)?;
     }
     up.finish_body().await.map_err(|_| SendError::Upstream)?;
+    if let Some(cork) = cork {
+        cork.release();
+    }
     Ok(())
 }
 

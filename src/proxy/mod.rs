@@ -7,6 +7,7 @@
 //! buffer. Nothing here locks, blocks or does DNS.
 
 pub mod body;
+pub mod cork;
 pub mod ctx;
 pub mod forward;
 pub mod headers;
@@ -21,6 +22,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use bytes::Bytes;
 use pingora_core::connectors::http::v1::Connector;
+use pingora_core::connectors::ConnectorOptions;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorType, Result};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
@@ -31,6 +33,12 @@ use body::Upload;
 use ctx::RequestCtx;
 use forward::Outcome;
 use route::Route;
+
+/// Idle upstream keep-alive connections kept, over all backends. Pingora's default (128) is
+/// below the concurrency one busy vLLM backend serves: past it every finished request closed
+/// its connection and the next one paid a new TCP handshake (measured: wrk -c 256 through one
+/// backend). An idle pooled connection costs a socket and a small task, nothing on the wire.
+const UPSTREAM_KEEPALIVE_POOL: usize = 4096;
 
 /// The gateway's proxy logic.
 pub struct Gateway {
@@ -43,7 +51,7 @@ impl Gateway {
     pub fn new(control: Arc<Control>) -> Self {
         Gateway {
             control,
-            connector: Connector::new(None),
+            connector: Connector::new(Some(ConnectorOptions::new(UPSTREAM_KEEPALIVE_POOL))),
             shadows: shadow::Shadows::default(),
         }
     }

@@ -231,10 +231,12 @@ impl BackendState {
     /// `load_aware` score (lower is better), `None` when the report is older than
     /// `stale_after` or missing: vLLM's running + 2 × waiting, plus what this gateway sent since
     /// the report, plus a penalty as the KV cache nears full (preemption ahead).
-    pub fn load_score(&self, stale_after: Duration) -> Option<f64> {
+    /// `now` is read once per pick by the caller (a clock read per backend costs more than the
+    /// rest of the score).
+    pub fn load_score_at(&self, now: std::time::Instant, stale_after: Duration) -> Option<f64> {
         let g = self.live.load.load();
         let r = g.as_deref()?;
-        if r.at.elapsed() > stale_after {
+        if now.saturating_duration_since(r.at) > stale_after {
             return None;
         }
         let since = self.in_flight().saturating_sub(r.local_at_report) as f64;
@@ -399,7 +401,9 @@ impl Pool {
             Policy::PowerOfTwo => select::power_of_two(b, eligible),
             Policy::LoadAware => {
                 let stale_after = self.lb.load_poll * 3;
-                select::load_aware(b, eligible, |s| s.load_score(stale_after))
+                // One clock read per pick, not one per backend.
+                let now = std::time::Instant::now();
+                select::load_aware(b, eligible, |s| s.load_score_at(now, stale_after))
             }
             Policy::ConsistentHash => match key {
                 Some(k) => select::consistent_hash(b, k, self.lb.bounded_load, eligible),

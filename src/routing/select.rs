@@ -166,20 +166,28 @@ pub fn power_of_two(
 
 /// Least loaded by the backends' own metrics when every eligible backend has a fresh report
 /// (`score` returns `None` for a stale one), else least_connections.
+///
+/// One pass, each eligible backend scored once: a score reads the backend's report and the
+/// clock, so the former check-then-pick (two scores per backend) cost twice that.
 pub fn load_aware(
     backends: &[std::sync::Arc<BackendState>],
     eligible: impl Fn(usize) -> bool + Copy,
     score: impl Fn(&BackendState) -> Option<f64>,
 ) -> Option<usize> {
-    let all_fresh = (0..backends.len())
-        .filter(|&i| eligible(i))
-        .all(|i| score(&backends[i]).is_some());
-    if !all_fresh {
+    let stale = std::cell::Cell::new(false);
+    let best = min_by_score(backends.len(), eligible, |i| {
+        if stale.get() {
+            return 0.0;
+        }
+        score(&backends[i]).unwrap_or_else(|| {
+            stale.set(true);
+            0.0
+        })
+    });
+    if stale.get() {
         return least_connections(backends, eligible);
     }
-    min_by_score(backends.len(), eligible, |i| {
-        score(&backends[i]).unwrap_or(f64::MAX)
-    })
+    best
 }
 
 /// Stable 64-bit hash of a sticky key (xxh3, fixed seed: identical on every replica).
