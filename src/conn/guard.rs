@@ -24,7 +24,7 @@ use pingora_core::protocols::{
 };
 use pingora_core::protocols::{SocketDigest, TimingDigest};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
-use tokio::time::Sleep;
+use tokio::time::{Instant, Sleep};
 
 use super::per_ip::Slot;
 use super::ConnState;
@@ -161,7 +161,12 @@ pub struct Guarded {
     /// Between requests: no byte of the next one yet (`deadline` is the idle timeout).
     idle: bool,
     scan: HeaderScan,
-    deadline: Option<Pin<Box<Sleep>>>,
+    /// When the wait for a request, or its header, must be over (`None`: body phase).
+    deadline: Option<Instant>,
+    /// One timer per connection, reset to `deadline` only when a read is about to wait: a read
+    /// that completes at once costs no timer.
+    timer: Option<Pin<Box<Sleep>>>,
+    timer_at: Option<Instant>,
     verdict: Option<Verdict>,
     /// The response that replaces Pingora's own, or answers a refused header; `(bytes, written)`.
     replacement: Option<(Vec<u8>, usize)>,
@@ -202,7 +207,9 @@ impl Guarded {
             scan: HeaderScan::default(),
             // The first header's clock starts at accept: a connection that sends nothing is
             // closed after `header_timeout_ms` too.
-            deadline: Some(Box::pin(tokio::time::sleep(limits.timeout))),
+            deadline: Some(Instant::now() + limits.timeout),
+            timer: None,
+            timer_at: None,
             verdict: None,
             replacement: None,
             closing: None,
@@ -216,7 +223,11 @@ impl Guarded {
     /// first, so this costs no extra system call). `Ready(false)`: the client closed or the
     /// read failed. The read buffer lives on the stack of this poll only, never in the
     /// connection's future: an idle connection holds no buffer.
+    ///
+    /// Also `Ready(false)` once the wait is over its deadline: `header_timeout_ms` from accept for
+    /// a connection's first request, `idle_timeout_ms` from the end of the previous one.
     pub fn poll_request_bytes(&mut self, cx: &mut Context<'_>) -> Poll<bool> {
+        self.rearm_if_asked();
         if self.prefix.is_some() {
             return Poll::Ready(true);
         }
@@ -225,11 +236,46 @@ impl Guarded {
         match Pin::new(&mut self.inner).poll_read(cx, &mut buf) {
             Poll::Ready(Ok(())) if !buf.filled().is_empty() => {
                 self.prefix = Some((buf.filled().to_vec(), 0));
+                self.request_begins();
                 Poll::Ready(true)
             }
             Poll::Ready(_) => Poll::Ready(false),
+            Poll::Pending if self.deadline_passed(cx) => Poll::Ready(false),
             Poll::Pending => Poll::Pending,
         }
+    }
+
+    /// A request ended (the proxy said so): the next one may idle for `idle_timeout_ms`.
+    fn rearm_if_asked(&mut self) {
+        if self.state.rearm.swap(false, Ordering::Relaxed) {
+            self.in_header = true;
+            self.idle = true;
+            self.scan = HeaderScan::default();
+            self.deadline = Some(Instant::now() + self.limits.idle);
+        }
+    }
+
+    /// The first bytes of a request arrived: its header has `header_timeout_ms` from now.
+    fn request_begins(&mut self) {
+        if self.idle {
+            self.idle = false;
+            self.deadline = Some(Instant::now() + self.limits.timeout);
+        }
+    }
+
+    /// Whether `deadline` has passed; if not, this task is woken when it does.
+    fn deadline_passed(&mut self, cx: &mut Context<'_>) -> bool {
+        let Some(at) = self.deadline else {
+            return false;
+        };
+        let timer = self
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
+        if self.timer_at != Some(at) {
+            timer.as_mut().reset(at);
+            self.timer_at = Some(at);
+        }
+        timer.as_mut().poll(cx).is_ready()
     }
 
     /// Copy from `prefix` into `buf`; true if anything was copied.
@@ -401,43 +447,21 @@ impl AsyncRead for Guarded {
                 Poll::Pending => Poll::Pending,
             };
         }
-        if this.state.rearm.swap(false, Ordering::Relaxed) {
-            // A request ended: wait up to the idle timeout for the next one, whose first byte
-            // starts its header clock.
-            this.in_header = true;
-            this.idle = true;
-            this.scan = HeaderScan::default();
-            this.deadline = Some(Box::pin(tokio::time::sleep(this.limits.idle)));
-        }
-        if this.in_header {
-            if let Some(deadline) = this.deadline.as_mut() {
-                if deadline.as_mut().poll(cx).is_ready() {
-                    if this.idle || this.scan.bytes == 0 {
-                        // Nothing of a request arrived: close quietly (end of stream).
-                        this.deadline = None;
-                        this.in_header = false;
-                        return Poll::Ready(Ok(()));
-                    }
-                    this.fail(Verdict::Timeout);
-                    return self.poll_read(cx, buf);
-                }
-            }
-        }
+        this.rearm_if_asked();
         let before = buf.filled().len();
         let res = if this.serve_prefix(buf) {
             Poll::Ready(Ok(()))
         } else {
             Pin::new(&mut this.inner).poll_read(cx, buf)
         };
-        if let Poll::Ready(Ok(())) = &res {
-            if this.in_header {
+        if !this.in_header {
+            return res;
+        }
+        match res {
+            Poll::Ready(Ok(())) => {
                 let new = buf.filled().get(before..).unwrap_or_default();
-                if !new.is_empty() && this.idle {
-                    this.idle = false;
-                    let mut sleep = Box::pin(tokio::time::sleep(this.limits.timeout));
-                    // Register the timer with this task now.
-                    let _ = sleep.as_mut().poll(cx);
-                    this.deadline = Some(sleep);
+                if !new.is_empty() {
+                    this.request_begins();
                 }
                 match this.scan.feed(new, &this.limits) {
                     Ok(None) => {}
@@ -453,9 +477,20 @@ impl AsyncRead for Guarded {
                         return self.poll_read(cx, buf);
                     }
                 }
+                Poll::Ready(Ok(()))
             }
+            Poll::Pending if this.deadline_passed(cx) => {
+                if this.idle || this.scan.bytes == 0 {
+                    // Nothing of a request arrived: close quietly (end of stream).
+                    this.in_header = false;
+                    this.deadline = None;
+                    return Poll::Ready(Ok(()));
+                }
+                this.fail(Verdict::Timeout);
+                self.poll_read(cx, buf)
+            }
+            other => other,
         }
-        res
     }
 }
 

@@ -16,15 +16,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use std::time::Duration;
-
 use pingora_core::apps::{HttpPersistentSettings, HttpServerApp, ServerApp};
 use pingora_core::protocols::http::ServerSession;
 use pingora_core::protocols::Stream;
 use pingora_core::server::ShutdownWatch;
 use tokio::io::AsyncWriteExt;
 
-use crate::config::Limits;
 use crate::control::Control;
 use crate::error::GatewayError;
 use crate::metrics::METRICS;
@@ -117,8 +114,7 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for Front<A> {
         ));
         drop(snapshot);
         METRICS.open_connections.inc();
-        CONN.scope(state, self.serve(guarded, limits, shutdown))
-            .await;
+        CONN.scope(state, self.serve(guarded, shutdown)).await;
         METRICS.open_connections.dec();
         None
     }
@@ -132,18 +128,11 @@ impl<A: HttpServerApp + Send + Sync + 'static> Front<A> {
     /// Pingora's HTTP/1 keep-alive loop (`HttpServerApp::process_new`, plaintext, no h2c), with
     /// one change: the connection is handed to Pingora only once a request's first byte is
     /// there. Pingora's per-request state is tens of KiB; an idle connection then costs a few.
-    async fn serve(
-        self: &Arc<Self>,
-        mut guarded: Box<guard::Guarded>,
-        limits: Limits,
-        shutdown: &ShutdownWatch,
-    ) {
-        // The first request may take `header_timeout`, the next ones may idle for `idle_timeout`.
-        let mut wait = limits.header_timeout;
+    async fn serve(self: &Arc<Self>, mut guarded: Box<guard::Guarded>, shutdown: &ShutdownWatch) {
         let mut persistent = None;
         let mut first = true;
         loop {
-            if !request_bytes(&mut guarded, wait, shutdown).await {
+            if !request_bytes(&mut guarded, shutdown).await {
                 return;
             }
             let mut session = ServerSession::new_http1(guarded);
@@ -173,26 +162,20 @@ impl<A: HttpServerApp + Send + Sync + 'static> Front<A> {
             };
             guarded = back;
             first = false;
-            wait = limits.idle_timeout;
         }
     }
 }
 
-/// Wait until the client has sent part of a request, for at most `within`, and not past a
-/// shutdown. False: close the connection.
-async fn request_bytes(
-    guarded: &mut guard::Guarded,
-    within: Duration,
-    shutdown: &ShutdownWatch,
-) -> bool {
+/// Wait until the client has sent part of a request (within the guard's deadline), and not
+/// past a shutdown. False: close the connection.
+async fn request_bytes(guarded: &mut guard::Guarded, shutdown: &ShutdownWatch) -> bool {
     let mut shutdown = shutdown.clone();
     if *shutdown.borrow() {
         return false;
     }
     tokio::select! {
-        got = tokio::time::timeout(within, std::future::poll_fn(|cx| guarded.poll_request_bytes(cx))) => {
-            matches!(got, Ok(true))
-        }
+        biased;
+        got = std::future::poll_fn(|cx| guarded.poll_request_bytes(cx)) => got,
         _ = shutdown.changed() => false,
     }
 }
