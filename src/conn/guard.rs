@@ -231,8 +231,8 @@ impl Guarded {
         if self.prefix.is_some() {
             return Poll::Ready(true);
         }
-        let mut stack = [0u8; 4096];
-        let mut buf = ReadBuf::new(&mut stack);
+        let mut stack = [std::mem::MaybeUninit::<u8>::uninit(); 4096];
+        let mut buf = ReadBuf::uninit(&mut stack);
         match Pin::new(&mut self.inner).poll_read(cx, &mut buf) {
             Poll::Ready(Ok(())) if !buf.filled().is_empty() => {
                 self.prefix = Some((buf.filled().to_vec(), 0));
@@ -247,7 +247,10 @@ impl Guarded {
 
     /// A request ended (the proxy said so): the next one may idle for `idle_timeout_ms`.
     fn rearm_if_asked(&mut self) {
-        if self.state.rearm.swap(false, Ordering::Relaxed) {
+        // A plain load first: this runs on every read, and the flag is rarely set.
+        if self.state.rearm.load(Ordering::Relaxed)
+            && self.state.rearm.swap(false, Ordering::Relaxed)
+        {
             self.in_header = true;
             self.idle = true;
             self.scan = HeaderScan::default();

@@ -70,8 +70,9 @@ impl PerIp {
         })
     }
 
-    /// Open connections of `ip` (tests).
-    pub fn open(&self, ip: IpAddr) -> u32 {
+    /// Open connections of `ip`.
+    #[cfg(test)]
+    fn open(&self, ip: IpAddr) -> u32 {
         self.inner.shard(&ip).map_or(0, |s| {
             s.lock()
                 .unwrap_or_else(|e| e.into_inner())
