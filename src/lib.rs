@@ -25,6 +25,7 @@ pub mod control;
 pub mod discovery;
 pub mod error;
 pub mod health;
+mod io_wrap;
 pub mod lifecycle;
 pub mod logging;
 pub mod metrics;

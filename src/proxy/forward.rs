@@ -12,17 +12,17 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use pingora_core::connectors::http::v1::Connector;
 use pingora_core::protocols::http::v1::client::HttpSession as UpstreamSession;
 use pingora_http::ResponseHeader;
 use pingora_proxy::Session;
+use pingora_timeout::fast_timeout::fast_timeout;
 use tracing::{debug, warn};
 
 use super::body::Upload;
-use super::cork::Cork;
 use super::ctx::RequestCtx;
 use super::headers;
 use super::shadow::{self, Shadows};
+use super::upstream::{self, Upstream};
 use crate::error::GatewayError;
 use crate::routing::{BackendState, InFlightGuard, Pool};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -167,7 +167,7 @@ pub async fn forward(
     ctx: &mut RequestCtx,
     pool: &Arc<Pool>,
     upload: &mut Upload,
-    connector: &Connector,
+    connector: &Upstream,
     shadows: &Shadows,
 ) -> Outcome {
     let deadline = ctx.started + pool.timeouts.request;
@@ -273,15 +273,14 @@ async fn attempt(
     pool: &Pool,
     backend: &BackendState,
     upload: &mut Upload,
-    connector: &Connector,
+    connector: &Upstream,
     shadows: &Shadows,
     deadline: Instant,
     more_allowed: bool,
 ) -> Result<(), AttemptError> {
     let connect_budget = pool.timeouts.connect.min(remaining(deadline));
     let (mut up, reused) =
-        match tokio::time::timeout(connect_budget, connector.get_http_session(&backend.peer)).await
-        {
+        match fast_timeout(connect_budget, connector.session(&backend.peer)).await {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => {
                 debug!(backend = %backend.config.name, error = %e, "connect failed");
@@ -346,7 +345,7 @@ async fn attempt(
         let _ = r.insert_header("traceparent", ctx.trace.header_value());
         r
     });
-    let sent = tokio::time::timeout(remaining(deadline), send(session, &mut up, req, upload)).await;
+    let sent = fast_timeout(remaining(deadline), send(session, &mut up, req, upload)).await;
     match sent {
         Ok(Ok(())) => {
             if let (Some(req), Some(snapshot)) = (shadow_req, ctx.snapshot.as_ref()) {
@@ -374,7 +373,7 @@ async fn attempt(
     // Wait for the response header (first byte), watching the client.
     let first_byte_budget = pool.timeouts.first_byte.min(remaining(deadline));
     let header = tokio::select! {
-        r = tokio::time::timeout(first_byte_budget, up.read_resp_header_parts()) => r,
+        r = fast_timeout(first_byte_budget, up.read_resp_header_parts()) => r,
         () = client_gone(session) => return Err(AttemptError::ClientGone),
     };
     let mut resp: Box<ResponseHeader> = match header {
@@ -432,13 +431,7 @@ async fn attempt(
         ctx.first_byte = Some(Instant::now());
     }
     relay_body(session, ctx, pool, backend, &mut up, deadline).await?;
-    connector
-        .release_http_session(
-            up,
-            &backend.peer,
-            Some(crate::routing::pool::UPSTREAM_IDLE_POOL),
-        )
-        .await;
+    connector.release(up, &backend.peer).await;
     Ok(())
 }
 
@@ -455,8 +448,9 @@ async fn send(
     upload: &mut Upload,
 ) -> Result<(), SendError> {
     // The client's body is all read (the usual small request): header and body leave upstream
-    // as one packet instead of two.
-    let cork = session.is_body_done().then(|| Cork::new(up.stream().id()));
+    // in one `send` instead of two.
+    let coalesce = session.is_body_done();
+    upstream::hold(up, coalesce);
     up.write_request_header(Box::new(req))
         .await
         .map_err(|_| SendError::Upstream)?;
@@ -474,10 +468,10 @@ async fn send(
             .await
             .map_err(|_| SendError::Upstream)?;
     }
-    up.finish_body().await.map_err(|_| SendError::Upstream)?;
-    if let Some(cork) = cork {
-        cork.release();
+    if coalesce {
+        upstream::hold(up, false);
     }
+    up.finish_body().await.map_err(|_| SendError::Upstream)?;
     Ok(())
 }
 
@@ -500,7 +494,7 @@ async fn relay_body(
         let left = remaining(deadline);
         let idle = pool.timeouts.idle.min(left);
         let next = tokio::select! {
-            r = tokio::time::timeout(idle, up.read_body_bytes()) => r,
+            r = fast_timeout(idle, up.read_body_bytes()) => r,
             () = client_gone(session) => return Err(AttemptError::ClientGone),
         };
         let chunk: Option<Bytes> = match next {

@@ -7,7 +7,6 @@
 //! buffer. Nothing here locks, blocks or does DNS.
 
 pub mod body;
-pub mod cork;
 pub mod ctx;
 pub mod forward;
 pub mod headers;
@@ -16,13 +15,12 @@ pub mod observe;
 pub mod policy;
 pub mod route;
 pub mod shadow;
+pub mod upstream;
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use pingora_core::connectors::http::v1::Connector;
-use pingora_core::connectors::ConnectorOptions;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorType, Result};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
@@ -34,16 +32,10 @@ use ctx::RequestCtx;
 use forward::Outcome;
 use route::Route;
 
-/// Idle upstream keep-alive connections kept, over all backends. Pingora's default (128) is
-/// below the concurrency one busy vLLM backend serves: past it every finished request closed
-/// its connection and the next one paid a new TCP handshake (measured: wrk -c 256 through one
-/// backend). An idle pooled connection costs a socket and a small task, nothing on the wire.
-const UPSTREAM_KEEPALIVE_POOL: usize = 4096;
-
 /// The gateway's proxy logic.
 pub struct Gateway {
     control: Arc<Control>,
-    connector: Connector,
+    upstream: upstream::Upstream,
     shadows: shadow::Shadows,
 }
 
@@ -51,7 +43,7 @@ impl Gateway {
     pub fn new(control: Arc<Control>) -> Self {
         Gateway {
             control,
-            connector: Connector::new(Some(ConnectorOptions::new(UPSTREAM_KEEPALIVE_POOL))),
+            upstream: upstream::Upstream::default(),
             shadows: shadow::Shadows::default(),
         }
     }
@@ -161,7 +153,7 @@ impl Gateway {
             ctx,
             pool,
             &mut upload,
-            &self.connector,
+            &self.upstream,
             &self.shadows,
         )
         .await
