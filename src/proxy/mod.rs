@@ -278,6 +278,11 @@ impl ProxyHttp for Gateway {
         RequestCtx::default()
     }
 
+    /// None. Pingora's default is a disabled compression module, whose per-request context is
+    /// still allocated and called on every header and body chunk; the gateway never compresses
+    /// (vLLM's JSON and SSE pass through byte for byte).
+    fn init_downstream_modules(&self, _modules: &mut pingora_core::modules::http::HttpModules) {}
+
     async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
         crate::conn::request_started();
         // Counted until the context drops: graceful exit waits for this to reach zero.
