@@ -412,7 +412,10 @@ async fn attempt(
             .as_ref()
             .and_then(|s| s.server_header.as_deref()),
     );
-    let _ = resp.insert_header("x-modelgate-policy", pool.policy.as_str());
+    let _ = resp.insert_header(
+        "x-modelgate-policy",
+        http::HeaderValue::from_static(pool.policy.as_str()),
+    );
     let _ = resp.insert_header("x-modelgate-model", pool.name.as_str());
     let end = up.is_body_done();
     ctx.status = status;

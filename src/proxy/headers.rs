@@ -3,21 +3,39 @@
 //!
 //! Unknown headers pass through both ways untouched; `Authorization` is forwarded unchanged.
 
+use std::io::Write;
 use std::net::SocketAddr;
 
+use http::header::{self, HeaderName, HeaderValue};
 use pingora_http::{RequestHeader, ResponseHeader};
 
 /// Hop-by-hop headers never forwarded, in either direction. `transfer-encoding` and
-/// `content-length` are framing: Pingora rewrites them per side, so they are kept.
-const HOP_BY_HOP: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authorization",
-    "proxy-authenticate",
-    "te",
-    "trailer",
-    "upgrade",
+/// `content-length` are framing: Pingora rewrites them per side, so they are kept. Names, not
+/// strings: removing by name skips parsing it for every request.
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHORIZATION,
+    header::PROXY_AUTHENTICATE,
+    header::TE,
+    header::TRAILER,
+    header::UPGRADE,
+];
+
+/// `x-modelgate-attempts` values without formatting (the attempt cap is 10).
+const ATTEMPTS: [HeaderValue; 11] = [
+    HeaderValue::from_static("0"),
+    HeaderValue::from_static("1"),
+    HeaderValue::from_static("2"),
+    HeaderValue::from_static("3"),
+    HeaderValue::from_static("4"),
+    HeaderValue::from_static("5"),
+    HeaderValue::from_static("6"),
+    HeaderValue::from_static("7"),
+    HeaderValue::from_static("8"),
+    HeaderValue::from_static("9"),
+    HeaderValue::from_static("10"),
 ];
 
 /// Longest client-supplied request id we keep.
@@ -37,15 +55,19 @@ pub fn request_id(req: &RequestHeader) -> String {
     format!("{:032x}", rand::random::<u128>())
 }
 
-/// Names listed in `Connection:` (they are hop-by-hop too).
+/// Names listed in `Connection:` (they are hop-by-hop too). The usual `keep-alive` / `close`
+/// cost no allocation.
 fn connection_tokens(headers: &http::HeaderMap) -> Vec<String> {
     headers
-        .get_all("connection")
+        .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .map(|t| t.trim().to_ascii_lowercase())
-        .filter(|t| !t.is_empty() && t != "close" && t != "keep-alive")
+        .map(str::trim)
+        .filter(|t| {
+            !t.is_empty() && !t.eq_ignore_ascii_case("close") && !t.eq_ignore_ascii_case("keep-alive")
+        })
+        .map(str::to_ascii_lowercase)
         .collect()
 }
 
@@ -61,23 +83,28 @@ pub fn upstream_request(
     for name in connection_tokens(&req.headers) {
         up.remove_header(name.as_str());
     }
-    for name in HOP_BY_HOP {
-        up.remove_header(*name);
+    for name in &HOP_BY_HOP {
+        up.remove_header(name);
     }
     // We answered (or ignored) 100-continue ourselves; the body is already in hand.
-    up.remove_header("expect");
+    up.remove_header(&header::EXPECT);
     let _ = up.insert_header("x-request-id", request_id);
     if let Some(addr) = client {
-        let ip = addr.ip().to_string();
-        let xff = match req
+        // "<previous>, <ip>" written once, straight into the header value's bytes.
+        let prev = req
             .headers
             .get("x-forwarded-for")
             .and_then(|v| v.to_str().ok())
-        {
-            Some(prev) => format!("{prev}, {ip}"),
-            None => ip,
-        };
-        let _ = up.insert_header("x-forwarded-for", xff);
+            .map(str::as_bytes);
+        let mut xff = Vec::with_capacity(prev.map_or(0, |p| p.len() + 2) + 39);
+        if let Some(prev) = prev {
+            xff.extend_from_slice(prev);
+            xff.extend_from_slice(b", ");
+        }
+        let _ = write!(xff, "{}", addr.ip());
+        if let Ok(v) = HeaderValue::from_maybe_shared(bytes::Bytes::from(xff)) {
+            let _ = up.insert_header("x-forwarded-for", v);
+        }
     }
     // Origin-form always: an absolute-form request target (`POST http://host/v1/...`) is not
     // passed on as one.
@@ -100,11 +127,18 @@ pub fn downstream_response(
     for name in connection_tokens(&resp.headers) {
         resp.remove_header(name.as_str());
     }
-    for name in HOP_BY_HOP {
-        resp.remove_header(*name);
+    for name in &HOP_BY_HOP {
+        resp.remove_header(name);
     }
     let _ = resp.insert_header("x-modelgate-backend", backend);
-    let _ = resp.insert_header("x-modelgate-attempts", attempts);
+    match ATTEMPTS.get(attempts as usize) {
+        Some(v) => {
+            let _ = resp.insert_header("x-modelgate-attempts", v.clone());
+        }
+        None => {
+            let _ = resp.insert_header("x-modelgate-attempts", attempts);
+        }
+    }
     let _ = resp.insert_header("x-request-id", request_id);
 }
 
