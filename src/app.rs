@@ -79,9 +79,11 @@ pub fn run(cli: &Cli, config: Config, early_hup: Arc<AtomicBool>) -> ! {
     );
     // No L4 read buffer: Pingora reads request headers into its own 4 KiB buffer and bodies
     // into theirs, so the default 64 KiB per connection would only cost memory (it is for TLS).
+    // No L4 write buffer either: the connection guard holds response bytes only while a
+    // response is written, so an idle keep-alive connection holds no 1,460-byte buffer.
     proxy.add_listener(
         ListenerConfig::tcp(config.listen.to_string())
-            .l4_buffer(L4BufferSettings::default().read(0)),
+            .l4_buffer(L4BufferSettings::default().read(0).write(0)),
     );
 
     let mut admin = Service::new(

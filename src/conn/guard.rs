@@ -171,8 +171,18 @@ pub struct Guarded {
     lingered: bool,
     /// Bytes read while waiting for a request (served to Pingora first); `(bytes, consumed)`.
     prefix: Option<(Vec<u8>, usize)>,
+    /// Response bytes not yet sent, so a small response's header and body leave in one `send`
+    /// (what Pingora's L4 write buffer did). Allocated for a response and released when the
+    /// connection waits for its next request: an idle connection holds no write buffer.
+    out: Vec<u8>,
+    /// Bytes of `out` already sent.
+    out_sent: usize,
     _slot: Option<Slot>,
 }
+
+/// Most response bytes held back before they are sent: one MSS on a 1500-byte MTU, Pingora's
+/// `DEFAULT_L4_WRITE_BUFFER_SIZE`. A larger write goes straight through.
+const OUT_CAP: usize = 1460;
 
 impl std::fmt::Debug for Guarded {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -210,6 +220,8 @@ impl Guarded {
             closing: None,
             lingered: false,
             prefix: None,
+            out: Vec::new(),
+            out_sent: 0,
             _slot: slot,
         }
     }
@@ -250,7 +262,40 @@ impl Guarded {
             self.idle = true;
             self.scan = HeaderScan::default();
             self.deadline = Some(Instant::now() + self.limits.idle);
+            if self.out.is_empty() {
+                self.out = Vec::new();
+            }
         }
+    }
+
+    /// Send what `out` holds.
+    fn poll_out(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while let Some(rest) = self.out.get(self.out_sent..).filter(|r| !r.is_empty()) {
+            match Pin::new(&mut self.inner).poll_write(cx, rest) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Poll::Ready(Ok(n)) => self.out_sent += n,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        self.out.clear();
+        self.out_sent = 0;
+        Poll::Ready(Ok(()))
+    }
+
+    /// Whether `len` more bytes are to be held in `out` (sending what it holds first when they
+    /// would not fit); `false`: write them straight through.
+    fn poll_hold(&mut self, cx: &mut Context<'_>, len: usize) -> Poll<io::Result<bool>> {
+        if self.out.len() + len > OUT_CAP {
+            std::task::ready!(self.poll_out(cx))?;
+        }
+        if len >= OUT_CAP {
+            return Poll::Ready(Ok(false));
+        }
+        if self.out.capacity() == 0 {
+            self.out.reserve_exact(OUT_CAP);
+        }
+        Poll::Ready(Ok(true))
     }
 
     /// The first bytes of a request arrived: its header has `header_timeout_ms` from now.
@@ -520,6 +565,10 @@ impl AsyncWrite for Guarded {
                 Poll::Pending => Poll::Pending,
             };
         }
+        if std::task::ready!(this.poll_hold(cx, buf.len()))? {
+            this.out.extend_from_slice(buf);
+            return Poll::Ready(Ok(buf.len()));
+        }
         Pin::new(&mut this.inner).poll_write(cx, buf)
     }
 
@@ -536,7 +585,15 @@ impl AsyncWrite for Guarded {
                 .map_or(&[][..], |b| &**b);
             return self.poll_write(cx, first);
         }
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        let this = &mut *self;
+        let len = bufs.iter().map(|b| b.len()).sum();
+        if std::task::ready!(this.poll_hold(cx, len))? {
+            for b in bufs {
+                this.out.extend_from_slice(b);
+            }
+            return Poll::Ready(Ok(len));
+        }
+        Pin::new(&mut this.inner).poll_write_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -545,18 +602,16 @@ impl AsyncWrite for Guarded {
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = &mut *self;
-        match this.poll_replacement(cx) {
-            Poll::Ready(Ok(())) => Pin::new(&mut this.inner).poll_flush(cx),
-            other => other,
-        }
+        std::task::ready!(this.poll_replacement(cx))?;
+        std::task::ready!(this.poll_out(cx))?;
+        Pin::new(&mut this.inner).poll_flush(cx)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = &mut *self;
-        match this.poll_replacement(cx) {
-            Poll::Ready(Ok(())) => Pin::new(&mut this.inner).poll_shutdown(cx),
-            other => other,
-        }
+        std::task::ready!(this.poll_replacement(cx))?;
+        std::task::ready!(this.poll_out(cx))?;
+        Pin::new(&mut this.inner).poll_shutdown(cx)
     }
 }
 
@@ -571,6 +626,13 @@ impl Shutdown for Guarded {
             .await;
             self.lingered = true;
             linger(&mut self.inner).await;
+        }
+        if !self.out.is_empty() {
+            // Response bytes still held: send them first (bounded, like the replacement).
+            let _ = tokio::time::timeout(Duration::from_secs(1), async {
+                std::future::poll_fn(|cx| self.poll_out(cx)).await
+            })
+            .await;
         }
         Shutdown::shutdown(&mut *self.inner).await;
     }

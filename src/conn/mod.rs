@@ -113,9 +113,16 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for Front<A> {
             slot,
         ));
         drop(snapshot);
+        // The connection moves to a task of its own and Pingora's accept task ends here: that
+        // task's future (sized for Pingora's handshake, TLS included) would otherwise stay
+        // allocated for the connection's whole life, ~2 KiB per idle keep-alive connection.
+        let front = Arc::clone(self);
+        let shutdown = shutdown.clone();
         METRICS.open_connections.inc();
-        CONN.scope(state, self.serve(guarded, shutdown)).await;
-        METRICS.open_connections.dec();
+        tokio::spawn(async move {
+            CONN.scope(state, front.serve(guarded, &shutdown)).await;
+            METRICS.open_connections.dec();
+        });
         None
     }
 

@@ -65,7 +65,9 @@ fn connection_tokens(headers: &http::HeaderMap) -> Vec<String> {
         .flat_map(|v| v.split(','))
         .map(str::trim)
         .filter(|t| {
-            !t.is_empty() && !t.eq_ignore_ascii_case("close") && !t.eq_ignore_ascii_case("keep-alive")
+            !t.is_empty()
+                && !t.eq_ignore_ascii_case("close")
+                && !t.eq_ignore_ascii_case("keep-alive")
         })
         .map(str::to_ascii_lowercase)
         .collect()
