@@ -1,5 +1,34 @@
 //! Stream wrappers (`conn::guard::Guarded` on the client side, `proxy::upstream::Coalesce`
-//! upstream) hand Pingora's per-stream metadata traits straight to the stream they wrap.
+//! upstream) hand Pingora's per-stream metadata traits straight to the stream they wrap, and
+//! send the bytes they held back with [`poll_send_held`].
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use pingora_core::protocols::Stream;
+use tokio::io::AsyncWrite;
+
+/// Write `held[*sent..]` to `inner`, advancing `sent`; once all is out, empty `held` (keeping
+/// its capacity) and reset `sent`.
+pub fn poll_send_held(
+    inner: &mut Stream,
+    held: &mut Vec<u8>,
+    sent: &mut usize,
+    cx: &mut Context<'_>,
+) -> Poll<io::Result<()>> {
+    while let Some(rest) = held.get(*sent..).filter(|r| !r.is_empty()) {
+        match Pin::new(&mut *inner).poll_write(cx, rest) {
+            Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+            Poll::Ready(Ok(n)) => *sent += n,
+            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+            Poll::Pending => return Poll::Pending,
+        }
+    }
+    held.clear();
+    *sent = 0;
+    Poll::Ready(Ok(()))
+}
 
 /// Implement `UniqueID`, `Ssl`, `GetTimingDigest`, `GetProxyDigest` and `GetSocketDigest` for
 /// `$ty` by delegating to its `inner` field (a `pingora_core::protocols::Stream`).

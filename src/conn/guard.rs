@@ -270,17 +270,7 @@ impl Guarded {
 
     /// Send what `out` holds.
     fn poll_out(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        while let Some(rest) = self.out.get(self.out_sent..).filter(|r| !r.is_empty()) {
-            match Pin::new(&mut self.inner).poll_write(cx, rest) {
-                Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
-                Poll::Ready(Ok(n)) => self.out_sent += n,
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                Poll::Pending => return Poll::Pending,
-            }
-        }
-        self.out.clear();
-        self.out_sent = 0;
-        Poll::Ready(Ok(()))
+        crate::io_wrap::poll_send_held(&mut self.inner, &mut self.out, &mut self.out_sent, cx)
     }
 
     /// Whether `len` more bytes are to be held in `out` (sending what it holds first when they

@@ -239,17 +239,7 @@ impl Coalesce {
 
     /// Write out what is held.
     fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        while self.sent < self.held.len() {
-            match Pin::new(&mut self.inner).poll_write(cx, &self.held[self.sent..]) {
-                Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
-                Poll::Ready(Ok(n)) => self.sent += n,
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                Poll::Pending => return Poll::Pending,
-            }
-        }
-        self.held.clear();
-        self.sent = 0;
-        Poll::Ready(Ok(()))
+        crate::io_wrap::poll_send_held(&mut self.inner, &mut self.held, &mut self.sent, cx)
     }
 
     /// Take `len` more bytes into the hold buffer, unless that would pass [`HOLD_MAX`] (then
