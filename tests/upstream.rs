@@ -88,20 +88,42 @@ async fn serve(mut sock: TcpStream, id: u64, idle_close: Option<Duration>) {
                 Ok(n) => buf.extend_from_slice(&chunk[..n]),
             }
         }
+        let request = String::from_utf8_lossy(&buf[head_end..head_end + len]).into_owned();
         buf.drain(..head_end + len);
         let body = if head.starts_with("get /v1/models") {
             r#"{"object":"list","data":[{"id":"m","object":"model","owned_by":"vllm"}]}"#
+                .to_string()
+        } else if request.contains("\"user\":\"big") {
+            big_answer()
         } else {
-            r#"{"id":"c","object":"chat.completion","model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"hi"},"finish_reason":"stop"}]}"#
+            r#"{"id":"c","object":"chat.completion","model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"hi"},"finish_reason":"stop"}]}"#.to_string()
         };
-        let resp = format!(
-            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nx-conn: {id}\r\ncontent-length: {}\r\n\r\n{body}",
-            body.len()
-        );
+        let mut resp =
+            format!("HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nx-conn: {id}\r\n");
+        if request.contains("\"user\":\"big-chunked\"") {
+            // Chunked, in pieces of 3,000 bytes: each bigger than the gateway's held bytes.
+            resp.push_str("transfer-encoding: chunked\r\n\r\n");
+            for piece in body.as_bytes().chunks(3000) {
+                resp.push_str(&format!("{:x}\r\n", piece.len()));
+                resp.push_str(std::str::from_utf8(piece).unwrap());
+                resp.push_str("\r\n");
+            }
+            resp.push_str("0\r\n\r\n");
+        } else {
+            resp.push_str(&format!("content-length: {}\r\n\r\n{body}", body.len()));
+        }
         if sock.write_all(resp.as_bytes()).await.is_err() {
             return;
         }
     }
+}
+
+/// A 200 KB answer (ASCII, so chunking it at any byte keeps UTF-8 valid).
+fn big_answer() -> String {
+    let content: String = (0..20_000).map(|i| format!("{:09} ", i)).collect();
+    format!(
+        r#"{{"id":"c","object":"chat.completion","model":"m","choices":[{{"index":0,"message":{{"role":"assistant","content":"{content}"}},"finish_reason":"stop"}}]}}"#
+    )
 }
 
 fn block(b: &Backend) -> String {
@@ -184,4 +206,30 @@ async fn the_gateway_closes_upstream_connections_idle_past_the_pool_timeout() {
     .await;
     // And the gateway still serves, on a new connection.
     assert_ne!(chat_conn(&gw, &c).await, used);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_answers_arrive_intact_whether_sized_or_chunked() {
+    // The gateway holds back a response's first bytes and sends them with the next write: an
+    // answer bigger than what it holds must still arrive whole and in order, both ways framed.
+    let b = Backend::start(None).await;
+    let gw = Gateway::start_ready(&block(&b), "server: {threads: 1}").await;
+    let c = client();
+    let want = big_answer();
+    for user in ["big", "big-chunked", "big", "big-chunked"] {
+        let body = format!(
+            r#"{{"model":"m","messages":[{{"role":"user","content":"x"}}],"user":"{user}"}}"#
+        );
+        let r = c
+            .post(gw.url("/v1/chat/completions"))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let got = r.text().await.unwrap();
+        assert_eq!(got.len(), want.len(), "{user}");
+        assert!(got == want, "{user}: body differs");
+    }
 }

@@ -181,7 +181,7 @@ pub struct Guarded {
 }
 
 /// Most response bytes held back before they are sent: one MSS on a 1500-byte MTU, Pingora's
-/// `DEFAULT_L4_WRITE_BUFFER_SIZE`. A larger write goes straight through.
+/// `DEFAULT_L4_WRITE_BUFFER_SIZE`. A write that does not fit leaves at once, with what is held.
 const OUT_CAP: usize = 1460;
 
 impl std::fmt::Debug for Guarded {
@@ -273,19 +273,58 @@ impl Guarded {
         crate::io_wrap::poll_send_held(&mut self.inner, &mut self.out, &mut self.out_sent, cx)
     }
 
-    /// Whether `len` more bytes are to be held in `out` (sending what it holds first when they
-    /// would not fit); `false`: write them straight through.
-    fn poll_hold(&mut self, cx: &mut Context<'_>, len: usize) -> Poll<io::Result<bool>> {
-        if self.out.len() + len > OUT_CAP {
-            std::task::ready!(self.poll_out(cx))?;
+    /// Write `bufs` behind what `out` holds: held back while they fit in [`OUT_CAP`], else sent
+    /// together with the held bytes in one `writev` (a response header and a large body leave
+    /// in one call, as nginx does). Returns how much of `bufs` was taken.
+    fn poll_write_behind(
+        &mut self,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        /// Slices one `writev` carries here: the held bytes plus Pingora's pieces (a chunk is
+        /// size line, data, CRLF).
+        const SLICES: usize = 8;
+        let len = bufs.iter().map(|b| b.len()).sum();
+        if self.out.len() + len <= OUT_CAP {
+            if self.out.capacity() == 0 {
+                self.out.reserve_exact(OUT_CAP);
+            }
+            for b in bufs {
+                self.out.extend_from_slice(b);
+            }
+            return Poll::Ready(Ok(len));
         }
-        if len >= OUT_CAP {
-            return Poll::Ready(Ok(false));
+        loop {
+            let held = self.out.get(self.out_sent..).unwrap_or_default();
+            if held.is_empty() {
+                self.out.clear();
+                self.out_sent = 0;
+                return Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+            }
+            if bufs.len() >= SLICES {
+                std::task::ready!(self.poll_out(cx))?;
+                continue;
+            }
+            let mut slices = [io::IoSlice::new(&[]); SLICES];
+            slices[0] = io::IoSlice::new(held);
+            for (slot, b) in slices[1..].iter_mut().zip(bufs) {
+                *slot = io::IoSlice::new(b);
+            }
+            let held_len = held.len();
+            let n = std::task::ready!(
+                Pin::new(&mut self.inner).poll_write_vectored(cx, &slices[..=bufs.len()])
+            )?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            let from_held = n.min(held_len);
+            self.out_sent += from_held;
+            if n > from_held {
+                self.out.clear();
+                self.out_sent = 0;
+                return Poll::Ready(Ok(n - from_held));
+            }
         }
-        if self.out.capacity() == 0 {
-            self.out.reserve_exact(OUT_CAP);
-        }
-        Poll::Ready(Ok(true))
     }
 
     /// The first bytes of a request arrived: its header has `header_timeout_ms` from now.
@@ -555,11 +594,7 @@ impl AsyncWrite for Guarded {
                 Poll::Pending => Poll::Pending,
             };
         }
-        if std::task::ready!(this.poll_hold(cx, buf.len()))? {
-            this.out.extend_from_slice(buf);
-            return Poll::Ready(Ok(buf.len()));
-        }
-        Pin::new(&mut this.inner).poll_write(cx, buf)
+        this.poll_write_behind(cx, &[io::IoSlice::new(buf)])
     }
 
     fn poll_write_vectored(
@@ -575,15 +610,7 @@ impl AsyncWrite for Guarded {
                 .map_or(&[][..], |b| &**b);
             return self.poll_write(cx, first);
         }
-        let this = &mut *self;
-        let len = bufs.iter().map(|b| b.len()).sum();
-        if std::task::ready!(this.poll_hold(cx, len))? {
-            for b in bufs {
-                this.out.extend_from_slice(b);
-            }
-            return Poll::Ready(Ok(len));
-        }
-        Pin::new(&mut this.inner).poll_write_vectored(cx, bufs)
+        self.poll_write_behind(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
