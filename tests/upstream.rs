@@ -50,6 +50,15 @@ impl Backend {
     fn is_open(&self, id: u64) -> bool {
         self.open.lock().unwrap().contains(&id)
     }
+
+    /// Wait (bounded by `within`) until connection `id` is closed, by either side.
+    async fn wait_closed(&self, id: u64, within: Duration, what: &str) {
+        eventually(within, what, || {
+            let closed = !self.is_open(id);
+            async move { closed }
+        })
+        .await;
+    }
 }
 
 /// Answer requests on one connection until the peer closes it (or it idles out).
@@ -173,13 +182,10 @@ async fn a_connection_the_backend_closed_while_idle_is_replaced_without_an_error
     let c = client();
     for _ in 0..3 {
         let used = chat_conn(&gw, &c).await;
-        eventually(
+        b.wait_closed(
+            used,
             Duration::from_secs(5),
             "the backend closes the idle connection",
-            || {
-                let closed = !b.is_open(used);
-                async move { closed }
-            },
         )
         .await;
         // The pooled connection is dead: the next request gets a fresh one, first time.
@@ -195,13 +201,10 @@ async fn the_gateway_closes_upstream_connections_idle_past_the_pool_timeout() {
     let used = chat_conn(&gw, &c).await;
     assert!(b.is_open(used));
     // Pool timeout 4 s plus one sweep period; nothing else touches the pool meanwhile.
-    eventually(
+    b.wait_closed(
+        used,
         Duration::from_secs(10),
         "the idle upstream connection is closed",
-        || {
-            let closed = !b.is_open(used);
-            async move { closed }
-        },
     )
     .await;
     // And the gateway still serves, on a new connection.
