@@ -147,14 +147,8 @@ fn block(b: &Backend) -> String {
 }
 
 /// One chat request through the gateway: the backend connection it used.
-async fn chat_conn(gw: &Gateway, c: &reqwest::Client) -> u64 {
-    let r = c
-        .post(gw.url("/v1/chat/completions"))
-        .header("content-type", "application/json")
-        .body(chat_body("m", false))
-        .send()
-        .await
-        .unwrap();
+async fn chat_conn(gw: &Gateway) -> u64 {
+    let r = gw.chat("m", false).await;
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["x-modelgate-attempts"], "1");
     let id = r.headers()["x-conn"].to_str().unwrap().parse().unwrap();
@@ -168,10 +162,9 @@ async fn sequential_requests_reuse_one_upstream_connection() {
     let b = Backend::start(None).await;
     // One worker thread: the idle pool is per thread, so every request meets the same pool.
     let gw = Gateway::start_ready(&block(&b), "server: {threads: 1}").await;
-    let c = client();
-    let first = chat_conn(&gw, &c).await;
+    let first = chat_conn(&gw).await;
     for _ in 0..30 {
-        assert_eq!(chat_conn(&gw, &c).await, first);
+        assert_eq!(chat_conn(&gw).await, first);
     }
 }
 
@@ -179,9 +172,8 @@ async fn sequential_requests_reuse_one_upstream_connection() {
 async fn a_connection_the_backend_closed_while_idle_is_replaced_without_an_error() {
     let b = Backend::start(Some(Duration::from_millis(100))).await;
     let gw = Gateway::start_ready(&block(&b), "server: {threads: 1}").await;
-    let c = client();
     for _ in 0..3 {
-        let used = chat_conn(&gw, &c).await;
+        let used = chat_conn(&gw).await;
         b.wait_closed(
             used,
             Duration::from_secs(5),
@@ -189,7 +181,7 @@ async fn a_connection_the_backend_closed_while_idle_is_replaced_without_an_error
         )
         .await;
         // The pooled connection is dead: the next request gets a fresh one, first time.
-        assert_ne!(chat_conn(&gw, &c).await, used);
+        assert_ne!(chat_conn(&gw).await, used);
     }
 }
 
@@ -197,8 +189,7 @@ async fn a_connection_the_backend_closed_while_idle_is_replaced_without_an_error
 async fn the_gateway_closes_upstream_connections_idle_past_the_pool_timeout() {
     let b = Backend::start(None).await;
     let gw = Gateway::start_ready(&block(&b), "server: {threads: 1}").await;
-    let c = client();
-    let used = chat_conn(&gw, &c).await;
+    let used = chat_conn(&gw).await;
     assert!(b.is_open(used));
     // Pool timeout 4 s plus one sweep period; nothing else touches the pool meanwhile.
     b.wait_closed(
@@ -208,7 +199,7 @@ async fn the_gateway_closes_upstream_connections_idle_past_the_pool_timeout() {
     )
     .await;
     // And the gateway still serves, on a new connection.
-    assert_ne!(chat_conn(&gw, &c).await, used);
+    assert_ne!(chat_conn(&gw).await, used);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
