@@ -279,18 +279,22 @@ async fn attempt(
     more_allowed: bool,
 ) -> Result<(), AttemptError> {
     let connect_budget = pool.timeouts.connect.min(remaining(deadline));
-    let (mut up, reused) =
-        match fast_timeout(connect_budget, connector.session(&backend.peer)).await {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => {
-                debug!(backend = %backend.config.name, error = %e, "connect failed");
-                return Err(match e.etype() {
-                    pingora_error::ErrorType::ConnectTimedout => AttemptError::Timeout,
-                    _ => AttemptError::Connection { stale: false },
-                });
-            }
-            Err(_) => return Err(AttemptError::Timeout),
-        };
+    let (mut up, reused) = match fast_timeout(
+        connect_budget,
+        connector.session(&backend.peer, backend.reuse_key),
+    )
+    .await
+    {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            debug!(backend = %backend.config.name, error = %e, "connect failed");
+            return Err(match e.etype() {
+                pingora_error::ErrorType::ConnectTimedout => AttemptError::Timeout,
+                _ => AttemptError::Connection { stale: false },
+            });
+        }
+        Err(_) => return Err(AttemptError::Timeout),
+    };
 
     // Send header and body, bounded by the whole-request deadline.
     let mut req = headers::upstream_request(
@@ -434,7 +438,7 @@ async fn attempt(
         ctx.first_byte = Some(Instant::now());
     }
     relay_body(session, ctx, pool, backend, &mut up, deadline).await?;
-    connector.release(up, &backend.peer).await;
+    connector.release(up, backend.reuse_key).await;
     Ok(())
 }
 
@@ -453,7 +457,9 @@ async fn send(
     // The client's body is all read (the usual small request): header and body leave upstream
     // in one `send` instead of two.
     let coalesce = session.is_body_done();
-    upstream::hold(up, coalesce);
+    if coalesce {
+        upstream::hold(up, true);
+    }
     up.write_request_header(Box::new(req))
         .await
         .map_err(|_| SendError::Upstream)?;

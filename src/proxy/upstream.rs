@@ -37,7 +37,7 @@ use futures_util::FutureExt;
 use pingora_core::connectors::TransportConnector;
 use pingora_core::protocols::http::v1::client::HttpSession as UpstreamSession;
 use pingora_core::protocols::{Peek, Shutdown, Stream};
-use pingora_core::upstreams::peer::{HttpPeer, Peer};
+use pingora_core::upstreams::peer::HttpPeer;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 
 use crate::routing::pool::UPSTREAM_IDLE_POOL;
@@ -66,9 +66,13 @@ impl Default for Upstream {
 
 impl Upstream {
     /// A session on an idle pooled connection to `peer` (`true`), or on a new one (`false`).
-    /// The connect timeout is the peer's `connection_timeout`.
-    pub async fn session(&self, peer: &HttpPeer) -> pingora_error::Result<(UpstreamSession, bool)> {
-        let key = peer.reuse_hash();
+    /// `key` is `peer.reuse_hash()` (kept by the caller, not hashed per request). The connect
+    /// timeout is the peer's `connection_timeout`.
+    pub async fn session(
+        &self,
+        peer: &HttpPeer,
+        key: u64,
+    ) -> pingora_error::Result<(UpstreamSession, bool)> {
         if let Some(conn) = take(key) {
             return Ok((UpstreamSession::new_with_options(conn, peer), true));
         }
@@ -79,7 +83,7 @@ impl Upstream {
 
     /// Return a finished exchange's connection to this thread's pool, or close it (not
     /// keep-alive, body not fully read, bytes still held, or the backend already sent more).
-    pub async fn release(&self, mut session: UpstreamSession, peer: &HttpPeer) {
+    pub async fn release(&self, mut session: UpstreamSession, key: u64) {
         session.respect_keepalive();
         let Some(stream) = session.reuse().await else {
             return;
@@ -90,7 +94,7 @@ impl Upstream {
         if !conn.held.is_empty() || !reusable(&mut conn) {
             return;
         }
-        put(peer.reuse_hash(), conn);
+        put(key, conn);
     }
 }
 
@@ -268,19 +272,11 @@ impl AsyncRead for Coalesce {
 
 impl AsyncWrite for Coalesce {
     fn poll_write(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let this = &mut *self;
-        if this.holds(buf.len()) {
-            this.held.extend_from_slice(buf);
-            return Poll::Ready(Ok(buf.len()));
-        }
-        if !this.held.is_empty() {
-            std::task::ready!(this.poll_drain(cx))?;
-        }
-        Pin::new(&mut this.inner).poll_write(cx, buf)
+        self.poll_write_vectored(cx, &[io::IoSlice::new(buf)])
     }
 
     fn poll_write_vectored(

@@ -70,6 +70,8 @@ pub struct BackendState {
     pub config: BackendConfig,
     /// Pre-built peer (address + connect timeout); the request path only clones it.
     pub peer: HttpPeer,
+    /// `peer.reuse_hash()`, computed once: the key of this backend's idle upstream connections.
+    pub reuse_key: u64,
     /// Pre-resolved metric handles of this (model, backend).
     pub metrics: Arc<BackendMetrics>,
     live: Arc<BackendHealth>,
@@ -93,6 +95,7 @@ impl BackendState {
         let metrics = metrics.unwrap_or_else(|| Arc::new(BackendMetrics::new(model, &config.name)));
         BackendState {
             config,
+            reuse_key: pingora_core::upstreams::peer::Peer::reuse_hash(&peer),
             peer,
             metrics,
             live: live.unwrap_or_default(),
