@@ -5,7 +5,9 @@
 # port, an SSE stream of 50 `data:` chunks + `data: [DONE]` on another, `/health` and
 # `/v1/models` on both), so the backend is never the bottleneck. Peers, each pointed at the
 # backend: nginx as a reverse proxy (keepalive upstream, proxy_buffering off), vllm-router (the
-# pip package; skipped LOUDLY when not installed), modelgate (release build, server.threads 1).
+# pip package; skipped LOUDLY when not installed), pingora (loadtest/pingora_floor.rs: the bare
+# pingora-proxy reverse proxy, Pingora's own per-request cost before any gateway work; not in
+# the idle scenario), modelgate (release build, server.threads 1).
 # CPU 0 runs the proxy under test (taskset); CPU 1 runs the load generator and the backend.
 # Access logs are off in every proxy (nginx `access_log off`, modelgate `log.access_log: false`).
 #
@@ -20,6 +22,7 @@
 #
 # Bounded: every wrk run lasts DURATION s; every wait is capped; processes started here are
 # stopped by PID (SIGTERM, then SIGKILL after 5 s); only 127.0.0.1 and ports BASE_PORT..+40.
+# PEERS picks and orders the peers (default "direct nginx vllm-router pingora modelgate").
 #
 # Usage (from anywhere; builds the release binaries first):
 #   loadtest/compare.sh                         # DURATION=10
@@ -35,7 +38,7 @@ repo=$PWD
 DURATION=${DURATION:-10}
 BASE_PORT=${BASE_PORT:-19600}
 SCENARIOS=${SCENARIOS:-chat stream big idle}
-PEERS=${PEERS:-direct nginx vllm-router modelgate}
+PEERS=${PEERS:-direct nginx vllm-router pingora modelgate}
 CHAT_CONNS=${CHAT_CONNS:-1 32 256}
 STREAM_CONNS=${STREAM_CONNS:-32 256}
 BIG_CONNS=${BIG_CONNS:-4}
@@ -52,9 +55,9 @@ for tool in nginx wrk python3 taskset; do
   command -v "$tool" >/dev/null || { echo "$tool not found" >&2; exit 2; }
 done
 BACKEND_JSON=$((BASE_PORT + 1)) BACKEND_SSE=$((BASE_PORT + 2))
-declare -A PORT=([direct]=0 [nginx]=$((BASE_PORT + 10)) [vllm-router]=$((BASE_PORT + 20)) [modelgate]=$((BASE_PORT + 30)))
+declare -A PORT=([direct]=0 [nginx]=$((BASE_PORT + 10)) [vllm-router]=$((BASE_PORT + 20)) [modelgate]=$((BASE_PORT + 30)) [pingora]=$((BASE_PORT + 40)))
 ADMIN_PORT=$((BASE_PORT + 31)) ROUTER_METRICS_PORT=$((BASE_PORT + 21))
-for p in "$BACKEND_JSON" "$BACKEND_SSE" "${PORT[nginx]}" "${PORT[vllm-router]}" "${PORT[modelgate]}" "$ADMIN_PORT" "$ROUTER_METRICS_PORT"; do
+for p in "$BACKEND_JSON" "$BACKEND_SSE" "${PORT[nginx]}" "${PORT[vllm-router]}" "${PORT[modelgate]}" "${PORT[pingora]}" "$ADMIN_PORT" "$ROUTER_METRICS_PORT"; do
   if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
     echo "port $p is in use; set BASE_PORT" >&2
     exit 2
@@ -67,8 +70,8 @@ fi
 # 10k idle connections plus wrk's: raise the descriptor limit for everything started below.
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
-cargo build --release --bin modelgate >/dev/null 2>&1 ||
-  { echo "release build failed; run: cargo build --release --bin modelgate" >&2; exit 1; }
+cargo build --release --bin modelgate --example pingora_floor >/dev/null 2>&1 ||
+  { echo "release build failed; run: cargo build --release --bin modelgate --example pingora_floor" >&2; exit 1; }
 
 tmp=$(mktemp -d)
 chmod 755 "$tmp" # nginx workers run as nobody
@@ -198,6 +201,13 @@ EOF
   pids+=("$!")
   wait_http "http://127.0.0.1:$ADMIN_PORT/ready" 100 || { tail -20 "$tmp/mg.out" >&2; return 1; }
 }
+start_pingora() { # backend port
+  taskset -c "$PROXY_CPUS" "$repo/target/release/examples/pingora_floor" "127.0.0.1:${PORT[pingora]}" \
+    "127.0.0.1:$1" "$THREADS" >"$tmp/pingora.out" 2>&1 &
+  PID[pingora]=$!
+  pids+=("$!")
+  wait_http "http://127.0.0.1:${PORT[pingora]}/health" 100 || { tail -20 "$tmp/pingora.out" >&2; return 1; }
+}
 start_peers() { # backend port
   local p
   for p in $PEERS; do
@@ -205,6 +215,7 @@ start_peers() { # backend port
       nginx) start_nginx "$1" ;;
       vllm-router) start_router "$1" ;;
       modelgate) start_modelgate "$1" ;;
+      pingora) start_pingora "$1" ;;
     esac
   done
 }
@@ -291,7 +302,7 @@ for scenario in $SCENARIOS; do
     idle)
       start_peers "$BACKEND_JSON"
       for peer in $PEERS; do
-        [[ $peer == direct ]] && continue
+        [[ $peer == direct || $peer == pingora ]] && continue
         before=$(rss_kib "$peer")
         fifo="$tmp/idle.out"
         : >"$fifo"

@@ -66,6 +66,7 @@ def main() -> int:
                   f"| {fmt_us(r['p999'])} | {r['errors']} | {cpu} | {ratio(r['rps'], d['rps']) if d else '–'} | {added} |")
         print()
         mg, ng, vr = rows.get("modelgate"), rows.get("nginx"), rows.get("vllm-router")
+        pf = rows.get("pingora")
         label = f"{scenario} c={conns}"
         if mg and ng:
             target = 1.1 if scenario != "big" else None
@@ -81,6 +82,15 @@ def main() -> int:
                 if a_ng > 0:
                     summary.append((f"{label}: added p50 modelgate ÷ nginx", f"{a_mg / a_ng:.2f} ({a_mg} vs {a_ng} µs)",
                                     "≤ 0.80", a_mg / a_ng <= 0.8))
+        if mg and pf and pf["rps"] and pf["cpu"] and mg["cpu"]:
+            # Not a target: how much of modelgate's cost is Pingora's own pipeline.
+            summary.append((f"{label}: req/s modelgate ÷ bare pingora-proxy", f"{mg['rps'] / pf['rps']:.2f}",
+                            "(floor)", None))
+            summary.append((f"{label}: CPU/req modelgate ÷ bare pingora-proxy",
+                            f"{mg['cpu'] / pf['cpu']:.2f} ({mg['cpu']:.1f} vs {pf['cpu']:.1f} µs)", "(floor)", None))
+            if ng and ng["cpu"]:
+                summary.append((f"{label}: CPU/req bare pingora-proxy ÷ nginx",
+                                f"{pf['cpu'] / ng['cpu']:.2f} ({pf['cpu']:.1f} vs {ng['cpu']:.1f} µs)", "(floor)", None))
         if mg and vr and scenario != "big":
             r = mg["rps"] / vr["rps"] if vr["rps"] else 0
             summary.append((f"{label}: req/s modelgate ÷ vllm-router", f"{r:.2f}", "≥ 4.0", r >= 4.0))
