@@ -8,6 +8,9 @@
 //!   duplicate check is not needed);
 //! - `serde_json`: `serde_json::from_slice::<Value>` plus the `model` lookup.
 //!
+//! `scan_image/1MiB`: a vision request whose content is one 1 MiB base64 `data:` URL (a run of
+//! string bytes with no escape at all, the other extreme from prose).
+//!
 //! `scan_capture/1MiB` compares a whole-body scan with captures off and on (`user` plus a
 //! 256-byte prompt prefix, as sticky routing uses them) on a 1 MiB chat body with a `user`.
 //!
@@ -119,6 +122,44 @@ fn bench_scan(c: &mut Criterion) {
     }
 }
 
+/// A chat request with one image as a base64 `data:` URL of about `size` bytes, model last.
+fn image_body(size: usize) -> Vec<u8> {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let data: String = (0..size)
+        .map(|i| char::from(ALPHABET[(i * 7 + i / 64) % 64]))
+        .collect();
+    format!(
+        r#"{{"messages":[{{"role":"user","content":[{{"type":"text","text":"What is in this image?"}},{{"type":"image_url","image_url":{{"url":"data:image/png;base64,{data}"}}}}]}}],{MODEL}}}"#
+    )
+    .into_bytes()
+}
+
+fn bench_image(c: &mut Criterion) {
+    let body = image_body(1 << 20);
+    assert_eq!(
+        find_model(&body).as_deref(),
+        Ok("meta-llama/Llama-3.1-8B-Instruct"),
+        "bench body must be valid"
+    );
+    let mut group = c.benchmark_group("scan_image/1MiB");
+    group
+        .sample_size(10)
+        .warm_up_time(Duration::from_millis(200))
+        .measurement_time(Duration::from_millis(600))
+        .throughput(Throughput::Bytes(body.len() as u64));
+    group.bench_with_input("scanner", &body, |b, body| {
+        b.iter(|| find_model(black_box(body)))
+    });
+    group.bench_with_input("serde_json", &body, |b, body| {
+        b.iter(|| {
+            let value: serde_json::Value =
+                serde_json::from_slice(black_box(body)).expect("valid JSON");
+            value.get("model").and_then(|m| m.as_str()).map(str::len)
+        })
+    });
+    group.finish();
+}
+
 /// Scans all of `body` (as the proxy does, for the duplicate check) with `capture`.
 fn scan_with(body: &[u8], capture: Capture) -> (usize, Option<usize>) {
     let mut scanner = ModelScanner::with_capture(capture);
@@ -163,6 +204,6 @@ criterion_group! {
     name = benches;
     // Plots cost more time than the measurements; the numbers are in the terminal output.
     config = Criterion::default().without_plots();
-    targets = bench_scan, bench_capture
+    targets = bench_scan, bench_image, bench_capture
 }
 criterion_main!(benches);

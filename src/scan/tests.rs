@@ -623,6 +623,38 @@ fn arb_bytes() -> impl Strategy<Value = Vec<u8>> {
     ]
 }
 
+/// Every special byte at every position of runs up to 300 bytes: the 16-byte SIMD blocks,
+/// their SWAR remainder and the hand-over to the long-run search at 128 all see each case.
+#[test]
+fn find_special_finds_each_special_byte_at_every_position() {
+    for len in 0..300 {
+        let plain: Vec<u8> = (0..len)
+            .map(|i| [b'a', 0x20, 0x7f, 0x80, 0xff][i % 5])
+            .collect();
+        assert_eq!(find_special(&plain), None, "len {len}");
+        for at in 0..len {
+            for special in [b'"', b'\\', 0x00, 0x1f] {
+                let mut bytes = plain.clone();
+                bytes[at] = special;
+                assert_eq!(
+                    find_special(&bytes),
+                    Some(at),
+                    "len {len}, {special:#x} at {at}"
+                );
+                // A second special byte later never hides the first.
+                if let Some(later) = bytes.get_mut(at + 1 + (at % 17)) {
+                    *later = b'"';
+                }
+                assert_eq!(
+                    find_special(&bytes),
+                    Some(at),
+                    "len {len}, {special:#x} at {at}"
+                );
+            }
+        }
+    }
+}
+
 proptest! {
     #[test]
     fn find_special_matches_a_naive_search(
