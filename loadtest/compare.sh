@@ -232,15 +232,15 @@ pids_of() { # the process and its children (nginx workers)
   echo "$pid"
   cat "/proc/$pid/task/"*/children 2>/dev/null | tr ' ' '\n' | grep -v '^$' || true
 }
-cpu_ticks() { # peer: utime+stime of the peer's processes (clock ticks)
-  local pid total=0 f
+cpu_ticks() { # peer: "utime stime" of the peer's processes (clock ticks)
+  local pid user=0 sys=0 f
   [[ $1 == direct ]] && pid=$backend_pid || pid=${PID[$1]}
   for p in $(pids_of "$pid"); do
     f=$(sed 's/^.*) //' "/proc/$p/stat" 2>/dev/null) || continue
     set -- $f
-    total=$((total + ${12} + ${13}))
+    user=$((user + ${12})) sys=$((sys + ${13}))
   done
-  echo "$total"
+  echo "$user $sys"
 }
 rss_kib() { # peer: summed VmRSS of the peer's processes
   local pid total=0 v
@@ -256,18 +256,20 @@ results="$tmp/results.txt"
 : >"$results"
 
 run_wrk() { # scenario kind conns peer backend-port
-  local scenario=$1 kind=$2 conns=$3 peer=$4 port threads c0 c1 line
+  local scenario=$1 kind=$2 conns=$3 peer=$4 port threads u0 s0 u1 s1 line
   port=$(port_of "$peer" "$5")
   threads=1
-  c0=$(cpu_ticks "$peer")
+  read -r u0 s0 <<<"$(cpu_ticks "$peer")"
   line=$(BODY_KIND=$kind taskset -c "$LOAD_CPUS" timeout $((DURATION + 30)) wrk -t"$threads" -c"$conns" -d"${DURATION}s" \
     --timeout 10s -s "$repo/loadtest/compare.lua" "http://127.0.0.1:$port/v1/chat/completions" | grep '^RESULT' || echo "RESULT 0 0 0 0 0 0 0 0 0")
-  c1=$(cpu_ticks "$peer")
+  read -r u1 s1 <<<"$(cpu_ticks "$peer")"
   set -- $line
-  local cpu_us=0
-  (($2 > 0)) && cpu_us=$(awk -v t=$((c1 - c0)) -v n="$2" -v hz="$tck" 'BEGIN {printf "%.1f", t / hz * 1e6 / n}')
-  # scenario conns peer req_s p50 p90 p99 p999 non2xx sockerr cpu_us_per_req requests
-  echo "$scenario $conns $peer $4 $5 $6 $7 $8 $9 ${10} $cpu_us $2" | tee -a "$results"
+  local cpu_us="0 0 0"
+  (($2 > 0)) && cpu_us=$(awk -v u=$((u1 - u0)) -v s=$((s1 - s0)) -v n="$2" -v hz="$tck" \
+    'BEGIN {k = 1e6 / hz / n; printf "%.1f %.1f %.1f", (u + s) * k, u * k, s * k}')
+  set -- $line $cpu_us
+  # scenario conns peer req_s p50 p90 p99 p999 non2xx sockerr cpu_us_per_req requests user_us sys_us
+  echo "$scenario $conns $peer $4 $5 $6 $7 $8 $9 ${10} ${11} $2 ${12} ${13}" | tee -a "$results"
 }
 
 # Other work on the machine skews every number: wait (bounded) for a quiet moment, then go on

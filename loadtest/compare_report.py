@@ -4,7 +4,7 @@
 Usage: compare_report.py RESULTS_FILE   (called by compare.sh; standard library only)
 
 Input lines (one per measurement):
-  chat|stream|big CONNS PEER req_s p50 p90 p99 p999 non2xx sockerr cpu_us_per_req requests
+  chat|stream|big CONNS PEER req_s p50 p90 p99 p999 non2xx sockerr cpu_us_per_req requests [user_us sys_us]
   ttfb 1 PEER ttfb_us P50 P99 first_event_us P50 P99 total_us P50 P99 n N errors E
   idle N PEER rss_idle_kib A rss_held_kib B held OK FAILED
 Latencies are microseconds. Targets are the performance issue's (#7).
@@ -40,6 +40,7 @@ def main() -> int:
                     rps=float(p[3]), p50=int(p[4]), p90=int(p[5]), p99=int(p[6]),
                     p999=int(p[7]), errors=int(p[8]) + int(p[9]), cpu=float(p[10]),
                     requests=int(p[11]),
+                    split=(float(p[12]), float(p[13])) if len(p) > 13 else None,
                 )
             elif p[0] == "ttfb":
                 v = dict(zip(p[3::3], zip(p[4::3], p[5::3])))
@@ -57,11 +58,15 @@ def main() -> int:
         title = {"chat": "Non-stream chat", "stream": "Streaming chat (50 chunks)",
                  "big": "4 MiB bodies, model last"}[scenario]
         print(f"#### {title}, {conns} connection{'s' if conns > 1 else ''}\n")
-        print("| peer | req/s | p50 | p90 | p99 | p99.9 | errors | proxy CPU µs/req | req/s ÷ direct | added p50 |")
+        print("| peer | req/s | p50 | p90 | p99 | p99.9 | errors | proxy CPU µs/req (user + sys) | req/s ÷ direct | added p50 |")
         print("|---|---|---|---|---|---|---|---|---|---|")
         for peer, r in rows.items():
             added = fmt_us(r["p50"] - d["p50"]) if d and peer != "direct" else "–"
-            cpu = f"{r['cpu']:.1f}" if peer != "direct" else f"({r['cpu']:.1f} backend)"
+            cpu = f"{r['cpu']:.1f}"
+            if r["split"]:
+                cpu += f" ({r['split'][0]:.1f} + {r['split'][1]:.1f})"
+            if peer == "direct":
+                cpu = f"backend: {cpu}"
             print(f"| {peer} | {r['rps']:,.0f} | {fmt_us(r['p50'])} | {fmt_us(r['p90'])} | {fmt_us(r['p99'])} "
                   f"| {fmt_us(r['p999'])} | {r['errors']} | {cpu} | {ratio(r['rps'], d['rps']) if d else '–'} | {added} |")
         print()
