@@ -73,6 +73,25 @@ fn chat_body(size: usize, model_first: bool) -> Vec<u8> {
     build(size.saturating_sub(overhead)).into_bytes()
 }
 
+/// The comparison: a full `serde_json` parse, then the `model` lookup.
+fn serde_json_model(body: &[u8]) -> Option<usize> {
+    let value: serde_json::Value = serde_json::from_slice(body).expect("valid JSON");
+    value.get("model").and_then(|m| m.as_str()).map(str::len)
+}
+
+/// A group with the small sample counts and times that keep the whole run under a minute.
+fn quick_group<'a>(
+    c: &'a mut Criterion,
+    name: &str,
+) -> criterion::BenchmarkGroup<'a, criterion::measurement::WallTime> {
+    let mut group = c.benchmark_group(name);
+    group
+        .sample_size(10)
+        .warm_up_time(Duration::from_millis(200))
+        .measurement_time(Duration::from_millis(600));
+    group
+}
+
 fn scan_until_found(body: &[u8]) -> Option<usize> {
     let mut scanner = ModelScanner::new();
     for chunk in body.chunks(16 << 10) {
@@ -85,11 +104,7 @@ fn scan_until_found(body: &[u8]) -> Option<usize> {
 
 fn bench_scan(c: &mut Criterion) {
     for (size, label) in SIZES {
-        let mut group = c.benchmark_group(format!("scan/{label}"));
-        group
-            .sample_size(10)
-            .warm_up_time(Duration::from_millis(200))
-            .measurement_time(Duration::from_millis(600));
+        let mut group = quick_group(c, &format!("scan/{label}"));
         for (position, model_first) in [("model_first", true), ("model_last", false)] {
             let body = chat_body(size, model_first);
             assert_eq!(
@@ -109,13 +124,7 @@ fn bench_scan(c: &mut Criterion) {
             group.bench_with_input(
                 BenchmarkId::new("serde_json", position),
                 &body,
-                |b, body| {
-                    b.iter(|| {
-                        let value: serde_json::Value =
-                            serde_json::from_slice(black_box(body)).expect("valid JSON");
-                        value.get("model").and_then(|m| m.as_str()).map(str::len)
-                    })
-                },
+                |b, body| b.iter(|| serde_json_model(black_box(body))),
             );
         }
         group.finish();
@@ -141,21 +150,13 @@ fn bench_image(c: &mut Criterion) {
         Ok("meta-llama/Llama-3.1-8B-Instruct"),
         "bench body must be valid"
     );
-    let mut group = c.benchmark_group("scan_image/1MiB");
-    group
-        .sample_size(10)
-        .warm_up_time(Duration::from_millis(200))
-        .measurement_time(Duration::from_millis(600))
-        .throughput(Throughput::Bytes(body.len() as u64));
+    let mut group = quick_group(c, "scan_image/1MiB");
+    group.throughput(Throughput::Bytes(body.len() as u64));
     group.bench_with_input("scanner", &body, |b, body| {
         b.iter(|| find_model(black_box(body)))
     });
     group.bench_with_input("serde_json", &body, |b, body| {
-        b.iter(|| {
-            let value: serde_json::Value =
-                serde_json::from_slice(black_box(body)).expect("valid JSON");
-            value.get("model").and_then(|m| m.as_str()).map(str::len)
-        })
+        b.iter(|| serde_json_model(black_box(body)))
     });
     group.finish();
 }
@@ -185,12 +186,8 @@ fn bench_capture(c: &mut Criterion) {
     assert_eq!(check.user(), Some("end-user-7f3a"));
     assert!(check.prompt_prefix().is_some(), "bench body has a prompt");
 
-    let mut group = c.benchmark_group("scan_capture/1MiB");
-    group
-        .sample_size(10)
-        .warm_up_time(Duration::from_millis(200))
-        .measurement_time(Duration::from_millis(600))
-        .throughput(Throughput::Bytes(body.len() as u64));
+    let mut group = quick_group(c, "scan_capture/1MiB");
+    group.throughput(Throughput::Bytes(body.len() as u64));
     group.bench_with_input("captures_off", &body, |b, body| {
         b.iter(|| scan_with(black_box(body), Capture::default()))
     });
