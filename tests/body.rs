@@ -242,19 +242,19 @@ async fn oversized_body_is_413_by_header_and_by_stream() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn smuggling_shapes_and_bad_methods_are_rejected() {
     let (a, gw) = gateway_with_one_backend().await;
-    let both = raw(
-        &gw,
-        b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
-        "\r\n\r\n",
-    )
-    .await;
+    // Bodies the backend would accept: only the framing can be what is refused.
+    let body = r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#;
+    let both = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{body}\r\n0\r\n\r\n",
+        body.len()
+    );
+    let both = raw(&gw, both.as_bytes(), "\r\n\r\n").await;
     assert!(both.starts_with("HTTP/1.1 400"), "{both}");
-    let dup = raw(
-        &gw,
-        b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\n{}",
-        "\r\n\r\n",
-    )
-    .await;
+    let dup = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: {0}\r\nContent-Length: {0}\r\n\r\n{body}",
+        body.len()
+    );
+    let dup = raw(&gw, dup.as_bytes(), "\r\n\r\n").await;
     assert!(dup.starts_with("HTTP/1.1 400"), "{dup}");
     let r = client()
         .get(gw.url("/v1/chat/completions"))

@@ -264,66 +264,134 @@ async fn slowloris_headers_and_bodies_are_cut_at_their_deadlines_while_others_ar
     );
 }
 
+/// `OK_BODY` as one chunk and the last chunk: a chunked body the backend would accept.
+fn chunked_ok_body() -> String {
+    format!("{:x}\r\n{OK_BODY}\r\n0\r\n\r\n", OK_BODY.len())
+}
+
+/// A request with these framing fields and `body`, to the chat endpoint.
+fn framed(fields: &str, body: &str) -> Vec<u8> {
+    format!("POST /v1/chat/completions HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\n{fields}\r\n{body}")
+        .into_bytes()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn smuggling_and_malformed_framing_get_a_json_400_and_the_connection_is_not_reused() {
     let a = mock("a0", "m").await;
     let gw = Gateway::start_ready(&model_block("m", &[backend("a0", &a)], ""), "").await;
-    // Each case is followed on the same connection by a valid request that must never be
-    // answered: the connection is closed after the 400.
-    let next = post("", OK_BODY);
-    let cases: Vec<(&str, Vec<u8>)> = vec![
+    let chunked = chunked_ok_body();
+    let (body_len, chunked_len) = (OK_BODY.len(), chunked.len());
+    // Every case carries a body the backend would accept, so a case that slipped through would
+    // be answered 200. Each is followed on the same connection by a valid request that must
+    // never be answered: the connection is closed after the 400.
+    let mut cases: Vec<(String, Vec<u8>)> = Vec::new();
+    for cl in [0, 5, body_len, chunked_len] {
+        let te = "Transfer-Encoding: chunked\r\n";
+        let length = format!("Content-Length: {cl}\r\n");
+        cases.push((
+            format!("CL {cl} + TE"),
+            framed(&format!("{length}{te}"), &chunked),
+        ));
+        cases.push((
+            format!("TE + CL {cl}"),
+            framed(&format!("{te}{length}"), &chunked),
+        ));
+    }
+    let codings = [
         (
-            "CL + TE",
-            b"POST /v1/chat/completions HTTP/1.1\r\nHost: gw\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n".to_vec(),
+            "TE chunked, identity",
+            "Transfer-Encoding: chunked, identity\r\n",
+        ),
+        ("TE xchunked", "Transfer-Encoding: xchunked\r\n"),
+        ("TE gzip, chunked", "Transfer-Encoding: gzip, chunked\r\n"),
+        (
+            "TE chunked, chunked",
+            "Transfer-Encoding: chunked, chunked\r\n",
         ),
         (
-            "TE + CL",
-            b"POST /v1/chat/completions HTTP/1.1\r\nHost: gw\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n0\r\n\r\n".to_vec(),
+            "TE chunked twice",
+            "Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n",
         ),
+        ("TE obs-fold", "Transfer-Encoding: chunked\r\n identity\r\n"),
+        ("TE obs-fold value", "Transfer-Encoding:\r\n chunked\r\n"),
+        (
+            "CL + TE gzip",
+            "Content-Length: 5\r\nTransfer-Encoding: gzip, chunked\r\n",
+        ),
+    ];
+    for (name, fields) in codings {
+        cases.push((name.to_string(), framed(fields, &chunked)));
+    }
+    let raw: [(&str, String); 9] = [
         (
             "duplicate equal CL",
-            b"POST /v1/chat/completions HTTP/1.1\r\nHost: gw\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\n{}".to_vec(),
+            format!("Content-Length: {body_len}\r\nContent-Length: {body_len}\r\n"),
         ),
         (
             "CL list",
-            b"POST /v1/chat/completions HTTP/1.1\r\nHost: gw\r\nContent-Length: 2, 2\r\n\r\n{}".to_vec(),
+            format!("Content-Length: {body_len}, {body_len}\r\n"),
         ),
-        (
-            "negative CL",
-            b"POST /v1/chat/completions HTTP/1.1\r\nHost: gw\r\nContent-Length: -1\r\n\r\n".to_vec(),
-        ),
-        (
-            "invalid chunk size",
-            b"POST /v1/chat/completions HTTP/1.1\r\nHost: gw\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n{\"model\":\"m\"}\r\n0\r\n\r\n".to_vec(),
-        ),
-        (
-            "request line garbage",
-            b"GARBAGE\r\n\r\n".to_vec(),
-        ),
+        ("negative CL", "Content-Length: -1\r\n".to_string()),
+        ("CL with a sign", format!("Content-Length: +{body_len}\r\n")),
+        ("CL obs-fold", format!("Content-Length:\r\n {body_len}\r\n")),
         (
             "space in header name",
-            b"POST /v1/chat/completions HTTP/1.1\r\nHost: gw\r\nBad Header: x\r\nContent-Length: 2\r\n\r\n{}".to_vec(),
+            format!("Bad Header: x\r\nContent-Length: {body_len}\r\n"),
         ),
         (
             "NUL in header value",
-            b"POST /v1/chat/completions HTTP/1.1\r\nHost: gw\r\nX-A: a\x00b\r\nContent-Length: 2\r\n\r\n{}".to_vec(),
+            format!("X-A: a\x00b\r\nContent-Length: {body_len}\r\n"),
         ),
         (
-            "HTTP/2 preface on an HTTP/1 port",
-            b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec(),
+            "space before the colon",
+            format!("Content-Length : {body_len}\r\n"),
+        ),
+        (
+            "TE on HTTP/1.0",
+            "Transfer-Encoding: chunked\r\n".to_string(),
         ),
     ];
+    for (name, fields) in raw {
+        let body = if name.starts_with("TE") {
+            &chunked
+        } else {
+            OK_BODY
+        };
+        let mut bytes = framed(&fields, body);
+        if name == "TE on HTTP/1.0" {
+            bytes = String::from_utf8(bytes)
+                .unwrap()
+                .replacen("HTTP/1.1", "HTTP/1.0", 1)
+                .into_bytes();
+        }
+        cases.push((name.to_string(), bytes));
+    }
+    cases.push((
+        "invalid chunk size".into(),
+        framed(
+            "Transfer-Encoding: chunked\r\n",
+            &format!("zz\r\n{OK_BODY}\r\n0\r\n\r\n"),
+        ),
+    ));
+    cases.push(("request line garbage".into(), b"GARBAGE\r\n\r\n".to_vec()));
+    cases.push((
+        "HTTP/2 preface on an HTTP/1 port".into(),
+        b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec(),
+    ));
+    let next = post("", OK_BODY);
     for (name, mut bytes) in cases {
         bytes.extend_from_slice(&next);
         let r = exchange(&gw, bytes, BOUND).await;
-        assert!(
-            r.status() == 400 || r.status() == 405 || r.status() == 404,
+        assert_eq!(r.status(), 400, "{name}: {:?}", r.text);
+        let error = &r.error()["error"];
+        assert_eq!(
+            error["type"], "invalid_request_error",
             "{name}: {:?}",
             r.text
         );
+        assert!(error["code"].is_null(), "{name}: {:?}", r.text);
         assert!(r.closed, "{name}: connection left open: {:?}", r.text);
         assert_eq!(r.responses(), 1, "{name}: {:?}", r.text);
-        r.error();
         assert!(
             !r.text.to_ascii_lowercase().contains("pingora"),
             "{name}: {:?}",
@@ -331,6 +399,21 @@ async fn smuggling_and_malformed_framing_get_a_json_400_and_the_connection_is_no
         );
     }
     assert_eq!(a.stats().requests(), 0, "nothing reached the backend");
+    // The same valid chunked body with one `Transfer-Encoding: chunked` is served.
+    let r = exchange(
+        &gw,
+        framed(
+            "Transfer-Encoding: chunked\r\nConnection: close\r\n",
+            &chunked,
+        ),
+        BOUND,
+    )
+    .await;
+    assert_eq!(r.status(), 200, "{:?}", r.text);
+    assert_eq!(
+        a.stats().last_body_sha256().unwrap(),
+        sha256_hex(OK_BODY.as_bytes())
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -365,7 +448,8 @@ async fn hostile_bodies_get_sane_answers_and_stay_escaped_in_logs_and_metrics() 
         .await
         .unwrap();
     expect_error(r, 400, Some("invalid_json")).await;
-    // 10^6 nested arrays after `model`: routed by model; the backend judges the rest.
+    // 10^6 nested arrays after `model`: routed by model; the backend judges the rest (the
+    // mock, like vLLM, answers its own 400 to JSON it cannot parse).
     let nested_after = format!(r#"{{"model":"m","messages":{}]}}"#, "[".repeat(1_000_000));
     let r = c
         .post(gw.url("/v1/chat/completions"))
@@ -373,7 +457,12 @@ async fn hostile_bodies_get_sane_answers_and_stay_escaped_in_logs_and_metrics() 
         .send()
         .await
         .unwrap();
-    assert!(r.status().is_success() || r.status().is_client_error());
+    assert_eq!(r.status(), 400);
+    assert_eq!(
+        r.headers()["x-modelgate-backend"],
+        "a0",
+        "the backend's answer"
+    );
     // A 100 KiB model name: 400 (model names are capped at 1 KiB); a 1,000-byte one: 404,
     // echoing at most 256 bytes of it.
     let r = c

@@ -9,6 +9,7 @@
 pub mod body;
 pub mod ctx;
 pub mod forward;
+pub mod framing;
 pub mod headers;
 pub mod models;
 pub mod observe;
@@ -57,6 +58,7 @@ impl Gateway {
             .downstream_session
             .set_write_timeout(Some(snapshot.limits.client_write_timeout));
         ctx.endpoint = crate::metrics::endpoint_index(session.req_header().uri.path());
+        refuse_ambiguous_framing(session).map_err(Outcome::Failed)?;
         let route = {
             let req = session.req_header();
             route::classify(&req.method, req.uri.path())
@@ -161,6 +163,19 @@ impl Gateway {
             Outcome::Complete => Ok(()),
             other => Err(other),
         }
+    }
+}
+
+/// A request whose body length could be read two ways is refused before anything else
+/// ([`framing`]); only requests carrying `Transfer-Encoding` need the raw header read.
+fn refuse_ambiguous_framing(session: &Session) -> Result<(), GatewayError> {
+    let req = session.req_header();
+    if !req.headers.contains_key(http::header::TRANSFER_ENCODING) {
+        return Ok(());
+    }
+    match session.as_downstream().as_http1() {
+        Some(h1) => framing::check(&h1.get_headers_raw_bytes()).map_err(GatewayError::BadRequest),
+        None => Ok(()),
     }
 }
 
