@@ -195,6 +195,9 @@ fn benches(c: &mut Criterion, client: &SocketAddr) {
         error: None,
         prompt_tokens: usage.map(|u| u.prompt_tokens),
         completion_tokens: usage.map(|u| u.completion_tokens),
+        cached_tokens: usage.and_then(|u| u.cached_tokens),
+        pick: None,
+        pick_cached_tokens: None,
         trace_id: Some(ctx_on.trace.trace_id_hex()),
         tenant: None,
     };

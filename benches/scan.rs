@@ -177,6 +177,7 @@ fn bench_capture(c: &mut Criterion) {
     let on = Capture {
         user: true,
         prompt_prefix: 256,
+        prompt_span: 0,
     };
     let mut check = ModelScanner::with_capture(on);
     assert!(

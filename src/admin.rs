@@ -59,26 +59,45 @@ pub fn status(snapshot: &Snapshot) -> Value {
                     "checked": b.is_checked(),
                     "draining": b.config.drain,
                     "in_flight": b.in_flight(),
+                    "prefill_backlog_tokens": p.prefix.as_ref().map(|_| b.prefill_backlog()),
                     "last_probe": last_probe,
                     "root": card.as_ref().and_then(|c| c.get("root").cloned()),
                     "max_model_len": card.as_ref().and_then(|c| c.get("max_model_len").cloned()),
                 })
             })
             .collect();
-        models.insert(
-            p.name.clone(),
-            json!({
-                "policy": p.policy.as_str(),
-                "healthy_backends": p.backends.iter().filter(|b| b.is_healthy()).count(),
-                "usable_backends": p.backends.iter().filter(|b| b.is_usable()).count(),
-                "backends": backends,
-            }),
-        );
+        let mut model = json!({
+            "policy": p.policy.as_str(),
+            "healthy_backends": p.backends.iter().filter(|b| b.is_healthy()).count(),
+            "usable_backends": p.backends.iter().filter(|b| b.is_usable()).count(),
+            "backends": backends,
+        });
+        if let Some(index) = &p.prefix {
+            model["cache_aware"] = cache_aware_status(p, index);
+        }
+        models.insert(p.name.clone(), model);
     }
     json!({
         "generation": snapshot.generation,
         "config_sha256": snapshot.config_sha256,
         "models": models,
+    })
+}
+
+/// A `cache_aware` pool's picks so far and its prefix index.
+fn cache_aware_status(
+    p: &crate::routing::Pool,
+    index: &crate::routing::prefix::PrefixIndex,
+) -> Value {
+    let [cold, hit, spill] = p.metrics.cache_pick_counts();
+    json!({
+        "picks": {"hit": hit, "spill": spill, "cold": cold},
+        "index_entries": index.used(),
+        "index_capacity": index.capacity(),
+        "index_bytes": index.memory_bytes(),
+        "block_bytes": p.lb.cache.block_bytes,
+        "max_prefix_bytes": p.lb.cache.max_bytes,
+        "miss_cost": p.lb.cache.miss_cost,
     })
 }
 

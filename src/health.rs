@@ -186,7 +186,10 @@ impl BackgroundService for HealthService {
                 }
                 let mut handles =
                     vec![tasks.spawn(run_pool(Arc::clone(pool), Arc::clone(&self.connector)))];
-                if pool.policy == crate::config::Policy::LoadAware {
+                if matches!(
+                    pool.policy,
+                    crate::config::Policy::LoadAware | crate::config::Policy::CacheAware
+                ) {
                     handles
                         .push(tasks.spawn(run_load(Arc::clone(pool), Arc::clone(&self.connector))));
                 }
@@ -294,12 +297,31 @@ pub async fn run_load(pool: Arc<Pool>, connector: Arc<Connector>) {
         .await;
         for (backend, report) in pool.backends.iter().zip(reports) {
             match report {
-                Ok(r) => backend.set_load(r.running, r.waiting, r.kv_cache_usage),
+                Ok(r) => {
+                    backend.set_load(r.running, r.waiting, r.kv_cache_usage);
+                    learn_cache_size(&pool, backend, r.kv_cache_tokens);
+                }
                 Err(e) => {
                     tracing::debug!(model = %pool.name, backend = %backend.config.name, error = %e, "load report failed")
                 }
             }
         }
+    }
+}
+
+/// `cache_aware` without a configured `kv_cache_tokens`: the backend's own KV-cache size (from
+/// `vllm:cache_config_info`) sets how long the prefix index trusts what it sent there.
+fn learn_cache_size(pool: &Pool, backend: &BackendState, kv_cache_tokens: Option<u64>) {
+    let cache = &pool.lb.cache;
+    if let (Some(tokens), None, true) = (
+        kv_cache_tokens,
+        cache.kv_cache_tokens,
+        pool.prefix.is_some(),
+    ) {
+        let block_tokens = (cache.block_bytes / crate::routing::prefix::BYTES_PER_TOKEN).max(1);
+        backend
+            .cache_clock()
+            .set_capacity(tokens.div_ceil(block_tokens as u64));
     }
 }
 
@@ -316,6 +338,10 @@ fn apply(pool: &Pool, backend: &BackendState, result: ProbeResult) {
             backend.set_health(healthy);
             if healthy && !was_healthy {
                 info!(model = %pool.name, backend = %backend.config.name, url = %backend.config.url, "backend healthy");
+                // Back from a failure (often a restart): whatever its cache held is gone.
+                if was_checked {
+                    backend.cache_clock().forget();
+                }
             }
         }
         Err(e) => {

@@ -152,6 +152,12 @@ pub struct AccessRecord<'a> {
     pub error: Option<&'static str>,
     pub prompt_tokens: Option<u64>,
     pub completion_tokens: Option<u64>,
+    /// Prompt tokens the backend served from its prefix cache (`usage`), when reported.
+    pub cached_tokens: Option<u64>,
+    /// `cache_aware`: why the backend was picked (`hit`, `spill`, `cold`).
+    pub pick: Option<&'static str>,
+    /// `cache_aware`: prompt tokens the pick was believed to have cached.
+    pub pick_cached_tokens: Option<u64>,
     pub trace_id: Option<String>,
     /// The API key's tenant, when authentication is on.
     pub tenant: Option<&'a str>,
@@ -185,7 +191,7 @@ fn text_line(r: &AccessRecord<'_>) -> String {
     fn n<T: ToString>(v: Option<T>) -> String {
         v.map_or_else(|| "null".to_string(), |v| v.to_string())
     }
-    let fields: [(&str, String); 21] = [
+    let fields: [(&str, String); 24] = [
         ("ts", s(Some(&r.ts))),
         ("request_id", s(Some(r.request_id))),
         ("client", s(r.client.as_deref())),
@@ -205,6 +211,9 @@ fn text_line(r: &AccessRecord<'_>) -> String {
         ("error", s(r.error)),
         ("prompt_tokens", n(r.prompt_tokens)),
         ("completion_tokens", n(r.completion_tokens)),
+        ("cached_tokens", n(r.cached_tokens)),
+        ("pick", s(r.pick)),
+        ("pick_cached_tokens", n(r.pick_cached_tokens)),
         ("trace_id", s(r.trace_id.as_deref())),
         ("tenant", s(r.tenant)),
     ];
@@ -244,6 +253,9 @@ mod tests {
             error: None,
             prompt_tokens: None,
             completion_tokens: None,
+            cached_tokens: None,
+            pick: None,
+            pick_cached_tokens: None,
             trace_id: None,
             tenant: None,
         };

@@ -127,6 +127,9 @@ impl Snapshot {
 fn capture(config: &Config) -> Capture {
     let mut c = Capture::default();
     for m in &config.models {
+        if m.policy == Policy::CacheAware {
+            c.prompt_span = c.prompt_span.max(m.lb.cache.max_bytes);
+        }
         let keys = [
             m.lb.hash_on
                 .as_ref()

@@ -28,6 +28,7 @@ async fn every_policy_names_itself_in_the_receipt() {
         ("power_of_two", ""),
         ("load_aware", ""),
         ("consistent_hash", ", hash_on: \"header:x-user\""),
+        ("cache_aware", ""),
     ] {
         let gw = Gateway::start_ready(
             &model_block(
@@ -676,4 +677,89 @@ async fn a_model_in_the_path_routes_a_body_without_model() {
         .await
         .unwrap();
     assert_eq!(r.headers()["x-modelgate-model"], "m");
+}
+
+/// A chat body whose first message is `group`'s 4 KiB system prompt, then a question.
+fn shared_prefix_body(group: usize, question: usize, stream: bool) -> String {
+    let system = format!("You are the assistant of team {group}. ").repeat(128);
+    format!(
+        r#"{{"model":"m","stream":{stream},"messages":[{{"role":"system","content":"{system}"}},{{"role":"user","content":"question {question}"}}],"max_tokens":2}}"#
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cache_aware_keeps_a_shared_prefix_on_one_backend_and_says_why() {
+    let mocks = [
+        mock("b0", "m").await,
+        mock("b1", "m").await,
+        mock("b2", "m").await,
+    ];
+    let all: Vec<String> = ["b0", "b1", "b2"]
+        .iter()
+        .zip(&mocks)
+        .map(|(n, m)| backend(n, m))
+        .collect();
+    let gw = Gateway::start_ready(&model_block("m", &all, &lb("cache_aware", "")), "").await;
+    let mut homes: HashMap<usize, std::collections::HashSet<String>> = HashMap::new();
+    for i in 0..36 {
+        let group = i % 6;
+        let r = client()
+            .post(gw.url(CHAT))
+            .body(shared_prefix_body(group, i, i % 2 == 0))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let backend = r.headers()["x-modelgate-backend"]
+            .to_str()
+            .unwrap()
+            .to_string();
+        read_body(r).await.unwrap();
+        homes.entry(group).or_default().insert(backend);
+    }
+    // Sequential requests never queue: each group stays on the backend of its first request.
+    assert!(homes.values().all(|b| b.len() == 1), "{homes:?}");
+    let status = gw.status().await;
+    let picks = &status["models"]["m"]["cache_aware"]["picks"];
+    assert_eq!(picks["cold"], 6, "{status}");
+    assert_eq!(picks["hit"], 30, "{status}");
+    assert_eq!(picks["spill"], 0, "{status}");
+    let hits = gw
+        .metric(
+            "modelgate_cache_aware_picks_total",
+            &[("model", "m"), ("reason", "hit")],
+        )
+        .await;
+    assert_eq!(hits, 30.0);
+    // Every request after a group's first was expected to find its system prompt cached.
+    let prompt = gw
+        .metric(
+            "modelgate_cache_aware_prompt_tokens_total",
+            &[("model", "m")],
+        )
+        .await;
+    let matched = gw
+        .metric(
+            "modelgate_cache_aware_matched_tokens_total",
+            &[("model", "m")],
+        )
+        .await;
+    assert!(matched / prompt > 0.75, "{matched} of {prompt}");
+    eventually(Duration::from_secs(5), "access log lines", || async {
+        gw.access_log()
+            .iter()
+            .filter(|l| l["pick"] == "hit")
+            .count()
+            == 30
+    })
+    .await;
+    let line = gw
+        .access_log()
+        .into_iter()
+        .find(|l| l["pick"] == "hit")
+        .unwrap();
+    assert!(
+        line["pick_cached_tokens"].as_u64().unwrap() >= 1024,
+        "{line}"
+    );
 }

@@ -61,6 +61,7 @@ fn scanner() -> ModelScanner {
     ModelScanner::with_capture(Capture {
         user: true,
         prompt_prefix: PROMPT_PREFIX,
+        prompt_span: 0,
     })
 }
 

@@ -59,6 +59,20 @@ pub const DEFAULT_LOAD_POLL_MS: u64 = 500;
 pub const DEFAULT_BOUNDED_LOAD: f64 = 1.25;
 /// `prompt_prefix` hashes the first 256 bytes: a system prompt's worth of shared prefix.
 pub const DEFAULT_PROMPT_PREFIX_BYTES: usize = 256;
+/// `cache_aware` hashes the prompt in blocks of 256 bytes: 64 tokens at 4 bytes a token, four of
+/// vLLM's 16-token KV blocks. Finer blocks cost more index entries for a match length that is
+/// already exact to well under a prefill step.
+pub const DEFAULT_PREFIX_BLOCK_BYTES: usize = 256;
+/// `cache_aware` indexes the first 32 KiB of a prompt (~8k tokens): a long system prompt and
+/// several turns of history, where requests that share anything diverge.
+pub const DEFAULT_PREFIX_MAX_BYTES: usize = 32 * 1024;
+/// `cache_aware` counts a prompt token a backend would have to compute (a cache miss) twice:
+/// once for the prefill it costs this request, once for the cache it evicts elsewhere, so a warm
+/// backend keeps its prefix until its queue is two misses longer than a cold one's.
+pub const DEFAULT_CACHE_MISS_COST: f64 = 2.0;
+/// KV-cache tokens of a backend that does not report `vllm:cache_config_info`: Llama-3.1-8B on
+/// one H100 80 GB (29,205 blocks of 16 tokens, BLIS' measurement).
+pub const DEFAULT_KV_CACHE_TOKENS: u64 = 29_205 * 16;
 /// A queued request waits at most 1 s for a free slot before it is shed.
 pub const DEFAULT_QUEUE_TIMEOUT_MS: u64 = 1_000;
 /// Shadow copies in flight per model at most.
@@ -218,7 +232,8 @@ pub struct ModelConfig {
     /// `discover:` entries; [`crate::discovery`] turns their addresses into more backends.
     pub discover: Vec<discover::DiscoverEntry>,
     pub policy: Policy,
-    /// Policy options (`hash_on`, `load_poll_ms`, `bounded_load`, `prompt_prefix_bytes`).
+    /// Policy options (`hash_on`, `load_poll_ms`, `bounded_load`, `prompt_prefix_bytes`, and
+    /// `cache_aware`'s).
     pub lb: LbOptions,
     /// The id the backends serve this model under, when it differs from `name`.
     pub served_model_name: Option<String>,
@@ -360,6 +375,33 @@ pub struct LbOptions {
     pub bounded_load: f64,
     /// `prompt_prefix`: how many bytes of the prompt are hashed.
     pub prompt_prefix_bytes: usize,
+    /// `cache_aware` settings.
+    pub cache: CacheAwareOptions,
+}
+
+/// `cache_aware` settings of a pool.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CacheAwareOptions {
+    /// Prompt bytes per hashed block.
+    pub block_bytes: usize,
+    /// Prompt bytes indexed at most.
+    pub max_bytes: usize,
+    /// Weight of a token the backend would have to prefill, against a token already queued.
+    pub miss_cost: f64,
+    /// KV-cache size of each backend in tokens; `None`: read it from vLLM's
+    /// `vllm:cache_config_info`, else [`DEFAULT_KV_CACHE_TOKENS`].
+    pub kv_cache_tokens: Option<u64>,
+}
+
+impl Default for CacheAwareOptions {
+    fn default() -> Self {
+        CacheAwareOptions {
+            block_bytes: DEFAULT_PREFIX_BLOCK_BYTES,
+            max_bytes: DEFAULT_PREFIX_MAX_BYTES,
+            miss_cost: DEFAULT_CACHE_MISS_COST,
+            kv_cache_tokens: None,
+        }
+    }
 }
 
 impl Default for LbOptions {
@@ -369,6 +411,7 @@ impl Default for LbOptions {
             load_poll: Duration::from_millis(DEFAULT_LOAD_POLL_MS),
             bounded_load: DEFAULT_BOUNDED_LOAD,
             prompt_prefix_bytes: DEFAULT_PROMPT_PREFIX_BYTES,
+            cache: CacheAwareOptions::default(),
         }
     }
 }
@@ -402,6 +445,7 @@ pub enum Policy {
     PowerOfTwo,
     LoadAware,
     ConsistentHash,
+    CacheAware,
 }
 
 impl Policy {
@@ -414,6 +458,7 @@ impl Policy {
             Policy::PowerOfTwo => "power_of_two",
             Policy::LoadAware => "load_aware",
             Policy::ConsistentHash => "consistent_hash",
+            Policy::CacheAware => "cache_aware",
         }
     }
 
@@ -426,6 +471,7 @@ impl Policy {
         "power_of_two",
         "load_aware",
         "consistent_hash",
+        "cache_aware",
     ];
 
     fn parse(name: &str) -> Option<Policy> {
@@ -436,6 +482,7 @@ impl Policy {
             "power_of_two" => Some(Policy::PowerOfTwo),
             "load_aware" => Some(Policy::LoadAware),
             "consistent_hash" => Some(Policy::ConsistentHash),
+            "cache_aware" => Some(Policy::CacheAware),
             _ => None,
         }
     }

@@ -211,6 +211,10 @@ pub struct LoadBalancerSpec {
     pub load_poll_ms: Option<u64>,
     pub bounded_load: Option<f64>,
     pub prompt_prefix_bytes: Option<u64>,
+    pub prefix_block_bytes: Option<u64>,
+    pub prefix_max_bytes: Option<u64>,
+    pub cache_miss_cost: Option<f64>,
+    pub kv_cache_tokens: Option<u64>,
 }
 
 /// `timeouts:` block; every value in milliseconds.

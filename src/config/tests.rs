@@ -112,7 +112,7 @@ fn unknown_policy_names_path_and_choices() {
     let yaml = SEED.replace("\"round_robin\"", "\"rr\"");
     assert_eq!(
         issues(&yaml),
-        ["models.mistral-7b.load_balancer.policy: unknown policy \"rr\"; expected one of round_robin, random, least_connections, least_outstanding, power_of_two, load_aware, consistent_hash"]
+        ["models.mistral-7b.load_balancer.policy: unknown policy \"rr\"; expected one of round_robin, random, least_connections, least_outstanding, power_of_two, load_aware, consistent_hash, cache_aware"]
     );
 }
 
@@ -414,4 +414,36 @@ mod properties {
             let _ = parse(&b);
         }
     }
+}
+
+#[test]
+fn cache_aware_options_have_defaults_and_ranges() {
+    let m = |lb: &str| {
+        format!("models:\n  m:\n    load_balancer: {{policy: cache_aware{lb}}}\n    backends: [{{name: a, url: \"http://127.0.0.1:8001\"}}]\n")
+    };
+    let c = parse(m("").as_bytes()).unwrap();
+    assert_eq!(c.models[0].policy, Policy::CacheAware);
+    assert_eq!(c.models[0].lb.cache, CacheAwareOptions::default());
+    let c = parse(
+        m(", prefix_block_bytes: 64, prefix_max_bytes: 4096, cache_miss_cost: 1.5, kv_cache_tokens: 100000").as_bytes(),
+    )
+    .unwrap();
+    assert_eq!(
+        c.models[0].lb.cache,
+        CacheAwareOptions {
+            block_bytes: 64,
+            max_bytes: 4096,
+            miss_cost: 1.5,
+            kv_cache_tokens: Some(100_000),
+        }
+    );
+    assert_eq!(
+        issues(&m(", prefix_block_bytes: 8, prefix_max_bytes: 4, cache_miss_cost: -1, kv_cache_tokens: 0")),
+        [
+            "models.m.load_balancer.prefix_block_bytes: must be between 16 and 4096",
+            "models.m.load_balancer.prefix_max_bytes: must be between 16 and 1048576",
+            "models.m.load_balancer.cache_miss_cost: -1 is out of range (0 to 100; 2 = a prefill token counts twice a queued one)",
+            "models.m.load_balancer.kv_cache_tokens: must be at least 1 (omit it to read vLLM's cache_config_info)",
+        ]
+    );
 }

@@ -930,12 +930,60 @@ fn lb_options(
             format!("{prefix} is out of range (1 to 65536)"),
         );
     }
+    let cache = cache_options(spec, default, &p, issues);
     (issues.0.len() == before).then_some(LbOptions {
         hash_on,
         load_poll,
         bounded_load,
         prompt_prefix_bytes: prefix as usize,
+        cache,
     })
+}
+
+/// `cache_aware`'s keys of a `load_balancer:` block (checked whatever the policy).
+fn cache_options(
+    spec: &LoadBalancerSpec,
+    default: &LoadBalancerSpec,
+    p: &dyn Fn(&str) -> String,
+    issues: &mut Issues,
+) -> CacheAwareOptions {
+    let block_bytes = bounded(
+        spec.prefix_block_bytes.or(default.prefix_block_bytes),
+        DEFAULT_PREFIX_BLOCK_BYTES as u64,
+        (16, 4096),
+        &p("prefix_block_bytes"),
+        issues,
+    );
+    let max_bytes = bounded(
+        spec.prefix_max_bytes.or(default.prefix_max_bytes),
+        DEFAULT_PREFIX_MAX_BYTES as u64,
+        (block_bytes as u64, 1 << 20),
+        &p("prefix_max_bytes"),
+        issues,
+    );
+    let miss_cost = spec
+        .cache_miss_cost
+        .or(default.cache_miss_cost)
+        .unwrap_or(DEFAULT_CACHE_MISS_COST);
+    if !(0.0..=100.0).contains(&miss_cost) {
+        issues.push(
+            p("cache_miss_cost"),
+            format!("{miss_cost} is out of range (0 to 100; 2 = a prefill token counts twice a queued one)"),
+        );
+    }
+    let kv_cache_tokens = spec.kv_cache_tokens.or(default.kv_cache_tokens);
+    if kv_cache_tokens == Some(0) {
+        issues.push(
+            p("kv_cache_tokens"),
+            "must be at least 1 (omit it to read vLLM's cache_config_info)",
+        );
+    }
+    CacheAwareOptions {
+        block_bytes,
+        max_bytes,
+        miss_cost,
+        kv_cache_tokens,
+    }
 }
 
 fn policy(

@@ -108,8 +108,14 @@ pub struct ModelMetrics {
     pub model: String,
     pub prompt_tokens: IntCounter,
     pub completion_tokens: IntCounter,
+    /// `usage.prompt_tokens_details.cached_tokens`.
+    pub cached_tokens: IntCounter,
     pub failovers: IntCounter,
     retries: [OnceLock<IntCounter>; 4],
+    /// `cache_aware` picks by reason ([`super::PICK_REASONS`]), resolved on first use.
+    cache_picks: [OnceLock<IntCounter>; 3],
+    cache_prompt_tokens: OnceLock<IntCounter>,
+    cache_matched_tokens: OnceLock<IntCounter>,
 }
 
 impl ModelMetrics {
@@ -120,9 +126,38 @@ impl ModelMetrics {
             model: model.to_string(),
             prompt_tokens: m.prompt_tokens.with_label_values(&[model]),
             completion_tokens: m.completion_tokens.with_label_values(&[model]),
+            cached_tokens: m.cached_tokens.with_label_values(&[model]),
             failovers: m.failovers.with_label_values(&[model]),
             retries: Default::default(),
+            cache_picks: Default::default(),
+            cache_prompt_tokens: OnceLock::new(),
+            cache_matched_tokens: OnceLock::new(),
         }
+    }
+
+    /// `cache_aware` picks so far by reason, in [`super::PICK_REASONS`] order (`/status`).
+    pub fn cache_pick_counts(&self) -> [u64; 3] {
+        std::array::from_fn(|i| self.cache_picks[i].get().map_or(0, IntCounter::get))
+    }
+
+    /// Count a `cache_aware` pick: its reason (from [`super::PICK_REASONS`]), the prompt's
+    /// tokens and those the pick was believed to have cached.
+    pub fn cache_pick(&self, reason: &str, prompt_tokens: u64, matched_tokens: u64) {
+        let m = &*METRICS;
+        if let Some(i) = super::PICK_REASONS.iter().position(|r| *r == reason) {
+            self.cache_picks[i]
+                .get_or_init(|| m.cache_picks.with_label_values(&[&self.model, reason]))
+                .inc();
+        }
+        self.cache_prompt_tokens
+            .get_or_init(|| m.cache_pick_prompt_tokens.with_label_values(&[&self.model]))
+            .inc_by(prompt_tokens);
+        self.cache_matched_tokens
+            .get_or_init(|| {
+                m.cache_pick_matched_tokens
+                    .with_label_values(&[&self.model])
+            })
+            .inc_by(matched_tokens);
     }
 
     /// Count a request answered without a backend (gateway error, `/v1/models`).

@@ -93,6 +93,9 @@ pub fn status_class(status: u16) -> usize {
     }
 }
 
+/// Why `cache_aware` picked a backend (label `reason` of `modelgate_cache_aware_picks_total`).
+pub const PICK_REASONS: &[&str] = &["cold", "hit", "spill"];
+
 /// Why a started response was cut (label `cause` of `modelgate_streams_cut_total`).
 pub const CUT_CAUSES: &[&str] = &[
     "client_gone",
@@ -136,6 +139,12 @@ pub struct Metrics {
     pub gateway_errors: IntCounterVec,
     pub prompt_tokens: IntCounterVec,
     pub completion_tokens: IntCounterVec,
+    pub cached_tokens: IntCounterVec,
+    pub cache_picks: IntCounterVec,
+    pub cache_pick_prompt_tokens: IntCounterVec,
+    pub cache_pick_matched_tokens: IntCounterVec,
+    pub prefill_backlog: IntGaugeVec,
+    pub prefix_index_entries: IntGaugeVec,
     pub config_generation: IntGauge,
     pub config_reloads: IntCounterVec,
     pub config_last_reload: Gauge,
@@ -212,6 +221,12 @@ impl Metrics {
             gateway_errors: counter(&r, "modelgate_gateway_errors_total", "Error responses made by the gateway itself, by status and cause.", &["model", "status", "cause"]),
             prompt_tokens: counter(&r, "modelgate_prompt_tokens_total", "Prompt tokens reported by backends in `usage`.", &["model"]),
             completion_tokens: counter(&r, "modelgate_completion_tokens_total", "Completion tokens reported by backends in `usage`.", &["model"]),
+            cached_tokens: counter(&r, "modelgate_prompt_cached_tokens_total", "Prompt tokens the backends reported served from their prefix cache (`usage.prompt_tokens_details.cached_tokens`).", &["model"]),
+            cache_picks: counter(&r, "modelgate_cache_aware_picks_total", "cache_aware picks by reason: hit (the backend with the longest cached prefix), spill (another had a longer one but a longer queue), cold (none had any).", &["model", "reason"]),
+            cache_pick_prompt_tokens: counter(&r, "modelgate_cache_aware_prompt_tokens_total", "Prompt tokens (estimated, 4 bytes each) of cache_aware picks.", &["model"]),
+            cache_pick_matched_tokens: counter(&r, "modelgate_cache_aware_matched_tokens_total", "Of those, tokens the picked backend was believed to have cached: divided by the prompt tokens, the hit ratio the picks expected.", &["model"]),
+            prefill_backlog: gauge(&r, "modelgate_backend_prefill_backlog_tokens", "cache_aware: prompt tokens sent to the backend, not cached there, and not answered yet.", mb),
+            prefix_index_entries: gauge(&r, "modelgate_cache_aware_index_entries", "cache_aware: entries in use in the model's prefix index (16 bytes each).", &["model"]),
             config_generation,
             config_reloads: counter(&r, "modelgate_config_reloads_total", "Reload attempts by result (ok, error).", &["result"]),
             config_last_reload,
@@ -318,13 +333,25 @@ pub fn render(snapshot: &Snapshot) -> Vec<u8> {
     m.in_flight.reset();
     m.backend_healthy.reset();
     m.queued.reset();
+    m.prefill_backlog.reset();
+    m.prefix_index_entries.reset();
     for pool in &snapshot.pools {
         m.queued.with_label_values(&[pool.name.as_str()]).set(
             i64::try_from(pool.live.queued.load(std::sync::atomic::Ordering::Relaxed))
                 .unwrap_or(i64::MAX),
         );
+        if let Some(index) = &pool.prefix {
+            m.prefix_index_entries
+                .with_label_values(&[pool.name.as_str()])
+                .set(i64::try_from(index.used()).unwrap_or(i64::MAX));
+        }
         for b in &pool.backends {
             let labels = [pool.name.as_str(), b.config.name.as_str()];
+            if pool.prefix.is_some() {
+                m.prefill_backlog
+                    .with_label_values(&labels)
+                    .set(i64::try_from(b.prefill_backlog()).unwrap_or(i64::MAX));
+            }
             m.in_flight
                 .with_label_values(&labels)
                 .set(i64::try_from(b.in_flight()).unwrap_or(i64::MAX));

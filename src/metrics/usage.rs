@@ -16,6 +16,8 @@ static PROMPT: LazyLock<memmem::Finder<'static>> =
     LazyLock::new(|| memmem::Finder::new(b"\"prompt_tokens\""));
 static COMPLETION: LazyLock<memmem::Finder<'static>> =
     LazyLock::new(|| memmem::Finder::new(b"\"completion_tokens\""));
+static CACHED: LazyLock<memmem::Finder<'static>> =
+    LazyLock::new(|| memmem::Finder::new(b"\"cached_tokens\""));
 
 /// Bytes kept from the end of a response: a usage object is ~200 bytes, the closing keys of a
 /// vLLM body (`prompt_logprobs`, `kv_transfer_params`…) a few hundred more.
@@ -32,6 +34,9 @@ pub struct Tail {
 pub struct Usage {
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
+    /// `prompt_tokens_details.cached_tokens` (vLLM with `--enable-prompt-tokens-details`): the
+    /// prompt tokens served from the prefix cache. `None` when not reported.
+    pub cached_tokens: Option<u64>,
 }
 
 impl Tail {
@@ -58,13 +63,32 @@ impl Tail {
         if !rest.starts_with(b"{") {
             return None; // `"usage": null`
         }
-        let end = memchr::memchr(b'}', rest).unwrap_or(rest.len());
-        let obj = &rest[..end];
+        let obj = &rest[..object_end(rest)];
         Some(Usage {
             prompt_tokens: number_after(obj, &PROMPT)?,
             completion_tokens: number_after(obj, &COMPLETION).unwrap_or(0),
+            cached_tokens: number_after(obj, &CACHED),
         })
     }
+}
+
+/// Length of the object `obj` starts with (through its closing brace), counting nested braces
+/// (usage holds `prompt_tokens_details`, and no strings); all of `obj` if it never closes.
+fn object_end(obj: &[u8]) -> usize {
+    let mut depth = 0usize;
+    for (i, &b) in obj.iter().enumerate() {
+        match b {
+            b'{' => depth += 1,
+            b'}' => {
+                depth = depth.saturating_sub(1);
+                if depth == 0 {
+                    return i + 1;
+                }
+            }
+            _ => {}
+        }
+    }
+    obj.len()
 }
 
 fn skip_ws(b: &[u8]) -> &[u8] {
@@ -116,6 +140,23 @@ mod tests {
                 "cut at {cut}"
             );
         }
+    }
+
+    #[test]
+    fn cached_tokens_are_read_from_prompt_tokens_details() {
+        let body = br#"{"usage":{"prompt_tokens":2304,"total_tokens":2432,"completion_tokens":128,"prompt_tokens_details":{"cached_tokens":2048}},"kv_transfer_params":null}"#;
+        let u = usage_of(&[body]).unwrap();
+        assert_eq!(
+            (u.prompt_tokens, u.completion_tokens, u.cached_tokens),
+            (2304, 128, Some(2048))
+        );
+        // Details after the counts, or null: the counts are still read.
+        let body = br#"{"usage":{"prompt_tokens_details":{"cached_tokens":0},"prompt_tokens":5,"completion_tokens":1}}"#;
+        assert_eq!(usage_of(&[body]).unwrap().cached_tokens, Some(0));
+        assert_eq!(usage_of(&[body]).unwrap().prompt_tokens, 5);
+        let body =
+            br#"{"usage":{"prompt_tokens":5,"completion_tokens":1,"prompt_tokens_details":null}}"#;
+        assert_eq!(usage_of(&[body]).unwrap().cached_tokens, None);
     }
 
     #[test]

@@ -174,6 +174,28 @@ impl Upload {
         }
     }
 
+    /// The raw bytes of the first top-level `messages` or `prompt` value that the pre-read
+    /// holds (at most `max` of them, possibly split over chunks), and the value's whole length
+    /// as far as known (the bytes read so far when it has not ended). `None` when the body has
+    /// no such member or the scanner was not asked for it. Call before
+    /// [`rewrite_model`](Self::rewrite_model), which moves the bytes.
+    pub fn prompt_bytes(&self, max: usize) -> Option<(impl Iterator<Item = &[u8]>, usize)> {
+        let Scanner::Json(s) = &self.scanner else {
+            return None;
+        };
+        let span = s.prompt_span()?;
+        let total = span.len();
+        let end = span.end.min(span.start.saturating_add(max));
+        let mut at = 0usize;
+        let pieces = self.chunks.iter().filter_map(move |c| {
+            let (from, to) = (at, at + c.len());
+            at = to;
+            let (lo, hi) = (span.start.max(from), end.min(to));
+            (lo < hi).then(|| &c[lo - from..hi - from])
+        });
+        Some((pieces, total))
+    }
+
     /// The whole body with the `model` value replaced by `name`, if the whole body is held
     /// (read to its end and kept for replay). For shadow copies.
     pub fn body_with_model(&self, name: &str) -> Option<Bytes> {

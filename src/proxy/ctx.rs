@@ -6,7 +6,9 @@ use std::time::Instant;
 use crate::auth::{Tenant, TenantGuard};
 use crate::control::RequestGuard;
 use crate::metrics::usage::Tail;
-use crate::routing::Pool;
+use crate::routing::cache_aware::Choice;
+use crate::routing::prefix::PromptBlocks;
+use crate::routing::{InFlightGuard, Pool};
 use crate::state::Snapshot;
 use crate::telemetry::TraceContext;
 
@@ -59,6 +61,12 @@ pub struct RequestCtx {
     pub started_at: std::time::SystemTime,
     /// Hash of the sticky key (`consistent_hash`), when the request has one.
     pub sticky_key: Option<u64>,
+    /// The prompt's block hashes (`cache_aware`).
+    pub prompt: Option<PromptBlocks>,
+    /// What `cache_aware` decided for the attempt that served (or last failed).
+    pub cache_pick: Option<Choice>,
+    /// The backend slot of the running attempt (its in-flight count and prefill backlog).
+    pub slot: Option<InFlightGuard>,
     /// A shadow copy is due once the body has been sent.
     pub shadow: bool,
     /// The API key's tenant, when authentication is on.
@@ -93,6 +101,9 @@ impl Default for RequestCtx {
             trace: TraceContext::EMPTY,
             started_at: std::time::SystemTime::now(),
             sticky_key: None,
+            prompt: None,
+            cache_pick: None,
+            slot: None,
             shadow: false,
             tenant: None,
             tenant_slot: None,

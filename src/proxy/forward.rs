@@ -24,7 +24,7 @@ use super::headers;
 use super::shadow::{self, Shadows};
 use super::upstream::{self, Upstream};
 use crate::error::GatewayError;
-use crate::routing::{BackendState, InFlightGuard, Pool};
+use crate::routing::{Affinity, BackendState, InFlightGuard, Pick, Pool};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Fresh-connection retries after a pooled keep-alive connection turned out to be closed by the
@@ -76,10 +76,10 @@ enum AttemptError {
 async fn acquire(
     pool: &Pool,
     tried: &[usize],
-    key: Option<u64>,
+    key: &Affinity<'_>,
     first: bool,
     deadline: Instant,
-) -> Result<(usize, InFlightGuard), GatewayError> {
+) -> Result<(Pick, InFlightGuard), GatewayError> {
     // Arrivals do not overtake requests already queued (unless a reload lifted the limits).
     if !first || !pool.limited || pool.live.queued.load(Ordering::Acquire) == 0 {
         if let Some(picked) = try_pick(pool, tried, key, first) {
@@ -149,13 +149,14 @@ impl Drop for QueueSlot<'_> {
 fn try_pick(
     pool: &Pool,
     tried: &[usize],
-    key: Option<u64>,
+    key: &Affinity<'_>,
     first: bool,
-) -> Option<(usize, InFlightGuard)> {
+) -> Option<(Pick, InFlightGuard)> {
     for _ in 0..=pool.backends.len() {
-        let i = pool.select(tried, key, first)?;
-        if let Some(guard) = pool.backends[i].try_track() {
-            return Some((i, guard));
+        let pick = pool.choose(tried, key, first)?;
+        if let Some(mut guard) = pool.backends[pick.index].try_track() {
+            pool.record_pick(&pick, key, &mut guard);
+            return Some((pick, guard));
         }
     }
     None
@@ -175,17 +176,27 @@ pub async fn forward(
     // The error of the last failed attempt; none yet means no backend was ever picked.
     let mut last: Option<GatewayError> = None;
     while ctx.attempts < pool.retries.max_attempts {
-        let (index, _in_flight) =
-            match acquire(pool, &tried, ctx.sticky_key, ctx.attempts == 0, deadline).await {
-                Ok(picked) => picked,
-                Err(e) => {
-                    // The first attempt's error (503/429) or, for a retry, the failure before.
-                    if last.is_none() || ctx.attempts == 0 {
-                        last = Some(e);
-                    }
-                    break;
+        let prompt = ctx.prompt.take();
+        let affinity = Affinity {
+            key: ctx.sticky_key,
+            prompt: prompt.as_ref(),
+        };
+        let acquired = acquire(pool, &tried, &affinity, ctx.attempts == 0, deadline).await;
+        ctx.prompt = prompt;
+        let (pick, slot) = match acquired {
+            Ok(picked) => picked,
+            Err(e) => {
+                // The first attempt's error (503/429) or, for a retry, the failure before.
+                if last.is_none() || ctx.attempts == 0 {
+                    last = Some(e);
                 }
-            };
+                break;
+            }
+        };
+        let index = pick.index;
+        ctx.cache_pick = pick.cache;
+        // Dropped (in flight and prefill backlog released) when the attempt ends.
+        ctx.slot = Some(slot);
         if tried.last().is_some_and(|&prev| prev != index) {
             pool.metrics.failovers.inc();
         }
@@ -217,6 +228,7 @@ pub async fn forward(
                 other => break other,
             }
         };
+        ctx.slot = None;
         let (retry, error, cause) = match result {
             Ok(()) => return Outcome::Complete,
             Err(AttemptError::Cut(cause)) => return Outcome::Cut(cause),
@@ -526,7 +538,13 @@ async fn relay_body(
         ctx.bytes_out += chunk.len() as u64;
         let now = Instant::now();
         match ctx.last_chunk {
-            None => ctx.first_byte = Some(now),
+            None => {
+                ctx.first_byte = Some(now);
+                // The first token: the backend has prefilled the prompt.
+                if let Some(slot) = ctx.slot.as_mut() {
+                    slot.prefill_done();
+                }
+            }
             Some(prev) if ctx.stream => backend
                 .metrics
                 .chunk_gap

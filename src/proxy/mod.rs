@@ -140,6 +140,7 @@ impl Gateway {
         }
         let pool = policy::route(&snapshot, requested, session.req_header(), &upload);
         ctx.sticky_key = policy::sticky_key(pool, session.req_header(), &upload);
+        ctx.prompt = policy::prompt_blocks(pool, &upload);
         // The backends may know the model under another id (alias, served_model_name, canary):
         // splice just the value.
         let expected = pool.served_model_name.as_deref().unwrap_or(&pool.name);

@@ -76,6 +76,9 @@ pub fn record(ctx: &RequestCtx, control: &Control, info: RequestInfo<'_>) {
     if let Some(u) = usage {
         model_metrics.prompt_tokens.inc_by(u.prompt_tokens);
         model_metrics.completion_tokens.inc_by(u.completion_tokens);
+        if let Some(cached) = u.cached_tokens {
+            model_metrics.cached_tokens.inc_by(cached);
+        }
         if let Some(t) = &ctx.tenant {
             t.charge_tokens(u.prompt_tokens + u.completion_tokens);
         }
@@ -115,6 +118,12 @@ pub fn record(ctx: &RequestCtx, control: &Control, info: RequestInfo<'_>) {
         error: if ctx.cut { None } else { ctx.cause },
         prompt_tokens: usage.map(|u| u.prompt_tokens),
         completion_tokens: usage.map(|u| u.completion_tokens),
+        cached_tokens: usage.and_then(|u| u.cached_tokens),
+        pick: ctx.cache_pick.map(|c| c.reason.as_str()),
+        pick_cached_tokens: ctx
+            .cache_pick
+            .zip(ctx.prompt.as_ref())
+            .map(|(c, p)| p.tokens.saturating_sub(c.miss_tokens)),
         trace_id: Some(ctx.trace.trace_id_hex()),
         tenant: ctx.tenant.as_deref().map(|t| t.name.as_str()),
     };

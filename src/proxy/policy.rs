@@ -10,6 +10,7 @@ use rand::Rng;
 
 use super::body::Upload;
 use crate::config::KeySource;
+use crate::routing::prefix::PromptBlocks;
 use crate::routing::select::key_hash;
 use crate::routing::Pool;
 use crate::state::Snapshot;
@@ -72,6 +73,21 @@ pub fn sticky_key(pool: &Pool, req: &RequestHeader, upload: &Upload) -> Option<u
         upload,
         pool.lb.prompt_prefix_bytes,
     )
+}
+
+/// The prompt's block hashes for a `cache_aware` pool (from the raw bytes the pre-read holds).
+pub fn prompt_blocks(pool: &Pool, upload: &Upload) -> Option<PromptBlocks> {
+    if pool.policy != crate::config::Policy::CacheAware {
+        return None;
+    }
+    let opts = &pool.lb.cache;
+    let (pieces, total) = upload.prompt_bytes(opts.max_bytes)?;
+    Some(PromptBlocks::hash(
+        pieces,
+        opts.block_bytes,
+        opts.max_bytes,
+        total,
+    ))
 }
 
 /// Hash of the key named by `source`, if the request has it. The prompt prefix is cut to this

@@ -3,10 +3,13 @@
 //! Later issues add aliases, default models and canaries here; the request path only ever asks
 //! [`crate::state::Snapshot::pool`] for a model's pool.
 
+pub mod cache_aware;
 pub mod pool;
+pub mod prefix;
 pub mod select;
 pub mod vllm_load;
 
 pub use pool::{
-    BackendHealth, BackendState, InFlightGuard, LoadSample, Pool, PoolLive, ProbeRecord,
+    Affinity, BackendHealth, BackendState, InFlightGuard, LoadSample, Pick, Pool, PoolLive,
+    ProbeRecord,
 };

@@ -11,6 +11,8 @@ use std::time::Duration;
 use arc_swap::ArcSwapOption;
 use pingora_core::upstreams::peer::HttpPeer;
 
+use super::cache_aware::{self, Choice};
+use super::prefix::{CacheClock, PrefixIndex, PromptBlocks};
 use super::select;
 use crate::config::{
     BackendConfig, Canary, HealthCheck, LbOptions, ModelConfig, Policy, Retries, Shadow, Timeouts,
@@ -38,6 +40,11 @@ pub struct BackendHealth {
     last_probe: ArcSwapOption<ProbeRecord>,
     /// The last `/metrics` load report (`load_aware`).
     load: ArcSwapOption<LoadSample>,
+    /// Prompt tokens this gateway sent that the backend has not prefilled yet (`cache_aware`):
+    /// added at the pick, removed at the first response byte or when the request ends.
+    prefill: AtomicU64,
+    /// What the `cache_aware` index believes the backend's prefix cache has churned through.
+    cache: CacheClock,
 }
 
 /// A backend's own load, from its vLLM `/metrics`.
@@ -74,6 +81,9 @@ pub struct BackendState {
     pub reuse_key: u64,
     /// Pre-resolved metric handles of this (model, backend).
     pub metrics: Arc<BackendMetrics>,
+    /// This backend's id in the `cache_aware` prefix index: a hash of its URL and address, so
+    /// it is the same across reloads and on every replica.
+    pub cache_id: u64,
     live: Arc<BackendHealth>,
     /// The pool's queue signal, when the pool limits concurrency.
     released: Option<Arc<tokio::sync::Notify>>,
@@ -93,8 +103,10 @@ impl BackendState {
         peer.options.total_connection_timeout = Some(timeouts.connect);
         peer.options.idle_timeout = Some(UPSTREAM_IDLE_POOL);
         let metrics = metrics.unwrap_or_else(|| Arc::new(BackendMetrics::new(model, &config.name)));
+        let cache_id = select::key_hash(format!("{}|{}", config.url, config.addr).as_bytes());
         BackendState {
             config,
+            cache_id,
             reuse_key: pingora_core::upstreams::peer::Peer::reuse_hash(&peer),
             peer,
             metrics,
@@ -191,6 +203,7 @@ impl BackendState {
         Some(InFlightGuard {
             live: Arc::clone(&self.live),
             released: self.released.clone(),
+            prefill: 0,
         })
     }
 
@@ -200,7 +213,18 @@ impl BackendState {
         InFlightGuard {
             live: Arc::clone(&self.live),
             released: self.released.clone(),
+            prefill: 0,
         }
+    }
+
+    /// Prompt tokens this gateway sent that the backend has not prefilled yet.
+    pub fn prefill_backlog(&self) -> u64 {
+        self.live.prefill.load(Ordering::Relaxed)
+    }
+
+    /// The backend's prefix-cache clock (`cache_aware`).
+    pub fn cache_clock(&self) -> &CacheClock {
+        &self.live.cache
     }
 
     /// Below `max_in_flight` (always, without a limit).
@@ -258,15 +282,77 @@ impl BackendState {
 pub struct InFlightGuard {
     live: Arc<BackendHealth>,
     released: Option<Arc<tokio::sync::Notify>>,
+    /// Prompt tokens counted in the backend's prefill backlog for this request.
+    prefill: u64,
+}
+
+impl InFlightGuard {
+    /// Counts `tokens` in the backend's prefill backlog until [`prefill_done`](Self::prefill_done)
+    /// or the drop.
+    pub fn add_prefill(&mut self, tokens: u64) {
+        self.live.prefill.fetch_add(tokens, Ordering::Relaxed);
+        self.prefill += tokens;
+    }
+
+    /// The backend has prefilled this request's prompt (its first response byte arrived).
+    pub fn prefill_done(&mut self) {
+        if self.prefill > 0 {
+            self.live.prefill.fetch_sub(self.prefill, Ordering::Relaxed);
+            self.prefill = 0;
+        }
+    }
 }
 
 impl Drop for InFlightGuard {
     fn drop(&mut self) {
+        self.prefill_done();
         self.live.in_flight.fetch_sub(1, Ordering::AcqRel);
         if let Some(n) = &self.released {
             n.notify_one();
         }
     }
+}
+
+/// What a request offers for sticky picks.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Affinity<'a> {
+    /// Hash of the `consistent_hash` key.
+    pub key: Option<u64>,
+    /// The prompt's blocks (`cache_aware`).
+    pub prompt: Option<&'a PromptBlocks>,
+}
+
+/// One pick: the backend, and for `cache_aware` what it decided.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Pick {
+    pub index: usize,
+    pub cache: Option<Choice>,
+}
+
+/// The `cache_aware` index of a pool: the old pool's when its size is unchanged (entries carry
+/// over a reload), else a new one sized for twice what the backends' caches hold.
+fn prefix_index(config: &ModelConfig, old: Option<&Pool>) -> Arc<PrefixIndex> {
+    let per_backend = cache_blocks(config) as usize;
+    let entries = (2 * per_backend * config.backends.len().max(1)).clamp(4096, MAX_INDEX_ENTRIES);
+    let want = PrefixIndex::new(entries).capacity();
+    match old.and_then(|o| o.prefix.as_ref()) {
+        Some(index) if index.capacity() == want => Arc::clone(index),
+        _ => Arc::new(PrefixIndex::new(entries)),
+    }
+}
+
+/// Most `cache_aware` index entries per pool (16 bytes each: 256 MiB).
+pub const MAX_INDEX_ENTRIES: usize = 1 << 24;
+
+/// A backend's KV cache in index blocks, from the configured (or default) token count.
+fn cache_blocks(config: &ModelConfig) -> u64 {
+    let tokens = config
+        .lb
+        .cache
+        .kv_cache_tokens
+        .unwrap_or(crate::config::DEFAULT_KV_CACHE_TOKENS);
+    let block_tokens = (config.lb.cache.block_bytes / super::prefix::BYTES_PER_TOKEN).max(1);
+    tokens.div_ceil(block_tokens as u64)
 }
 
 /// Live, pool-wide state carried across reloads by model name: the round-robin cursor and the
@@ -303,6 +389,8 @@ pub struct Pool {
     pub canary: Option<Canary>,
     pub shadow: Option<Shadow>,
     pub live: Arc<PoolLive>,
+    /// `cache_aware`: which backend was sent which prompt blocks (kept across reloads).
+    pub prefix: Option<Arc<PrefixIndex>>,
     /// Smooth weighted round-robin order.
     sequence: Vec<usize>,
 }
@@ -358,8 +446,19 @@ impl Pool {
         let metrics = old
             .map(|o| Arc::clone(&o.metrics))
             .unwrap_or_else(|| Arc::new(ModelMetrics::new(&config.name)));
+        let prefix = (config.policy == Policy::CacheAware).then(|| prefix_index(config, old));
+        for b in &backends {
+            match config.lb.cache.kv_cache_tokens {
+                Some(_) => b.cache_clock().set_capacity(cache_blocks(config)),
+                // Until the backend reports its own (vLLM's cache_config_info).
+                None => b
+                    .cache_clock()
+                    .set_capacity_if_unknown(cache_blocks(config)),
+            }
+        }
         Pool {
             metrics,
+            prefix,
             name: config.name.clone(),
             policy: config.policy,
             lb: config.lb.clone(),
@@ -383,19 +482,27 @@ impl Pool {
     /// another eligible one exists. `key` is the sticky key's hash for `consistent_hash`;
     /// `first` is false for retries (they do not move the round-robin cursor).
     pub fn select(&self, exclude: &[usize], key: Option<u64>, first: bool) -> Option<usize> {
+        let affinity = Affinity { key, prompt: None };
+        self.choose(exclude, &affinity, first).map(|p| p.index)
+    }
+
+    /// [`select`](Self::select) with everything the request offers for affinity; for
+    /// `cache_aware` the pick also says how much of the prompt it is believed to cache.
+    pub fn choose(&self, exclude: &[usize], affinity: &Affinity<'_>, first: bool) -> Option<Pick> {
         let base = |i: usize| self.backends[i].is_eligible();
-        self.pick(|i| base(i) && !exclude.contains(&i), key, first)
-            .or_else(|| self.pick(base, key, first))
+        self.pick(|i| base(i) && !exclude.contains(&i), affinity, first)
+            .or_else(|| self.pick(base, affinity, first))
     }
 
     fn pick(
         &self,
         eligible: impl Fn(usize) -> bool + Copy,
-        key: Option<u64>,
+        affinity: &Affinity<'_>,
         first: bool,
-    ) -> Option<usize> {
+    ) -> Option<Pick> {
+        let Affinity { key, prompt } = *affinity;
         let b = &self.backends;
-        match self.policy {
+        let index = match self.policy {
             Policy::RoundRobin => {
                 select::round_robin(&self.sequence, &self.live.cursor, first, eligible)
             }
@@ -413,7 +520,47 @@ impl Pool {
                 // No key in this request: spread it by load instead.
                 None => select::least_connections(b, eligible),
             },
+            Policy::CacheAware => {
+                let index = self.prefix.as_deref()?;
+                // No prompt (embeddings, a body without messages): the shortest queue.
+                let empty = PromptBlocks::default();
+                let prompt = prompt.unwrap_or(&empty);
+                let choice =
+                    cache_aware::choose(b, eligible, prompt, index, self.lb.cache.miss_cost)?;
+                return Some(Pick {
+                    index: choice.index,
+                    cache: Some(choice),
+                });
+            }
+        }?;
+        Some(Pick { index, cache: None })
+    }
+
+    /// Once `pick` holds a slot (`guard`): `cache_aware` records the prompt's blocks under the
+    /// backend and counts its uncached tokens in the backend's prefill backlog until the first
+    /// response byte.
+    pub fn record_pick(&self, pick: &Pick, affinity: &Affinity<'_>, guard: &mut InFlightGuard) {
+        let prompt = affinity.prompt;
+        let (Some(choice), Some(index)) = (pick.cache, self.prefix.as_deref()) else {
+            return;
+        };
+        let backend = &self.backends[choice.index];
+        if let Some(p) = prompt {
+            let new_blocks = choice.miss_tokens.div_ceil(p.block_tokens.max(1));
+            index.record(
+                &p.hashes,
+                backend.cache_id,
+                backend.cache_clock(),
+                new_blocks,
+            );
         }
+        guard.add_prefill(choice.miss_tokens);
+        let tokens = prompt.map_or(0, |p| p.tokens);
+        self.metrics.cache_pick(
+            choice.reason.as_str(),
+            tokens,
+            tokens.saturating_sub(choice.miss_tokens),
+        );
     }
 
     /// Whether any backend may take a new request right now (healthy, not draining).

@@ -196,7 +196,7 @@ pub fn key_hash(key: &[u8]) -> u64 {
 }
 
 /// Weighted rendezvous score of (key, backend): higher wins.
-fn rendezvous(key: u64, backend: &BackendState) -> f64 {
+pub(super) fn rendezvous(key: u64, backend: &BackendState) -> f64 {
     let h = xxhash_rust::xxh3::xxh3_64_with_seed(backend.config.name.as_bytes(), key);
     // Uniform in (0, 1): 53 random bits, never 0 or 1.
     let u = ((h >> 11) as f64 + 0.5) / (1u64 << 53) as f64;

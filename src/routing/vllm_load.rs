@@ -27,6 +27,10 @@ pub const KV_CACHE_METRIC: &str = "vllm:kv_cache_usage_perc";
 /// in between export both, with the same value).
 pub const GPU_CACHE_METRIC: &str = "vllm:gpu_cache_usage_perc";
 
+/// vLLM's cache configuration (an info gauge): its `num_gpu_blocks` and `block_size` labels give
+/// the KV cache's size in tokens.
+pub const CACHE_CONFIG_METRIC: &str = "vllm:cache_config_info";
+
 /// Path of vLLM's Prometheus endpoint, after the backend's path prefix.
 pub const METRICS_PATH: &str = "/metrics";
 /// Cap on a scrape's body: vLLM's histograms make a scrape a few hundred KiB (more with many
@@ -47,6 +51,9 @@ pub struct LoadMetrics {
     /// `vllm:kv_cache_usage_perc` (else `vllm:gpu_cache_usage_perc`): the fullest engine's
     /// fraction, clamped to `0..=1`. `None` when neither was exported.
     pub kv_cache_usage: Option<f64>,
+    /// KV-cache size in tokens (`num_gpu_blocks` × `block_size` of [`CACHE_CONFIG_METRIC`],
+    /// summed over engines). `None` when not exported.
+    pub kv_cache_tokens: Option<u64>,
 }
 
 impl LoadMetrics {
@@ -56,6 +63,7 @@ impl LoadMetrics {
             running: self.running,
             waiting: self.waiting,
             kv_cache_usage: self.kv_cache_usage,
+            kv_cache_tokens: self.kv_cache_tokens,
             at,
         }
     }
@@ -71,6 +79,8 @@ pub struct LoadReport {
     pub waiting: f64,
     /// See [`LoadMetrics::kv_cache_usage`].
     pub kv_cache_usage: Option<f64>,
+    /// See [`LoadMetrics::kv_cache_tokens`].
+    pub kv_cache_tokens: Option<u64>,
     /// When the scrape's body was fully read and parsed.
     pub at: Instant,
 }
@@ -176,9 +186,32 @@ pub fn parse(text: &[u8]) -> Option<LoadMetrics> {
     for line in text.split(|&b| b == b'\n') {
         if let Some((gauge, value)) = sample(line) {
             totals.add(gauge, value);
+        } else if let Some(tokens) = cache_config_tokens(line) {
+            totals.kv_tokens = Some(totals.kv_tokens.unwrap_or(0).saturating_add(tokens));
         }
     }
     totals.finish()
+}
+
+/// `num_gpu_blocks` × `block_size` from a `vllm:cache_config_info{...} 1.0` line.
+fn cache_config_tokens(line: &[u8]) -> Option<u64> {
+    let rest = trim_start(line).strip_prefix(CACHE_CONFIG_METRIC.as_bytes())?;
+    let labels = trim_start(rest).strip_prefix(b"{")?;
+    let label = |name: &[u8]| -> Option<u64> {
+        let mut at = 0;
+        // `name="digits"`, at the start or after a comma (not the tail of a longer name).
+        while let Some(found) = memchr::memmem::find(&labels[at..], name) {
+            let start = at + found;
+            at = start + name.len();
+            let before_ok = start == 0 || matches!(labels[start - 1], b',' | b' ' | b'{');
+            if let (true, Some(value)) = (before_ok, labels[at..].strip_prefix(b"=\"")) {
+                let digits = value.iter().take_while(|b| b.is_ascii_digit()).count();
+                return std::str::from_utf8(&value[..digits]).ok()?.parse().ok();
+            }
+        }
+        None
+    };
+    label(b"num_gpu_blocks")?.checked_mul(label(b"block_size")?)
 }
 
 /// The gauges [`parse`] reads.
@@ -209,6 +242,7 @@ struct Totals {
     waiting: Option<f64>,
     kv_cache: Option<f64>,
     gpu_cache: Option<f64>,
+    kv_tokens: Option<u64>,
 }
 
 impl Totals {
@@ -239,6 +273,7 @@ impl Totals {
             running: self.running.unwrap_or(0.0),
             waiting: self.waiting.unwrap_or(0.0),
             kv_cache_usage: self.kv_cache.or(self.gpu_cache).map(|u| u.min(1.0)),
+            kv_cache_tokens: self.kv_tokens,
         })
     }
 }
@@ -405,13 +440,42 @@ vllm:cpu_cache_usage_perc{model_name="/models/llama-2-7b"} 0.0
             running,
             waiting,
             kv_cache_usage,
+            kv_cache_tokens: None,
         })
     }
 
     #[test]
     fn v1_sums_engines_and_takes_the_fullest_kv_cache() {
         // The deprecated gpu_cache name (0.9) loses to kv_cache_usage_perc when both exist.
-        assert_eq!(parse(V1_TWO_ENGINES.as_bytes()), load(7.0, 2.0, Some(0.25)));
+        let parsed = parse(V1_TWO_ENGINES.as_bytes()).unwrap();
+        assert_eq!(
+            Some(LoadMetrics {
+                kv_cache_tokens: None,
+                ..parsed
+            }),
+            load(7.0, 2.0, Some(0.25))
+        );
+        assert_eq!(parsed.kv_cache_tokens, Some(27_845 * 16));
+    }
+
+    #[test]
+    fn cache_config_info_gives_the_kv_cache_size() {
+        let line = |labels: &str| {
+            format!("vllm:num_requests_running 1\nvllm:cache_config_info{{{labels}}} 1.0\n")
+        };
+        let tokens = |labels: &str| parse(line(labels).as_bytes()).unwrap().kv_cache_tokens;
+        assert_eq!(
+            tokens(r#"block_size="16",num_gpu_blocks="29205""#),
+            Some(467_280)
+        );
+        assert_eq!(
+            tokens(r#"num_gpu_blocks="100", block_size="32""#),
+            Some(3_200)
+        );
+        // A longer label name ending in the same words is not the one.
+        assert_eq!(tokens(r#"max_num_gpu_blocks="7",block_size="16""#), None);
+        assert_eq!(tokens(r#"num_gpu_blocks="None",block_size="16""#), None);
+        assert_eq!(tokens(r#"block_size="16""#), None);
     }
 
     #[test]
@@ -538,6 +602,7 @@ vllm:cpu_cache_usage_perc{model_name="/models/llama-2-7b"} 0.0
             running: 1.0,
             waiting: 2.0,
             kv_cache_usage: Some(0.5),
+            kv_cache_tokens: None,
         }
         .at(now);
         assert_eq!(
@@ -546,6 +611,7 @@ vllm:cpu_cache_usage_perc{model_name="/models/llama-2-7b"} 0.0
                 running: 1.0,
                 waiting: 2.0,
                 kv_cache_usage: Some(0.5),
+                kv_cache_tokens: None,
                 at: now,
             }
         );
@@ -629,6 +695,7 @@ vllm:cpu_cache_usage_perc{model_name="/models/llama-2-7b"} 0.0
                 running,
                 waiting,
                 kv_cache_usage: kv,
+                kv_cache_tokens: None,
             });
             prop_assert_eq!(parse(text.as_bytes()), want, "{}", text);
         }

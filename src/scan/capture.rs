@@ -28,6 +28,23 @@ pub struct Capture {
     /// [`super::ModelScanner::prompt_prefix`]); 0 turns it off. Clamped to
     /// [`MAX_PROMPT_PREFIX_BYTES`].
     pub prompt_prefix: usize,
+    /// Record where the first top-level `"messages"` or `"prompt"` value lies in the body, and
+    /// read at least this many bytes of it (see [`super::ModelScanner::prompt_span`]); 0 turns
+    /// it off. The raw bytes are the cache-aware policy's prompt identity.
+    pub prompt_span: usize,
+}
+
+/// Where the first top-level `"messages"` or `"prompt"` value lies, as the scan goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Span {
+    /// Not requested, or requested and not yet seen.
+    Idle,
+    /// The key was read; its value starts with the next token.
+    Next,
+    /// The value started at this absolute offset and has not ended yet.
+    Open(usize),
+    /// The value spans these absolute offsets (end exclusive, trailing blanks included).
+    Closed(usize, usize),
 }
 
 /// Where the search for the first prompt text stands.

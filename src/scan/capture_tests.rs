@@ -125,6 +125,7 @@ fn both(prompt_prefix: usize) -> Capture {
     Capture {
         user: true,
         prompt_prefix,
+        prompt_span: 0,
     }
 }
 
@@ -132,6 +133,7 @@ fn prompt_only(prompt_prefix: usize) -> Capture {
     Capture {
         user: false,
         prompt_prefix,
+        prompt_span: 0,
     }
 }
 
@@ -139,6 +141,7 @@ fn user_only() -> Capture {
     Capture {
         user: true,
         prompt_prefix: 0,
+        prompt_span: 0,
     }
 }
 
@@ -851,7 +854,11 @@ proptest! {
         prompt_prefix in prop_oneof![0usize..40, Just(256usize)],
         picks in prop::collection::vec(any::<Index>(), 0..12),
     ) {
-        let capture = Capture { user, prompt_prefix };
+        let capture = Capture {
+            user,
+            prompt_prefix,
+            prompt_span: 0,
+        };
         let bytewise: Vec<usize> = (1..body.len()).collect();
         let exact = run(&body, &bytewise, capture);
         let (expected_user, expected_prompt) = oracle(&members, prompt_prefix);
@@ -895,4 +902,71 @@ proptest! {
         prop_assert_eq!((&cut.model, &cut.span, &cut.user, &cut.prompt),
             (&captured.model, &captured.span, &captured.user, &captured.prompt));
     }
+}
+
+fn span_only(prompt_span: usize) -> Capture {
+    Capture {
+        user: false,
+        prompt_prefix: 0,
+        prompt_span,
+    }
+}
+
+/// The prompt span and the byte count at which `captures_done` first held, fed byte by byte
+/// (the span must not depend on the chunking: checked against one whole feed).
+fn span_of(body: &str, want: usize) -> (Option<Range<usize>>, Option<usize>) {
+    let mut whole = ModelScanner::with_capture(span_only(want));
+    let _ = whole.feed(body.as_bytes());
+    let mut s = ModelScanner::with_capture(span_only(want));
+    let mut done_at = None;
+    for (i, b) in body.bytes().enumerate() {
+        let _ = s.feed(&[b]);
+        if done_at.is_none() && s.captures_done() {
+            done_at = Some(i + 1);
+        }
+    }
+    assert_eq!(s.prompt_span(), whole.prompt_span(), "{body}");
+    (s.prompt_span(), done_at)
+}
+
+#[test]
+fn prompt_span_is_the_raw_value_of_the_first_messages_or_prompt_member() {
+    let chat = r#"{"model":"m","messages":[{"role":"user","content":"hi \"x\""}],"max_tokens":2}"#;
+    let start = chat.find("[{").unwrap();
+    let end = chat.find(",\"max_tokens").unwrap();
+    assert_eq!(span_of(chat, 1 << 20), (Some(start..end), Some(end + 1)));
+    // Model after the prompt, blanks around the value, a string prompt.
+    let late = r#"{ "prompt" : "abc" , "model":"m"}"#;
+    let s = late.find("\"abc\"").unwrap();
+    let (span, _) = span_of(late, 1 << 20);
+    assert_eq!(span, Some(s..late.find(", \"model").unwrap()));
+    assert_eq!(&late[span.unwrap()], "\"abc\" ");
+    // The first of the two decides; a nested `messages` is not the member.
+    let nested = r#"{"x":{"messages":[1]},"prompt":[1,2],"messages":"later"}"#;
+    let (span, _) = span_of(nested, 1 << 20);
+    assert_eq!(&nested[span.unwrap()], "[1,2]");
+    // Absent: settled when the object closes, no span.
+    assert_eq!(span_of(r#"{"model":"m"}"#, 64), (None, Some(13)));
+    // Off: nothing recorded, done at once.
+    let mut off = ModelScanner::with_capture(span_only(0));
+    let _ = off.feed(chat.as_bytes());
+    assert_eq!(off.prompt_span(), None);
+}
+
+#[test]
+fn prompt_span_is_settled_after_the_requested_bytes_of_a_long_value() {
+    let body = format!(
+        r#"{{"model":"m","messages":[{{"role":"user","content":"{}"}}]}}"#,
+        "a".repeat(1000)
+    );
+    let start = body.find("[{").unwrap();
+    let (span, done) = span_of(&body, 100);
+    // Read on to the end here (byte by byte), the span covers the whole value...
+    assert_eq!(span, Some(start..body.len() - 1));
+    // ...but the pre-read could stop once 100 bytes of it were in.
+    assert_eq!(done, Some(start + 100));
+    // While open, the span ends at the bytes seen.
+    let mut s = ModelScanner::with_capture(span_only(100));
+    let _ = s.feed(&body.as_bytes()[..start + 10]);
+    assert_eq!(s.prompt_span(), Some(start..start + 10));
 }

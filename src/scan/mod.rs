@@ -52,7 +52,7 @@ mod multipart_tests;
 #[cfg(test)]
 mod tests;
 
-use capture::{Action, Seek, TextBuf, USER_BUFFER_BYTES};
+use capture::{Action, Seek, Span, TextBuf, USER_BUFFER_BYTES};
 pub use capture::{Capture, MAX_PROMPT_PREFIX_BYTES, MAX_USER_BYTES};
 use lex::is_whitespace;
 
@@ -262,7 +262,7 @@ impl KeyBuf {
 /// ```
 /// use modelgate::scan::{Capture, ModelScanner, ScanStatus};
 ///
-/// let mut s = ModelScanner::with_capture(Capture { user: true, prompt_prefix: 8 });
+/// let mut s = ModelScanner::with_capture(Capture { user: true, prompt_prefix: 8, prompt_span: 0 });
 /// s.feed(br#"{"messages":[{"role":"user","content":"Bonjour \u00e0 tous"}],"#).unwrap();
 /// assert_eq!(s.prompt_prefix(), Some("Bonjour ".as_bytes()));
 /// assert!(!s.captures_done(), "a top-level user may still come");
@@ -303,6 +303,7 @@ pub struct ModelScanner {
     seek: Seek,
     prompt_text: TextBuf,
     prompt_found: bool,
+    prompt_span: Span,
 }
 
 impl Default for ModelScanner {
@@ -350,6 +351,7 @@ impl ModelScanner {
             },
             prompt_text: TextBuf::default(),
             prompt_found: false,
+            prompt_span: Span::Idle,
         }
     }
 
@@ -457,6 +459,31 @@ impl ModelScanner {
         self.prompt_found.then(|| self.prompt_text.bytes())
     }
 
+    /// Where the first top-level `"messages"` or `"prompt"` value lies in the body (absolute
+    /// offsets), when [`Capture::prompt_span`] is on: the whole value once it has ended (up to the
+    /// `,` or `}` after it, so trailing blanks are included), else from its start to the bytes
+    /// seen so far. `None` until the value starts, or when not requested. The bytes are the body
+    /// as sent (escapes not decoded): the same prompt sent by the same client gives the same
+    /// bytes, which is all a prefix-cache index needs.
+    pub fn prompt_span(&self) -> Option<Range<usize>> {
+        match self.prompt_span {
+            Span::Open(start) => Some(start..self.seen),
+            Span::Closed(start, end) => Some(start..end),
+            Span::Idle | Span::Next => None,
+        }
+    }
+
+    /// Whether the prompt span needs no more bytes: not requested, closed, or read for
+    /// [`Capture::prompt_span`] bytes.
+    fn span_settled(&self) -> bool {
+        match self.prompt_span {
+            Span::Idle => self.capture.prompt_span == 0,
+            Span::Next => false,
+            Span::Open(start) => self.seen >= start.saturating_add(self.capture.prompt_span),
+            Span::Closed(..) => true,
+        }
+    }
+
     /// Whether reading more of the body can no longer change [`user`](Self::user) or
     /// [`prompt_prefix`](Self::prompt_prefix): each requested capture is found or provably
     /// absent (its deciding member was seen, or the top-level object closed), or scanning
@@ -464,7 +491,7 @@ impl ModelScanner {
     /// found). True from the start when nothing is requested. It says nothing about the model:
     /// read until `feed` returns `Found` *and* this is true.
     pub fn captures_done(&self) -> bool {
-        (self.user_resolved && self.seek == Seek::Done)
+        (self.user_resolved && self.seek == Seek::Done && self.span_settled())
             || self.state == State::Trailing
             || self.error.is_some()
             || self.unchecked
@@ -538,11 +565,16 @@ impl ModelScanner {
                         Action::Capture => self.start_string(Target::Prompt),
                     },
                 },
-                State::AfterValue => match byte {
-                    b',' => self.state = State::NextKey,
-                    b'}' => self.state = State::Trailing,
-                    _ => return Err(Stop::Syntax(offset)),
-                },
+                State::AfterValue => {
+                    if let Span::Open(start) = self.prompt_span {
+                        self.prompt_span = Span::Closed(start, offset);
+                    }
+                    match byte {
+                        b',' => self.state = State::NextKey,
+                        b'}' => self.state = State::Trailing,
+                        _ => return Err(Stop::Syntax(offset)),
+                    }
+                }
                 State::Literal { literal, matched } => {
                     let expected = LITERALS.get(usize::from(literal)).copied().unwrap_or(b"");
                     if expected.get(usize::from(matched)) != Some(&byte) {
@@ -573,6 +605,9 @@ impl ModelScanner {
 
     /// Starts the value of a top-level member other than `model`.
     fn start_member_value(&mut self, byte: u8, offset: usize) -> Result<(), Stop> {
+        if self.prompt_span == Span::Next {
+            self.prompt_span = Span::Open(offset);
+        }
         match (std::mem::replace(&mut self.member, Member::Other), byte) {
             (Member::User, b'"') => {
                 self.start_string(Target::User);

@@ -6,7 +6,7 @@
 //! its closing quote, so the capture code is kept out of line. Must not allocate beyond the
 //! caps of the model and the captures, and must not panic.
 
-use super::capture::finish_user;
+use super::capture::{finish_user, Span};
 use super::lex::{find_special, hex_value, short_escape};
 use super::{Escape, Member, ModelScanner, ScanError, Seek, State, Stop, Target, MAX_MODEL_BYTES};
 
@@ -222,6 +222,12 @@ impl ModelScanner {
             Target::Skip => self.state = self.after_value(),
             Target::Key => {
                 let is_model = self.key.is_model();
+                if self.prompt_span == Span::Idle
+                    && self.capture.prompt_span > 0
+                    && (self.key.is(b"messages") || self.key.is(b"prompt"))
+                {
+                    self.prompt_span = Span::Next;
+                }
                 if is_model && self.model.is_some() {
                     return Err(Stop::Reject(ScanError::DuplicateModel));
                 }

@@ -1,0 +1,274 @@
+//! The `cache_aware` policy (request path: atomics and the pool's [`PrefixIndex`], no locks, no
+//! allocation): send a request where its prompt's prefix is most likely cached, unless that
+//! backend's prefill queue costs more than recomputing the prefix elsewhere.
+//!
+//! Each eligible backend `b` is scored in prompt tokens, lowest wins:
+//!
+//! ```text
+//! cost(b) = (queued(b) + miss_cost × miss(b) + IN_FLIGHT_TOKENS × in_flight(b)) / weight(b)
+//! miss(b) = prompt tokens − tokens of its prefix the index believes b still caches
+//! ```
+//!
+//! - `queued(b)`: prompt tokens this gateway sent to `b` that have not been prefilled yet (not
+//!   cached there, and no response byte back): a fresh, exact measure of `b`'s prefill backlog,
+//!   the queue a new request waits behind for its first token. A slow backend drains it slowly
+//!   and so gets less.
+//! - `miss_cost` (default 2): a token to prefill costs this request its prefill time *and*
+//!   evicts another prefix from `b`'s cache, so a warm backend keeps its prefixes until its queue
+//!   is longer than a cold one's by twice the tokens it would save. A hot prefix therefore
+//!   spills to a second backend (which then warms up) before its home queues, and spreads over
+//!   as many backends as its load needs.
+//! - `in_flight(b)`: requests decoding there slow every step a little; a small weight that
+//!   mostly breaks ties between idle backends.
+//!
+//! Ties (costs within [`TIE_TOKENS`]) go to the backend that weighted rendezvous hashing of the
+//! prompt's first block prefers, so every replica places a new prefix on the same backend
+//! without sharing state, and their indexes agree.
+
+use std::sync::Arc;
+
+use super::prefix::{PrefixIndex, PromptBlocks};
+use super::BackendState;
+
+/// Tokens of cost per request in flight on a backend (decode pressure; mostly a tie-breaker).
+pub const IN_FLIGHT_TOKENS: f64 = 8.0;
+/// Costs within this many tokens of the best are a tie, settled by rendezvous hashing.
+pub const TIE_TOKENS: f64 = 64.0;
+
+/// Why `cache_aware` picked the backend it picked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PickReason {
+    /// No eligible backend had any of the prompt cached.
+    Cold,
+    /// The pick has the longest cached prefix among the eligible backends.
+    Hit,
+    /// Another backend had a longer cached prefix but a longer queue.
+    Spill,
+}
+
+impl PickReason {
+    /// Label value in metrics and the access log.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PickReason::Cold => "cold",
+            PickReason::Hit => "hit",
+            PickReason::Spill => "spill",
+        }
+    }
+}
+
+/// One `cache_aware` decision.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Choice {
+    /// Index of the picked backend in the pool.
+    pub index: usize,
+    /// Leading blocks of the prompt believed cached on it.
+    pub matched: usize,
+    pub reason: PickReason,
+    /// Prompt tokens it will have to prefill.
+    pub miss_tokens: u64,
+}
+
+/// One eligible backend's score.
+struct Scored {
+    index: usize,
+    matched: usize,
+    miss: u64,
+    cost: f64,
+    rank: f64,
+}
+
+/// Scores every eligible backend and returns the cheapest (see the module doc).
+pub fn choose(
+    backends: &[Arc<BackendState>],
+    eligible: impl Fn(usize) -> bool,
+    prompt: &PromptBlocks,
+    index: &PrefixIndex,
+    miss_cost: f64,
+) -> Option<Choice> {
+    // The tie-break key: the prompt's first block; a prompt shorter than a block has none and
+    // ties are broken at random.
+    let anchor = prompt.hashes.first().copied();
+    let scored: Vec<Scored> = (0..backends.len())
+        .filter(|&i| eligible(i))
+        .map(|i| {
+            let b = &backends[i];
+            let matched = index.matched(&prompt.hashes, b.cache_id, b.cache_clock());
+            let miss = prompt
+                .tokens
+                .saturating_sub(matched as u64 * prompt.block_tokens);
+            let cost = (b.prefill_backlog() as f64
+                + miss_cost * miss as f64
+                + IN_FLIGHT_TOKENS * b.in_flight() as f64)
+                / f64::from(b.config.weight.max(1));
+            let rank = match anchor {
+                Some(a) => super::select::rendezvous(a, b),
+                None => rand::random::<f64>(),
+            };
+            Scored {
+                index: i,
+                matched,
+                miss,
+                cost,
+                rank,
+            }
+        })
+        .collect();
+    let lowest = scored.iter().map(|s| s.cost).reduce(f64::min)?;
+    let longest = scored.iter().map(|s| s.matched).max().unwrap_or(0);
+    let pick = scored
+        .iter()
+        .filter(|s| s.cost <= lowest + TIE_TOKENS)
+        .max_by(|a, b| a.rank.total_cmp(&b.rank))?;
+    let (index, matched, miss_tokens) = (pick.index, pick.matched, pick.miss);
+    let reason = match longest {
+        0 => PickReason::Cold,
+        l if matched == l => PickReason::Hit,
+        _ => PickReason::Spill,
+    };
+    Some(Choice {
+        index,
+        matched,
+        reason,
+        miss_tokens,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::parse;
+    use crate::routing::{Affinity, Pool};
+
+    use super::*;
+
+    /// A cache_aware pool of `n` healthy backends (weights 1 unless given).
+    fn pool(weights: &[u32]) -> Pool {
+        let backends: String = weights
+            .iter()
+            .enumerate()
+            .map(|(i, w)| {
+                format!(
+                    "      - {{name: b{i}, url: \"http://127.0.0.1:{}\", weight: {w}}}\n",
+                    9100 + i
+                )
+            })
+            .collect();
+        let yaml = format!(
+            "models:\n  m:\n    load_balancer: {{policy: cache_aware, prefix_block_bytes: 64}}\n    backends:\n{backends}"
+        );
+        let p = Pool::build(&parse(yaml.as_bytes()).unwrap().models[0]);
+        for b in &p.backends {
+            b.set_health(true);
+        }
+        p
+    }
+
+    /// A prompt of `len` bytes: `group`'s shared prefix of `shared` bytes, then a tail unique
+    /// to `id`.
+    fn prompt(group: u32, id: u32, shared: usize, len: usize) -> PromptBlocks {
+        let mut text: Vec<u8> = (0..shared)
+            .map(|i| (group as usize * 31 + i) as u8)
+            .collect();
+        text.extend((shared..len).map(|i| (id as usize * 7 + i * 13) as u8));
+        PromptBlocks::hash([&text[..]], 64, 1 << 20, text.len())
+    }
+
+    /// Pick for `p` and hold the slot like the proxy does; returns the pick and its slot.
+    fn send(pool: &Pool, p: &PromptBlocks) -> (Choice, crate::routing::InFlightGuard) {
+        let affinity = Affinity {
+            key: None,
+            prompt: Some(p),
+        };
+        let pick = pool.choose(&[], &affinity, true).unwrap();
+        let mut guard = pool.backends[pick.index].try_track().unwrap();
+        pool.record_pick(&pick, &affinity, &mut guard);
+        (pick.cache.unwrap(), guard)
+    }
+
+    #[test]
+    fn a_shared_prefix_returns_to_the_backend_that_has_it() {
+        let p = pool(&[1, 1, 1, 1]);
+        let (first, mut slot) = send(&p, &prompt(1, 0, 8192, 8192 + 512));
+        assert_eq!(first.reason, PickReason::Cold);
+        assert_eq!(first.miss_tokens, (8192 + 512) / 4);
+        slot.prefill_done();
+        drop(slot);
+        for id in 1..20 {
+            let (c, _slot) = send(&p, &prompt(1, id, 8192, 8192 + 512));
+            assert_eq!(c.index, first.index, "request {id}");
+            assert_eq!(c.reason, PickReason::Hit);
+            // The 128 shared blocks of 64 bytes are cached: only the tail is prefilled.
+            assert_eq!(c.matched, 128);
+            assert_eq!(c.miss_tokens, 512 / 4);
+        }
+    }
+
+    #[test]
+    fn new_prefixes_spread_over_the_backends_the_same_way_on_every_replica() {
+        let (a, b) = (pool(&[1, 1, 1, 1]), pool(&[1, 1, 1, 1]));
+        let mut counts = [0usize; 4];
+        for g in 0..400 {
+            let pr = prompt(g, 0, 1024, 1100);
+            let (x, _) = send(&a, &pr);
+            let (y, _) = send(&b, &pr);
+            assert_eq!(x.index, y.index, "group {g}: replicas disagree");
+            counts[x.index] += 1;
+        }
+        assert!(
+            counts.iter().all(|&c| (70..=130).contains(&c)),
+            "{counts:?}"
+        );
+    }
+
+    #[test]
+    fn a_warm_backend_with_a_long_queue_spills_to_a_cold_one() {
+        let p = pool(&[1, 1]);
+        let (home, slot) = send(&p, &prompt(7, 0, 8192, 8192 + 256));
+        let home = home.index;
+        // Its first request has not started: 2,112 tokens queued there. A second request
+        // saves 2,048 tokens at home (cost 2,112 + 2 × 64) against 2 × 2,112 elsewhere.
+        let (c, _held) = send(&p, &prompt(7, 1, 8192, 8192 + 256));
+        assert_eq!((c.index, c.reason), (home, PickReason::Hit));
+        // Pile more uncached work on the home backend: the next one goes elsewhere and says so.
+        let mut queued = p.backends[home].track();
+        queued.add_prefill(10_000);
+        let (c, _spilled) = send(&p, &prompt(7, 2, 8192, 8192 + 256));
+        assert_ne!(c.index, home);
+        assert_eq!(c.reason, PickReason::Spill);
+        // Once the home queue drains, the prefix goes home again (both now hold it).
+        drop((queued, slot, _held));
+        let (c, _) = send(&p, &prompt(7, 3, 8192, 8192 + 256));
+        assert_eq!(c.reason, PickReason::Hit);
+    }
+
+    #[test]
+    fn without_a_prompt_the_shortest_prefill_queue_wins_per_unit_of_weight() {
+        let p = pool(&[1, 1, 2]);
+        let mut a = p.backends[0].track();
+        a.add_prefill(1_000);
+        let mut c = p.backends[2].track();
+        c.add_prefill(1_500);
+        for _ in 0..20 {
+            assert_eq!(p.select(&[], None, true), Some(1));
+        }
+        let mut b = p.backends[1].track();
+        b.add_prefill(1_000);
+        // 1,500 / 2 beats 1,000 / 1.
+        assert_eq!(p.select(&[], None, true), Some(2));
+        b.prefill_done();
+        assert_eq!(p.backends[1].prefill_backlog(), 0);
+        drop((a, b, c));
+        assert!(p.backends.iter().all(|b| b.prefill_backlog() == 0));
+    }
+
+    #[test]
+    fn only_eligible_backends_are_scored() {
+        let p = pool(&[1, 1, 1]);
+        let pr = prompt(3, 0, 4096, 4200);
+        let (home, _) = send(&p, &pr);
+        p.backends[home.index].set_health(false);
+        let (c, _) = send(&p, &prompt(3, 1, 4096, 4200));
+        assert_ne!(c.index, home.index);
+        assert_eq!(c.reason, PickReason::Cold, "the warm backend is out");
+    }
+}

@@ -1,0 +1,364 @@
+//! What the `cache_aware` policy knows about prompts: the chained block hashes of one request's
+//! prompt ([`PromptBlocks`]), and a pool's index of which backend was last sent which block
+//! ([`PrefixIndex`]), aged the way vLLM's prefix cache evicts.
+//!
+//! Request path: hashing and lookups read atomics and never lock or allocate beyond the one
+//! block list per request. The index is a fixed-size, set-associative table of `(block,
+//! backend)` entries written with relaxed atomics: two requests racing on one slot can lose an
+//! entry or pair a tag with a neighbour's stamp, which costs at most one misjudged cache hit —
+//! the index is an estimate of the backends' caches either way, never a source of truth.
+//!
+//! Block hashes are chained (each block's hash is seeded with the previous one), as vLLM keys
+//! its KV blocks, so a block hash names the whole prefix up to it: finding block `i` of a
+//! request under a backend means that backend was sent this prompt's first `i + 1` blocks.
+
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+/// Seed of the first block's hash (any constant: every replica must use the same one).
+const CHAIN_SEED: u64 = 0x6361_6368_6561_7761;
+/// Slots per bucket: four 16-byte slots fill one 64-byte cache line.
+const WAYS: usize = 4;
+/// A [`CacheClock`] capacity not set yet; also the largest (ages compare correctly below it).
+const UNKNOWN: u32 = u32::MAX / 2;
+/// Bytes of prompt text per token, the estimate vLLM-side tools use (llm-d, GIE, the mock).
+pub const BYTES_PER_TOKEN: usize = 4;
+
+/// The chained hashes of one prompt's full blocks, and its size in tokens.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PromptBlocks {
+    /// Hash of blocks `0..=i`, for each full block `i` of the indexed part of the prompt.
+    pub hashes: Vec<u64>,
+    /// Estimated prompt tokens (all of the prompt's bytes, not only the indexed ones).
+    pub tokens: u64,
+    /// Tokens per block.
+    pub block_tokens: u64,
+}
+
+impl PromptBlocks {
+    /// Hashes the prompt bytes in `pieces` (the raw body bytes of the prompt, possibly split
+    /// across chunks) in blocks of `block_bytes`, over at most `max_bytes`; a trailing partial
+    /// block is not hashed (vLLM caches full blocks only). `total_bytes` is the whole prompt's
+    /// length, for the token estimate.
+    pub fn hash<'a>(
+        pieces: impl IntoIterator<Item = &'a [u8]>,
+        block_bytes: usize,
+        max_bytes: usize,
+        total_bytes: usize,
+    ) -> PromptBlocks {
+        let block_bytes = block_bytes.max(1);
+        let mut hashes = Vec::with_capacity(max_bytes.min(total_bytes) / block_bytes);
+        let mut chain = CHAIN_SEED;
+        let mut partial: Vec<u8> = Vec::new();
+        let mut left = max_bytes;
+        for piece in pieces {
+            let mut piece = &piece[..piece.len().min(left)];
+            left -= piece.len();
+            if !partial.is_empty() {
+                let take = (block_bytes - partial.len()).min(piece.len());
+                partial.extend_from_slice(&piece[..take]);
+                piece = &piece[take..];
+                if partial.len() == block_bytes {
+                    chain = xxhash_rust::xxh3::xxh3_64_with_seed(&partial, chain);
+                    hashes.push(chain);
+                    partial.clear();
+                }
+            }
+            let mut blocks = piece.chunks_exact(block_bytes);
+            for block in &mut blocks {
+                chain = xxhash_rust::xxh3::xxh3_64_with_seed(block, chain);
+                hashes.push(chain);
+            }
+            partial.extend_from_slice(blocks.remainder());
+            if left == 0 {
+                break;
+            }
+        }
+        PromptBlocks {
+            hashes,
+            tokens: total_bytes.div_ceil(BYTES_PER_TOKEN) as u64,
+            block_tokens: (block_bytes / BYTES_PER_TOKEN).max(1) as u64,
+        }
+    }
+}
+
+/// One `(block, backend)` entry: `tag` is their mixed hash (0 = empty); `stamp` holds the pool
+/// clock of the last write (high half, for replacement) and the backend's cache clock then (low
+/// half, for eviction).
+#[derive(Debug, Default)]
+struct Slot {
+    tag: AtomicU64,
+    stamp: AtomicU64,
+}
+
+#[derive(Debug, Default)]
+#[repr(align(64))]
+struct Bucket([Slot; WAYS]);
+
+/// Which backend was sent which prompt blocks, for one pool. Fixed size: 16 bytes per entry.
+#[derive(Debug)]
+pub struct PrefixIndex {
+    buckets: Box<[Bucket]>,
+    /// Bits of a tag that pick the bucket (`buckets.len() - 1`).
+    mask: u64,
+    /// Ticks once per recorded request: the age used to pick a slot to overwrite.
+    clock: AtomicU32,
+}
+
+impl PrefixIndex {
+    /// An index of at least `entries` entries (rounded up to a power of two, at least 64).
+    pub fn new(entries: usize) -> PrefixIndex {
+        let buckets = (entries.max(64) / WAYS).next_power_of_two();
+        PrefixIndex {
+            buckets: (0..buckets).map(|_| Bucket::default()).collect(),
+            mask: buckets as u64 - 1,
+            clock: AtomicU32::new(0),
+        }
+    }
+
+    /// Entries the index holds.
+    pub fn capacity(&self) -> usize {
+        self.buckets.len() * WAYS
+    }
+
+    /// Memory the table takes, in bytes.
+    pub fn memory_bytes(&self) -> usize {
+        std::mem::size_of_val(&*self.buckets)
+    }
+
+    /// Entries in use (control plane: `/status`; reads the whole table).
+    pub fn used(&self) -> usize {
+        self.buckets
+            .iter()
+            .flat_map(|b| b.0.iter())
+            .filter(|s| s.tag.load(Ordering::Relaxed) != 0)
+            .count()
+    }
+
+    /// Empties the table (tests, benches). One backend's entries are dropped lazily instead, by
+    /// [`CacheClock::forget`].
+    pub fn clear(&self) {
+        for slot in self.buckets.iter().flat_map(|b| b.0.iter()) {
+            slot.tag.store(0, Ordering::Relaxed);
+        }
+    }
+
+    fn tag(block: u64, backend: u64) -> u64 {
+        // Multiply-mix so that nearby backend ids spread over buckets; never 0 (empty).
+        (block ^ backend.rotate_left(29)).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1
+    }
+
+    fn bucket(&self, tag: u64) -> &Bucket {
+        // The high bits are the best mixed by the multiply.
+        &self.buckets[((tag >> 40) & self.mask) as usize]
+    }
+
+    /// The backend-clock stamp of `(block, backend)`, if the entry is present.
+    fn stamp(&self, block: u64, backend: u64) -> Option<u32> {
+        let tag = Self::tag(block, backend);
+        self.bucket(tag)
+            .0
+            .iter()
+            .find(|s| s.tag.load(Ordering::Relaxed) == tag)
+            .map(|s| s.stamp.load(Ordering::Relaxed) as u32)
+    }
+
+    /// How many leading blocks of `blocks` `backend` is believed to still cache: the longest
+    /// prefix whose last block is present and live per `clock`. Binary search (chained hashes
+    /// make presence monotone up to evictions): about log2(blocks) probes, one when the first
+    /// block is absent.
+    pub fn matched(&self, blocks: &[u64], backend: u64, clock: &CacheClock) -> usize {
+        let live = |i: usize| {
+            self.stamp(blocks[i], backend)
+                .is_some_and(|stamp| clock.is_live(stamp))
+        };
+        if blocks.is_empty() || !live(0) {
+            return 0;
+        }
+        let (mut lo, mut hi) = (1, blocks.len());
+        while lo < hi {
+            let mid = lo + (hi - lo).div_ceil(2);
+            if live(mid - 1) {
+                lo = mid;
+            } else {
+                hi = mid - 1;
+            }
+        }
+        lo
+    }
+
+    /// Records that `backend` was sent `blocks` (all refreshed or added), and that it will
+    /// allocate `new_blocks` blocks of KV cache for them: its cache clock advances that much.
+    pub fn record(&self, blocks: &[u64], backend: u64, clock: &CacheClock, new_blocks: u64) {
+        let now = self.clock.fetch_add(1, Ordering::Relaxed);
+        let stamp_at = clock.advance(new_blocks.min(u64::from(u32::MAX / 4)) as u32);
+        let stamp = (u64::from(now) << 32) | u64::from(stamp_at);
+        for &block in blocks {
+            self.put(Self::tag(block, backend), stamp, now);
+        }
+    }
+
+    fn put(&self, tag: u64, stamp: u64, now: u32) {
+        let slots = &self.bucket(tag).0;
+        let age = |s: &Slot| {
+            if s.tag.load(Ordering::Relaxed) == 0 {
+                u32::MAX
+            } else {
+                now.wrapping_sub((s.stamp.load(Ordering::Relaxed) >> 32) as u32)
+            }
+        };
+        let slot = slots
+            .iter()
+            .find(|s| s.tag.load(Ordering::Relaxed) == tag)
+            .or_else(|| slots.iter().max_by_key(|s| age(s)))
+            .unwrap_or(&slots[0]);
+        slot.stamp.store(stamp, Ordering::Relaxed);
+        slot.tag.store(tag, Ordering::Relaxed);
+    }
+}
+
+/// One backend's prefix-cache clock: counts the blocks the gateway believes the backend has
+/// allocated since it started, so an entry stamped more than `capacity` blocks ago is taken as
+/// evicted (vLLM evicts the least recently used free blocks first). Lives with the backend's
+/// other live state and survives reloads.
+#[derive(Debug)]
+pub struct CacheClock {
+    now: AtomicU32,
+    /// Blocks (of the index's size) the backend's KV cache holds.
+    capacity: AtomicU32,
+}
+
+impl Default for CacheClock {
+    fn default() -> Self {
+        CacheClock {
+            now: AtomicU32::new(0),
+            capacity: AtomicU32::new(UNKNOWN),
+        }
+    }
+}
+
+impl CacheClock {
+    /// Whether an entry stamped at `stamp` is still within the cache.
+    pub fn is_live(&self, stamp: u32) -> bool {
+        self.now.load(Ordering::Relaxed).wrapping_sub(stamp) < self.capacity.load(Ordering::Relaxed)
+    }
+
+    /// Advances by `blocks`; returns the time after the advance (the new entries' stamp).
+    pub fn advance(&self, blocks: u32) -> u32 {
+        self.now
+            .fetch_add(blocks, Ordering::Relaxed)
+            .wrapping_add(blocks)
+    }
+
+    /// Sets the capacity, in index blocks.
+    pub fn set_capacity(&self, blocks: u64) {
+        let blocks = blocks.clamp(1, u64::from(UNKNOWN - 1)) as u32;
+        self.capacity.store(blocks, Ordering::Relaxed);
+    }
+
+    /// Sets the capacity unless one was set already.
+    pub fn set_capacity_if_unknown(&self, blocks: u64) {
+        let blocks = blocks.clamp(1, u64::from(UNKNOWN - 1)) as u32;
+        let _ =
+            self.capacity
+                .compare_exchange(UNKNOWN, blocks, Ordering::Relaxed, Ordering::Relaxed);
+    }
+
+    /// The capacity, in index blocks.
+    pub fn capacity(&self) -> u32 {
+        self.capacity.load(Ordering::Relaxed)
+    }
+
+    /// Everything recorded so far is evicted (the backend restarted or lost its cache).
+    pub fn forget(&self) {
+        self.advance(self.capacity());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn blocks(text: &[u8], block: usize) -> Vec<u64> {
+        PromptBlocks::hash([text], block, usize::MAX, text.len()).hashes
+    }
+
+    #[test]
+    fn hashes_are_chained_over_full_blocks_and_independent_of_chunking() {
+        let text: Vec<u8> = (0..1000u32).map(|i| (i % 251) as u8).collect();
+        let whole = PromptBlocks::hash([&text[..]], 64, usize::MAX, text.len());
+        assert_eq!(whole.hashes.len(), 1000 / 64);
+        assert_eq!(whole.tokens, 250);
+        assert_eq!(whole.block_tokens, 16);
+        for cut in [1, 63, 64, 65, 500, 999] {
+            let (a, b) = text.split_at(cut);
+            let split = PromptBlocks::hash([a, b], 64, usize::MAX, text.len());
+            assert_eq!(split, whole, "cut at {cut}");
+        }
+        // Same prefix, same leading hashes; a change in block 3 changes every hash from 3 on.
+        let mut other = text.clone();
+        other[3 * 64 + 5] ^= 1;
+        let o = blocks(&other, 64);
+        assert_eq!(o[..3], whole.hashes[..3]);
+        assert!(o[3..].iter().zip(&whole.hashes[3..]).all(|(x, y)| x != y));
+        // Only `max_bytes` are indexed; the token estimate still counts everything.
+        let capped = PromptBlocks::hash([&text[..]], 64, 200, text.len());
+        assert_eq!(capped.hashes, whole.hashes[..3]);
+        assert_eq!(capped.tokens, 250);
+    }
+
+    #[test]
+    fn matched_finds_the_longest_recorded_prefix_per_backend() {
+        let index = PrefixIndex::new(4096);
+        let clock = CacheClock::default();
+        let a = blocks(&[7u8; 64 * 10], 64);
+        let mut b = a.clone();
+        b.truncate(6);
+        index.record(&b, 1, &clock, 6);
+        assert_eq!(index.matched(&a, 1, &clock), 6);
+        assert_eq!(index.matched(&a, 2, &clock), 0, "another backend");
+        assert_eq!(index.matched(&[], 1, &clock), 0);
+        index.record(&a, 1, &clock, 4);
+        assert_eq!(index.matched(&a, 1, &clock), 10);
+        assert_eq!(clock.advance(0), 10, "6 new blocks, then 4 more");
+    }
+
+    #[test]
+    fn entries_older_than_the_backend_capacity_are_evicted() {
+        let index = PrefixIndex::new(1 << 14);
+        let clock = CacheClock::default();
+        clock.set_capacity(100);
+        let old: Vec<u64> = (0..50).map(|i| i * 7919 + 1).collect();
+        index.record(&old, 9, &clock, 50);
+        assert_eq!(index.matched(&old, 9, &clock), 50);
+        // 60 more blocks: still within a capacity of 100 blocks.
+        let newer: Vec<u64> = (0..60).map(|i| i * 104_729 + 3).collect();
+        index.record(&newer, 9, &clock, 60);
+        assert_eq!(index.matched(&old, 9, &clock), 50);
+        // 50 more: the old ones are 110 blocks old, past the capacity.
+        let third: Vec<u64> = (0..50).map(|i| i * 15_485_863 + 5).collect();
+        index.record(&third, 9, &clock, 50);
+        assert_eq!(index.matched(&old, 9, &clock), 0);
+        assert_eq!(index.matched(&newer, 9, &clock), 60);
+        // Refreshing keeps a prefix alive (LRU, not FIFO).
+        index.record(&newer, 9, &clock, 0);
+        clock.advance(80);
+        assert_eq!(index.matched(&newer, 9, &clock), 60);
+        clock.forget();
+        assert_eq!(index.matched(&newer, 9, &clock), 0);
+    }
+
+    #[test]
+    fn a_full_table_overwrites_its_oldest_entries_and_stays_bounded() {
+        let index = PrefixIndex::new(256);
+        assert_eq!(index.capacity(), 256);
+        assert_eq!(index.memory_bytes(), 256 * 16);
+        let clock = CacheClock::default();
+        for r in 0..1000u64 {
+            let chain: Vec<u64> = (0..8).map(|i| r * 1_000_003 + i).collect();
+            index.record(&chain, 1, &clock, 8);
+        }
+        assert!(index.used() <= 256);
+        let last: Vec<u64> = (0..8).map(|i| 999 * 1_000_003 + i).collect();
+        assert_eq!(index.matched(&last, 1, &clock), 8, "the newest survive");
+    }
+}
