@@ -12,6 +12,20 @@ use support::*;
 
 const CHAT: &str = "/v1/chat/completions";
 
+/// Mocks b0, b1, b2 serving `m`, and their `backends:` entries.
+async fn three_backends() -> (Vec<MockServer>, Vec<String>) {
+    let mut mocks = Vec::new();
+    for name in ["b0", "b1", "b2"] {
+        mocks.push(mock(name, "m").await);
+    }
+    let all = ["b0", "b1", "b2"]
+        .iter()
+        .zip(&mocks)
+        .map(|(n, m)| backend(n, m))
+        .collect();
+    (mocks, all)
+}
+
 fn lb(policy: &str, more: &str) -> String {
     format!("    load_balancer: {{policy: {policy}{more}}}\n")
 }
@@ -130,16 +144,7 @@ async fn sticky_choices(gw: &Gateway, users: &[String]) -> HashMap<String, Strin
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn consistent_hash_choices_agree_across_replicas_and_survive_a_removal() {
-    let mocks = [
-        mock("b0", "m").await,
-        mock("b1", "m").await,
-        mock("b2", "m").await,
-    ];
-    let all: Vec<String> = ["b0", "b1", "b2"]
-        .iter()
-        .zip(&mocks)
-        .map(|(n, m)| backend(n, m))
-        .collect();
+    let (_mocks, all) = three_backends().await;
     let models = model_block(
         "m",
         &all,
@@ -553,16 +558,7 @@ async fn load_aware_follows_what_vllm_reports() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn body_keys_stick_user_and_prompt_prefix_to_one_backend() {
-    let mocks = [
-        mock("b0", "m").await,
-        mock("b1", "m").await,
-        mock("b2", "m").await,
-    ];
-    let all: Vec<String> = ["b0", "b1", "b2"]
-        .iter()
-        .zip(&mocks)
-        .map(|(n, m)| backend(n, m))
-        .collect();
+    let (_mocks, all) = three_backends().await;
     for hash_on in ["body:user", "prompt_prefix"] {
         let gw = Gateway::start_ready(
             &model_block(
@@ -689,16 +685,7 @@ fn shared_prefix_body(group: usize, question: usize, stream: bool) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cache_aware_keeps_a_shared_prefix_on_one_backend_and_says_why() {
-    let mocks = [
-        mock("b0", "m").await,
-        mock("b1", "m").await,
-        mock("b2", "m").await,
-    ];
-    let all: Vec<String> = ["b0", "b1", "b2"]
-        .iter()
-        .zip(&mocks)
-        .map(|(n, m)| backend(n, m))
-        .collect();
+    let (_mocks, all) = three_backends().await;
     let gw = Gateway::start_ready(&model_block("m", &all, &lb("cache_aware", "")), "").await;
     let mut homes: HashMap<usize, std::collections::HashSet<String>> = HashMap::new();
     for i in 0..36 {

@@ -136,31 +136,13 @@ pub fn choose(
 
 #[cfg(test)]
 mod tests {
-    use crate::config::parse;
     use crate::routing::{Affinity, Pool};
 
     use super::*;
 
-    /// A cache_aware pool of `n` healthy backends (weights 1 unless given).
+    /// A healthy cache_aware pool with these weights (64-byte blocks).
     fn pool(weights: &[u32]) -> Pool {
-        let backends: String = weights
-            .iter()
-            .enumerate()
-            .map(|(i, w)| {
-                format!(
-                    "      - {{name: b{i}, url: \"http://127.0.0.1:{}\", weight: {w}}}\n",
-                    9100 + i
-                )
-            })
-            .collect();
-        let yaml = format!(
-            "models:\n  m:\n    load_balancer: {{policy: cache_aware, prefix_block_bytes: 64}}\n    backends:\n{backends}"
-        );
-        let p = Pool::build(&parse(yaml.as_bytes()).unwrap().models[0]);
-        for b in &p.backends {
-            b.set_health(true);
-        }
-        p
+        crate::routing::select::tests::pool("cache_aware", weights, ", prefix_block_bytes: 64")
     }
 
     /// A prompt of `len` bytes: `group`'s shared prefix of `shared` bytes, then a tail unique

@@ -237,14 +237,14 @@ pub fn consistent_hash(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use crate::config::parse;
     use crate::routing::Pool;
 
     use super::*;
 
     /// A pool of healthy backends b0..bn with these weights, under `policy`.
-    fn pool(policy: &str, weights: &[u32], extra: &str) -> Pool {
+    pub(crate) fn pool(policy: &str, weights: &[u32], extra: &str) -> Pool {
         let backends: String = weights
             .iter()
             .enumerate()
