@@ -3,8 +3,10 @@
 
 Usage: sim_cpu.py MOCK_BINARY [--servers 4] [--rate 50] [--seconds 30] [--prompt-tokens 2300]
                   [--prefix-tokens 2048] [--groups 64] [--output-tokens 128] [--time-scale 1]
+                  [--kv-blocks B]
 
-Starts `MOCK_BINARY --sim --port 0 --ports SERVERS --time-scale X`, waits for its readiness
+Starts `MOCK_BINARY --sim --port 0 --ports SERVERS --time-scale X` (and `--kv-blocks B` if
+given, to put the KV cache under pressure), waits for its readiness
 lines, then sends an open-loop Poisson stream of RATE streamed completions a (simulated)
 second, spread round-robin over the servers, for SECONDS (simulated). Each prompt is one of
 GROUPS shared prefixes of PREFIX_TOKENS plus a unique question, PROMPT_TOKENS in all (4 bytes a
@@ -34,10 +36,13 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def start_mock(binary: str, servers: int, time_scale: float) -> tuple[subprocess.Popen, list]:
-    args = [binary, "--sim", "--port", "0", "--ports", str(servers), "--model", "m",
-            "--time-scale", str(time_scale)]
-    proc = subprocess.Popen(args, stderr=subprocess.PIPE, text=True)
+def start_mock(args) -> tuple[subprocess.Popen, list]:
+    servers = args.servers
+    command = [args.binary, "--sim", "--port", "0", "--ports", str(servers), "--model", "m",
+               "--time-scale", str(args.time_scale)]
+    if args.kv_blocks:
+        command += ["--kv-blocks", str(args.kv_blocks)]
+    proc = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
     addrs = []
     deadline = time.monotonic() + 30
     while len(addrs) < servers:
@@ -115,7 +120,7 @@ def metric_sum(texts: list, name: str) -> float:
 
 
 async def run(args) -> None:
-    proc, addrs = start_mock(args.binary, args.servers, args.time_scale)
+    proc, addrs = start_mock(args)
     try:
         rng = random.Random(7)
         bodies = prompts(args, rng)
@@ -171,6 +176,7 @@ def main() -> None:
     parser.add_argument("--groups", type=int, default=64)
     parser.add_argument("--output-tokens", type=int, default=128)
     parser.add_argument("--time-scale", type=float, default=1.0)
+    parser.add_argument("--kv-blocks", type=int, default=0)
     asyncio.run(run(parser.parse_args()))
 
 
