@@ -198,6 +198,9 @@ fn benches(c: &mut Criterion, client: &SocketAddr) {
         cached_tokens: usage.and_then(|u| u.cached_tokens),
         pick: None,
         pick_cached_tokens: None,
+        prefill_backend: None,
+        prefill_ms: None,
+        prefill_attempts: None,
         trace_id: Some(ctx_on.trace.trace_id_hex()),
         tenant: None,
     };

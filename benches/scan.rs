@@ -178,6 +178,7 @@ fn bench_capture(c: &mut Criterion) {
         user: true,
         prompt_prefix: 256,
         prompt_span: 0,
+        members: false,
     };
     let mut check = ModelScanner::with_capture(on);
     assert!(

@@ -39,41 +39,15 @@ fn json_response(status: StatusCode, body: &Value) -> Response<Vec<u8>> {
         .unwrap_or_default()
 }
 
-/// Per-model, per-backend health as JSON: `models` is keyed by model name.
+/// Per-model, per-backend health as JSON: `models` is keyed by model name. A disaggregated
+/// model shows its decode side at the top and its prefill side under `prefill`; each backend
+/// says its `side`.
 pub fn status(snapshot: &Snapshot) -> Value {
     let mut models = serde_json::Map::new();
     for p in &snapshot.pools {
-        let backends: Vec<Value> = p
-            .backends
-            .iter()
-            .map(|b| {
-                let card = b.card();
-                let last_probe = b.last_probe().map(|r| {
-                    json!({"at": r.at, "ok": r.ok, "error": r.error, "duration_ms": r.duration_ms})
-                });
-                json!({
-                    "name": b.config.name,
-                    "url": b.config.url,
-                    "weight": b.config.weight,
-                    "healthy": b.is_healthy(),
-                    "checked": b.is_checked(),
-                    "draining": b.config.drain,
-                    "in_flight": b.in_flight(),
-                    "prefill_backlog_tokens": p.prefix.as_ref().map(|_| b.prefill_backlog()),
-                    "last_probe": last_probe,
-                    "root": card.as_ref().and_then(|c| c.get("root").cloned()),
-                    "max_model_len": card.as_ref().and_then(|c| c.get("max_model_len").cloned()),
-                })
-            })
-            .collect();
-        let mut model = json!({
-            "policy": p.policy.as_str(),
-            "healthy_backends": p.backends.iter().filter(|b| b.is_healthy()).count(),
-            "usable_backends": p.backends.iter().filter(|b| b.is_usable()).count(),
-            "backends": backends,
-        });
-        if let Some(index) = &p.prefix {
-            model["cache_aware"] = cache_aware_status(p, index);
+        let mut model = pool_status(p, p.side_of(p));
+        if let Some(prefill) = &p.prefill {
+            model["prefill"] = pool_status(prefill, Some("prefill"));
         }
         models.insert(p.name.clone(), model);
     }
@@ -82,6 +56,44 @@ pub fn status(snapshot: &Snapshot) -> Value {
         "config_sha256": snapshot.config_sha256,
         "models": models,
     })
+}
+
+/// One pool (or one side of a disaggregated model).
+fn pool_status(p: &crate::routing::Pool, side: Option<&str>) -> Value {
+    let backends: Vec<Value> = p
+        .backends
+        .iter()
+        .map(|b| {
+            let card = b.card();
+            let last_probe = b.last_probe().map(
+                |r| json!({"at": r.at, "ok": r.ok, "error": r.error, "duration_ms": r.duration_ms}),
+            );
+            json!({
+                "name": b.config.name,
+                "url": b.config.url,
+                "side": side,
+                "weight": b.config.weight,
+                "healthy": b.is_healthy(),
+                "checked": b.is_checked(),
+                "draining": b.config.drain,
+                "in_flight": b.in_flight(),
+                "prefill_backlog_tokens": p.prefix.as_ref().map(|_| b.prefill_backlog()),
+                "last_probe": last_probe,
+                "root": card.as_ref().and_then(|c| c.get("root").cloned()),
+                "max_model_len": card.as_ref().and_then(|c| c.get("max_model_len").cloned()),
+            })
+        })
+        .collect();
+    let mut model = json!({
+        "policy": p.policy.as_str(),
+        "healthy_backends": p.backends.iter().filter(|b| b.is_healthy()).count(),
+        "usable_backends": p.backends.iter().filter(|b| b.is_usable()).count(),
+        "backends": backends,
+    });
+    if let Some(index) = &p.prefix {
+        model["cache_aware"] = cache_aware_status(p, index);
+    }
+    model
 }
 
 /// A `cache_aware` pool's picks so far and its prefix index.

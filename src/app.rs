@@ -143,7 +143,15 @@ fn log_summary(config: &Config) {
             .map(|d| format!("{}=dns:{}", d.name, d.target.dns))
             .collect::<Vec<_>>()
             .join(", ");
-        info!(model = %m.name, policy = m.policy.as_str(), backends = %backends, discover = %discover, "model configured");
+        let prefill = m.prefill.as_ref().map(|side| {
+            let names: Vec<String> = side
+                .backends
+                .iter()
+                .map(|b| format!("{}={}", b.name, b.url))
+                .collect();
+            format!("{}: {}", side.policy.as_str(), names.join(", "))
+        });
+        info!(model = %m.name, policy = m.policy.as_str(), backends = %backends, discover = %discover, prefill = prefill.as_deref().unwrap_or(""), "model configured");
     }
 }
 
@@ -207,35 +215,48 @@ pub fn summary(path: &str, config: &Config) -> String {
             m.health.path,
             m.health.interval.as_millis(),
         );
-        for b in &m.backends {
-            let _ = writeln!(
-                out,
-                "  backend {} {} ({}) weight {}{}",
-                b.name,
-                b.url,
-                b.addr,
-                b.weight,
-                if b.drain { " DRAINING" } else { "" }
-            );
-        }
-        for d in &m.discover {
-            let t = &d.target;
-            let _ = writeln!(
-                out,
-                "  discover {} dns {} {} refresh_ms {} nameserver {} weight {}{}",
-                d.name,
-                t.dns,
-                t.port
-                    .map_or_else(|| "SRV".to_string(), |p| format!("A/AAAA port {p}")),
-                d.refresh.as_millis(),
-                t.nameserver
-                    .map_or_else(|| "system".to_string(), |n| n.to_string()),
-                d.weight,
-                if d.drain { " DRAINING" } else { "" }
-            );
+        match m.prefill_model() {
+            Some(prefill) => {
+                let _ = writeln!(out, "  prefill: policy {}", prefill.policy.as_str());
+                side_summary(&mut out, &prefill, "    ");
+                let _ = writeln!(out, "  decode: policy {}", m.policy.as_str());
+                side_summary(&mut out, m, "    ");
+            }
+            None => side_summary(&mut out, m, "  "),
         }
     }
     out
+}
+
+/// The backends and discover entries of one pool (or one side), indented by `indent`.
+fn side_summary(out: &mut String, m: &crate::config::ModelConfig, indent: &str) {
+    for b in &m.backends {
+        let _ = writeln!(
+            out,
+            "{indent}backend {} {} ({}) weight {}{}",
+            b.name,
+            b.url,
+            b.addr,
+            b.weight,
+            if b.drain { " DRAINING" } else { "" }
+        );
+    }
+    for d in &m.discover {
+        let t = &d.target;
+        let _ = writeln!(
+            out,
+            "{indent}discover {} dns {} {} refresh_ms {} nameserver {} weight {}{}",
+            d.name,
+            t.dns,
+            t.port
+                .map_or_else(|| "SRV".to_string(), |p| format!("A/AAAA port {p}")),
+            d.refresh.as_millis(),
+            t.nameserver
+                .map_or_else(|| "system".to_string(), |n| n.to_string()),
+            d.weight,
+            if d.drain { " DRAINING" } else { "" }
+        );
+    }
 }
 
 /// `--test --check-backends`: probe every backend once. Returns the report and whether every
@@ -253,7 +274,7 @@ pub fn check_backends(config: &Config) -> (String, bool) {
         let connector = Connector::new(None);
         let mut out = String::new();
         let mut all_ok = true;
-        for pool in &snapshot.pools {
+        for pool in snapshot.pools.iter().flat_map(|p| p.sides()) {
             let mut good = 0;
             for b in &pool.backends {
                 let r = health::probe(

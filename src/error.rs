@@ -84,6 +84,9 @@ pub enum GatewayError {
     /// A timeout expired before the first response byte.
     #[error("upstream timeout")]
     Timeout,
+    /// A disaggregated request's prefill server answered something the decode leg cannot use.
+    #[error("{0}")]
+    BadPrefill(&'static str),
 }
 
 #[derive(Serialize)]
@@ -114,7 +117,7 @@ impl GatewayError {
             GatewayError::Unauthorized => 401,
             GatewayError::QuotaExceeded { .. } => 429,
             GatewayError::Overloaded { .. } => 429,
-            GatewayError::Upstream => 502,
+            GatewayError::Upstream | GatewayError::BadPrefill(_) => 502,
             GatewayError::NoHealthyBackend { .. } => 503,
             GatewayError::Timeout => 504,
         }
@@ -140,6 +143,7 @@ impl GatewayError {
             GatewayError::Overloaded { .. } => "overloaded",
             GatewayError::Upstream => "upstream_error",
             GatewayError::Timeout => "upstream_timeout",
+            GatewayError::BadPrefill(_) => "bad_prefill",
         }
     }
 
@@ -250,6 +254,12 @@ impl GatewayError {
                 None,
                 Some("upstream_timeout"),
             ),
+            GatewayError::BadPrefill(m) => (
+                m.to_string(),
+                "server_error",
+                None,
+                Some("bad_prefill_response"),
+            ),
         };
         Body {
             message,
@@ -297,7 +307,7 @@ impl GatewayError {
             }
             // The gateway already retried per the pool's policy; SDK retries would multiply
             // load on a fleet that is failing or slow.
-            GatewayError::Upstream | GatewayError::Timeout => {
+            GatewayError::Upstream | GatewayError::Timeout | GatewayError::BadPrefill(_) => {
                 let _ = header.insert_header("x-should-retry", "false");
             }
             GatewayError::MethodNotAllowed { allow } => {

@@ -175,11 +175,15 @@ impl BackgroundService for HealthService {
             // removed pools stop.
             let snapshot = self.control.state.load_full();
             let mut next = HashMap::with_capacity(snapshot.pools.len());
-            for pool in &snapshot.pools {
+            let sides = snapshot.pools.iter().flat_map(|p| {
+                let prefill = p.prefill.iter().map(|s| (format!("{}#prefill", p.name), s));
+                std::iter::once((p.name.clone(), p)).chain(prefill)
+            });
+            for (key, pool) in sides {
                 let signature = probe_signature(pool);
-                if let Some((old, handles)) = running.remove(&pool.name) {
+                if let Some((old, handles)) = running.remove(&key) {
                     if old == signature {
-                        next.insert(pool.name.clone(), (old, handles));
+                        next.insert(key, (old, handles));
                         continue;
                     }
                     handles.iter().for_each(AbortHandle::abort);
@@ -193,7 +197,7 @@ impl BackgroundService for HealthService {
                     handles
                         .push(tasks.spawn(run_load(Arc::clone(pool), Arc::clone(&self.connector))));
                 }
-                next.insert(pool.name.clone(), (signature, handles));
+                next.insert(key, (signature, handles));
             }
             for (_, handles) in running.into_values() {
                 handles.iter().for_each(AbortHandle::abort);

@@ -158,6 +158,11 @@ pub struct AccessRecord<'a> {
     pub pick: Option<&'static str>,
     /// `cache_aware`: prompt tokens the pick was believed to have cached.
     pub pick_cached_tokens: Option<u64>,
+    /// Disaggregated: the prefill backend, and the prefill leg's duration and attempts (the
+    /// other fields describe the decode leg; `duration_ms` and `ttfb_ms` include the prefill).
+    pub prefill_backend: Option<&'a str>,
+    pub prefill_ms: Option<f64>,
+    pub prefill_attempts: Option<u32>,
     pub trace_id: Option<String>,
     /// The API key's tenant, when authentication is on.
     pub tenant: Option<&'a str>,
@@ -191,7 +196,7 @@ fn text_line(r: &AccessRecord<'_>) -> String {
     fn n<T: ToString>(v: Option<T>) -> String {
         v.map_or_else(|| "null".to_string(), |v| v.to_string())
     }
-    let fields: [(&str, String); 24] = [
+    let fields: [(&str, String); 27] = [
         ("ts", s(Some(&r.ts))),
         ("request_id", s(Some(r.request_id))),
         ("client", s(r.client.as_deref())),
@@ -214,6 +219,9 @@ fn text_line(r: &AccessRecord<'_>) -> String {
         ("cached_tokens", n(r.cached_tokens)),
         ("pick", s(r.pick)),
         ("pick_cached_tokens", n(r.pick_cached_tokens)),
+        ("prefill_backend", s(r.prefill_backend)),
+        ("prefill_ms", n(r.prefill_ms)),
+        ("prefill_attempts", n(r.prefill_attempts)),
         ("trace_id", s(r.trace_id.as_deref())),
         ("tenant", s(r.tenant)),
     ];
@@ -256,6 +264,9 @@ mod tests {
             cached_tokens: None,
             pick: None,
             pick_cached_tokens: None,
+            prefill_backend: None,
+            prefill_ms: None,
+            prefill_attempts: None,
             trace_id: None,
             tenant: None,
         };

@@ -119,7 +119,12 @@ impl Snapshot {
     /// Ready = every pool has completed its first probe round and at least one pool has a
     /// healthy backend.
     pub fn is_ready(&self) -> bool {
-        self.pools.iter().all(|p| p.is_checked()) && self.pools.iter().any(|p| p.has_healthy())
+        let sides = || self.pools.iter().flat_map(|p| p.sides());
+        sides().all(|p| p.is_checked())
+            && self
+                .pools
+                .iter()
+                .any(|p| p.sides().all(|side| side.has_healthy()))
     }
 }
 
@@ -127,9 +132,14 @@ impl Snapshot {
 fn capture(config: &Config) -> Capture {
     let mut c = Capture::default();
     for m in &config.models {
-        if m.policy == Policy::CacheAware {
-            c.prompt_span = c.prompt_span.max(m.lb.cache.max_bytes);
+        let prefill = m.prefill.iter().map(|p| (p.policy, &p.lb));
+        for (policy, lb) in std::iter::once((m.policy, &m.lb)).chain(prefill) {
+            if policy == Policy::CacheAware {
+                c.prompt_span = c.prompt_span.max(lb.cache.max_bytes);
+            }
         }
+        // Disaggregated: the two legs' bodies are spliced at the members' places.
+        c.members |= m.prefill.is_some();
         let keys = [
             m.lb.hash_on
                 .as_ref()

@@ -93,3 +93,22 @@ async fn check_backends_reports_good_wrong_and_dead_backends() {
             .unwrap();
     assert_eq!(code, 0, "{out}");
 }
+
+#[test]
+fn test_flag_shows_both_sides_of_the_shipped_disaggregated_config() {
+    let conf = concat!(env!("CARGO_MANIFEST_DIR"), "/conf/disaggregated.yaml");
+    let (code, out, err) = modelgate(&["-t", "-c", conf]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("  prefill: policy cache_aware\n    backend prefill-0 http://10.0.3.11:8100"),
+        "{out}"
+    );
+    assert!(
+        out.contains("    discover prefill-pods dns vllm-prefill.inference.svc.cluster.local"),
+        "{out}"
+    );
+    assert!(
+        out.contains("  decode: policy load_aware\n    backend decode-0 http://10.0.3.21:8200"),
+        "{out}"
+    );
+}

@@ -62,6 +62,7 @@ fn scanner() -> ModelScanner {
         user: true,
         prompt_prefix: PROMPT_PREFIX,
         prompt_span: 0,
+        members: false,
     })
 }
 

@@ -17,8 +17,8 @@ use modelgate::mock::sim::{
     DEFAULT_STEP_BASE_US, DEFAULT_STEP_DECODE_US, DEFAULT_STEP_PREFILL_US,
 };
 use modelgate::mock::{
-    FailMode, MockConfig, MockLoad, MockServer, SimConfig, StepCost, DEFAULT_MAX_MODEL_LEN,
-    DEFAULT_MODEL, DEFAULT_TOKENS,
+    FailMode, MockConfig, MockLoad, MockRole, MockServer, SimConfig, StepCost,
+    DEFAULT_MAX_MODEL_LEN, DEFAULT_MODEL, DEFAULT_TOKENS,
 };
 use tracing_subscriber::EnvFilter;
 
@@ -42,6 +42,16 @@ struct Args {
     /// fleet of single-model vLLM servers would; without it every port serves every model.
     #[arg(long)]
     spread_models: bool,
+    /// A role in prefill/decode disaggregation: `prefill` wants vLLM's
+    /// `kv_transfer_params.do_remote_decode`, `stream: false` and `max_tokens: 1` and answers
+    /// `kv_transfer_params` naming its blocks; `decode` wants those back. Either answers 400,
+    /// naming the field, when the router sent something else. Default: plain.
+    #[arg(long, value_enum, default_value = "plain")]
+    role: Role,
+    /// With --role prefill: answer without `kv_transfer_params` (a server started without a
+    /// KV connector), to test the router's handling of it.
+    #[arg(long)]
+    omit_kv_params: bool,
     /// Also serve DNS (UDP) on this address, from --dns-zone (discovery tests and load tests).
     #[arg(long, requires = "dns_zone")]
     dns_listen: Option<SocketAddr>,
@@ -91,6 +101,14 @@ struct Args {
     kv_usage: Option<f64>,
     #[command(flatten)]
     sim: SimArgs,
+}
+
+/// `--role`.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Role {
+    Plain,
+    Prefill,
+    Decode,
 }
 
 /// The simulator's flags (`--sim` and what only applies with it).
@@ -302,6 +320,12 @@ async fn run(args: Args) -> std::io::Result<()> {
         tokens: args.tokens,
         fail: args.fail_mode(),
         load: args.load(),
+        role: match args.role {
+            Role::Plain => MockRole::Plain,
+            Role::Prefill => MockRole::Prefill,
+            Role::Decode => MockRole::Decode,
+        },
+        omit_kv_params: args.omit_kv_params,
     };
     let shutdown = shutdown_signal()?;
     let dns = match (&args.dns_listen, &args.dns_zone) {

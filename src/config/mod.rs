@@ -248,6 +248,37 @@ pub struct ModelConfig {
     pub timeouts: Timeouts,
     pub retries: Retries,
     pub health: HealthCheck,
+    /// Prefill/decode disaggregation: `backends`, `discover`, `policy` and `lb` above are then
+    /// the decode side, and this is the prefill side.
+    pub prefill: Option<Side>,
+}
+
+/// The prefill side of a disaggregated model.
+#[derive(Debug, Clone)]
+pub struct Side {
+    pub backends: Vec<BackendConfig>,
+    pub discover: Vec<discover::DiscoverEntry>,
+    pub policy: Policy,
+    pub lb: LbOptions,
+}
+
+impl ModelConfig {
+    /// The prefill side as a model of its own (same name, timeouts, retries and health check),
+    /// for building its pool.
+    pub fn prefill_model(&self) -> Option<ModelConfig> {
+        let side = self.prefill.as_ref()?;
+        Some(ModelConfig {
+            backends: side.backends.clone(),
+            discover: side.discover.clone(),
+            policy: side.policy,
+            lb: side.lb.clone(),
+            canary: None,
+            shadow: None,
+            max_queue: 0,
+            prefill: None,
+            ..self.clone()
+        })
+    }
 }
 
 /// One backend of a pool.

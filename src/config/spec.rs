@@ -162,6 +162,10 @@ pub struct DefaultsSpec {
 #[serde(deny_unknown_fields)]
 pub struct ModelSpec {
     pub backends: Option<Vec<BackendSpec>>,
+    /// Prefill/decode disaggregation: the prefill side (instead of `backends`, with `decode`).
+    pub prefill: Option<SideSpec>,
+    /// The decode side.
+    pub decode: Option<SideSpec>,
     pub load_balancer: Option<LoadBalancerSpec>,
     pub timeouts: Option<TimeoutsSpec>,
     pub retries: Option<RetriesSpec>,
@@ -171,6 +175,33 @@ pub struct ModelSpec {
     pub queue_timeout_ms: Option<u64>,
     pub canary: Option<CanarySpec>,
     pub shadow: Option<ShadowSpec>,
+}
+
+/// One side of a disaggregated model: a list of backends, or a block with its own
+/// `load_balancer`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum SideSpec {
+    List(Vec<BackendSpec>),
+    Block(SideBlockSpec),
+}
+
+/// `prefill:` / `decode:` written as a block.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SideBlockSpec {
+    pub backends: Option<Vec<BackendSpec>>,
+    pub load_balancer: Option<LoadBalancerSpec>,
+}
+
+impl SideSpec {
+    /// The backends and the side's own `load_balancer`, whichever form was written.
+    pub fn into_parts(self) -> (Option<Vec<BackendSpec>>, Option<LoadBalancerSpec>) {
+        match self {
+            SideSpec::List(backends) => (Some(backends), None),
+            SideSpec::Block(b) => (b.backends, b.load_balancer),
+        }
+    }
 }
 
 /// One backend of a pool.

@@ -447,3 +447,63 @@ fn cache_aware_options_have_defaults_and_ranges() {
         ]
     );
 }
+
+#[test]
+fn disaggregated_models_have_two_sides_with_their_own_policies() {
+    let lists = "models:\n  m:\n    prefill:\n      - {name: p0, url: \"http://127.0.0.1:8100\"}\n    decode:\n      - {name: d0, url: \"http://127.0.0.1:8200\", weight: 2}\n";
+    let c = parse(lists.as_bytes()).unwrap();
+    let m = &c.models[0];
+    assert_eq!(
+        (m.policy, m.backends[0].name.as_str(), m.backends[0].weight),
+        (Policy::LoadAware, "d0", 2)
+    );
+    let side = m.prefill.as_ref().unwrap();
+    assert_eq!(
+        (side.policy, side.backends[0].name.as_str()),
+        (Policy::CacheAware, "p0")
+    );
+    let blocks = "models:\n  m:\n    load_balancer: {policy: least_connections}\n    prefill:\n      load_balancer: {policy: round_robin}\n      backends:\n        - {name: p0, url: \"http://127.0.0.1:8100\"}\n    decode:\n      backends:\n        - {name: d0, url: \"http://127.0.0.1:8200\"}\n";
+    let c = parse(blocks.as_bytes()).unwrap();
+    let m = &c.models[0];
+    // The side's own load_balancer wins; the model's applies to a side without one.
+    assert_eq!(m.prefill.as_ref().unwrap().policy, Policy::RoundRobin);
+    assert_eq!(m.policy, Policy::LeastConnections);
+    let side_model = m.prefill_model().unwrap();
+    assert_eq!(side_model.backends[0].name, "p0");
+    assert!(side_model.prefill.is_none());
+}
+
+#[test]
+fn disaggregated_models_are_checked() {
+    let p = "      - {name: p0, url: \"http://127.0.0.1:8100\"}\n";
+    let d = "      - {name: d0, url: \"http://127.0.0.1:8200\"}\n";
+    let cases = [
+        (
+            format!("models:\n  m:\n    backends:\n{d}    prefill:\n{p}    decode:\n{d}"),
+            "models.m.backends: a model has either backends, or prefill and decode (disaggregated serving), not both",
+        ),
+        (
+            format!("models:\n  m:\n    prefill:\n{p}"),
+            "models.m.decode: missing; list at least one backend (name + url)",
+        ),
+        (
+            format!("models:\n  m:\n    decode:\n{d}"),
+            "models.m.prefill: missing; a disaggregated model lists prefill backends and decode backends",
+        ),
+        (
+            format!("models:\n  m:\n    prefill:\n{p}    decode:\n{}", p.replace("8100", "8300")),
+            "models.m.prefill[0].name: duplicate backend name \"p0\"; names identify backends in logs and headers and must be unique within a model",
+        ),
+        (
+            format!("models:\n  m:\n    prefill:\n{p}    decode:\n{d}    canary: {{model: n, percent: 5}}\n  n:\n    backends:\n{}", d.replace("8200", "8400")),
+            "models.m: canary and shadow are not supported on a disaggregated (prefill/decode) model",
+        ),
+        (
+            format!("models:\n  m:\n    prefill:\n      load_balancer: {{policy: fastest}}\n      backends:\n{p}    decode:\n{d}"),
+            "models.m.prefill.load_balancer.policy: unknown policy \"fastest\"; expected one of round_robin, random, least_connections, least_outstanding, power_of_two, load_aware, consistent_hash, cache_aware",
+        ),
+    ];
+    for (yaml, want) in cases {
+        assert_eq!(issues(&yaml), [want], "{yaml}");
+    }
+}

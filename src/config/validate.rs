@@ -11,8 +11,8 @@ use std::time::Duration;
 use super::discover::DiscoverEntry;
 use super::spec::{
     AuthSpec, BackendSpec, DefaultsSpec, DrainSpec, FileSpec, HealthCheckSpec, KeySpec,
-    KeysFileSpec, LoadBalancerSpec, LogSpec, ModelSpec, RetriesSpec, ServerSpec, TimeoutsSpec,
-    TracingSpec,
+    KeysFileSpec, LoadBalancerSpec, LogSpec, ModelSpec, RetriesSpec, ServerSpec, SideSpec,
+    TimeoutsSpec, TracingSpec,
 };
 use super::*;
 use indexmap::IndexMap;
@@ -525,7 +525,7 @@ fn check_defaults(d: &DefaultsSpec, issues: &mut Issues) {
 
 fn model_config(
     name: String,
-    spec: ModelSpec,
+    mut spec: ModelSpec,
     defaults: &DefaultsSpec,
     issues: &mut Issues,
 ) -> Option<ModelConfig> {
@@ -544,50 +544,49 @@ fn model_config(
         issues.push(&base, "model name must not contain control characters");
     }
 
-    let mut backends = Vec::new();
-    let mut discover = Vec::new();
-    match spec.backends {
-        None => issues.push(
-            format!("{base}.backends"),
-            "missing; list at least one backend (name + url)",
-        ),
-        Some(list) if list.is_empty() => issues.push(
-            format!("{base}.backends"),
-            "empty pool; list at least one backend (name + url)",
-        ),
-        Some(list) => {
-            let mut names = HashSet::new();
-            let mut addrs = HashSet::new();
-            for (i, mut b) in list.into_iter().enumerate() {
-                let path = format!("{base}.backends[{i}]");
-                if let Some(d) = b.discover.take() {
-                    let entry = discover_entry(b, d, &path, issues);
-                    if let Some(e) =
-                        entry.filter(|e| unique_name(&mut names, &e.name, &path, issues))
-                    {
-                        discover.push(e);
-                    }
-                    continue;
-                }
-                if let Some(backend) = backend_config(b, &path, issues) {
-                    if !unique_name(&mut names, &backend.name, &path, issues) {
-                        continue;
-                    }
-                    if !addrs.insert(backend.addr) {
-                        issues.push(
-                            format!("{path}.url"),
-                            format!(
-                                "{} resolves to {}, already used by another backend of this model",
-                                backend.url, backend.addr
-                            ),
-                        );
-                    } else {
-                        backends.push(backend);
-                    }
-                }
-            }
+    let mut names = HashSet::new();
+    let disaggregated = spec.prefill.is_some() || spec.decode.is_some();
+    let (backends, discover, decode_lb) = if disaggregated {
+        if spec.backends.is_some() {
+            issues.push(
+                format!("{base}.backends"),
+                "a model has either backends, or prefill and decode (disaggregated serving), not both",
+            );
         }
+        let (list, lb) = spec.decode.map(SideSpec::into_parts).unwrap_or_default();
+        let (b, d) = backend_list(list, &format!("{base}.decode"), &mut names, issues);
+        (b, d, lb)
+    } else {
+        let (b, d) = backend_list(
+            spec.backends,
+            &format!("{base}.backends"),
+            &mut names,
+            issues,
+        );
+        (b, d, None)
+    };
+    let prefill = spec.prefill.map(|side| {
+        let (list, lb) = side.into_parts();
+        let (b, d) = backend_list(list, &format!("{base}.prefill"), &mut names, issues);
+        (b, d, lb)
+    });
+    if disaggregated && prefill.is_none() {
+        issues.push(
+            format!("{base}.prefill"),
+            "missing; a disaggregated model lists prefill backends and decode backends",
+        );
     }
+    if disaggregated && (spec.canary.is_some() || spec.shadow.is_some()) {
+        issues.push(
+            &base,
+            "canary and shadow are not supported on a disaggregated (prefill/decode) model",
+        );
+    }
+    let model_lb = spec.load_balancer.clone();
+    // The decode side's own `load_balancer` wins over the model's.
+    spec.load_balancer = decode_lb
+        .or(spec.load_balancer.take())
+        .or_else(|| disaggregated.then(|| side_default(Policy::LoadAware)));
 
     let empty_lb = LoadBalancerSpec::default();
     let policy = policy(
@@ -672,6 +671,20 @@ fn model_config(
                 .map_or(DEFAULT_SHADOW_CONCURRENCY, |n| n as usize),
         }
     });
+    let prefill = prefill.and_then(|(backends, discover, lb)| {
+        let lb = lb
+            .or(model_lb)
+            .unwrap_or_else(|| side_default(Policy::CacheAware));
+        let path = format!("{base}.prefill");
+        let policy = self::policy(&lb, defaults_lb(defaults), &path, issues);
+        let options = lb_options(&lb, defaults_lb(defaults), policy, &path, issues);
+        Some(Side {
+            backends,
+            discover,
+            policy: policy?,
+            lb: options?,
+        })
+    });
     if issues.0.len() != before {
         return None;
     }
@@ -679,6 +692,7 @@ fn model_config(
         name,
         backends,
         discover,
+        prefill,
         lb: lb?,
         served_model_name,
         max_queue,
@@ -690,6 +704,72 @@ fn model_config(
         retries: retries?,
         health: health?,
     })
+}
+
+/// `load_balancer: {policy: <policy>}`: a disaggregated side's default.
+fn side_default(policy: Policy) -> LoadBalancerSpec {
+    LoadBalancerSpec {
+        policy: Some(policy.as_str().to_string()),
+        ..LoadBalancerSpec::default()
+    }
+}
+
+fn defaults_lb(defaults: &DefaultsSpec) -> &LoadBalancerSpec {
+    static EMPTY: std::sync::LazyLock<LoadBalancerSpec> =
+        std::sync::LazyLock::new(LoadBalancerSpec::default);
+    defaults.load_balancer.as_ref().unwrap_or(&EMPTY)
+}
+
+/// The backend entries at `path`: fixed backends and `discover:` entries. Names are unique
+/// across `names` (a disaggregated model's two sides share one namespace: metrics and logs
+/// name backends within a model).
+fn backend_list(
+    list: Option<Vec<BackendSpec>>,
+    path: &str,
+    names: &mut HashSet<String>,
+    issues: &mut Issues,
+) -> (Vec<BackendConfig>, Vec<DiscoverEntry>) {
+    let (mut backends, mut discover) = (Vec::new(), Vec::new());
+    let list = match list {
+        None => {
+            issues.push(path, "missing; list at least one backend (name + url)");
+            return (backends, discover);
+        }
+        Some(list) if list.is_empty() => {
+            issues.push(path, "empty pool; list at least one backend (name + url)");
+            return (backends, discover);
+        }
+        Some(list) => list,
+    };
+    let mut addrs = HashSet::new();
+    for (i, mut b) in list.into_iter().enumerate() {
+        let path = format!("{path}[{i}]");
+        if let Some(d) = b.discover.take() {
+            let entry = discover_entry(b, d, &path, issues);
+            if let Some(e) = entry.filter(|e| unique_name(names, &e.name, &path, issues)) {
+                discover.push(e);
+            }
+            continue;
+        }
+        let Some(backend) = backend_config(b, &path, issues) else {
+            continue;
+        };
+        if !unique_name(names, &backend.name, &path, issues) {
+            continue;
+        }
+        if addrs.insert(backend.addr) {
+            backends.push(backend);
+        } else {
+            issues.push(
+                format!("{path}.url"),
+                format!(
+                    "{} resolves to {}, already used by another backend of this model",
+                    backend.url, backend.addr
+                ),
+            );
+        }
+    }
+    (backends, discover)
 }
 
 /// A `discover:` entry; its name, weight and limits are checked as for any backend.

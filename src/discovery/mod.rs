@@ -249,7 +249,11 @@ impl Registry {
         let mut retired = self.retired.lock().unwrap_or_else(|e| e.into_inner());
         for addr in removed {
             let name = backend_name(&key.entry, *addr);
-            if let Some(b) = pool.backends.iter().find(|b| b.config.name == name) {
+            if let Some(b) = pool
+                .sides()
+                .flat_map(|p| &p.backends)
+                .find(|b| b.config.name == name)
+            {
                 retired.push(Retired {
                     model: key.model.clone(),
                     name,
@@ -270,7 +274,7 @@ impl Registry {
             }
             let back = snapshot
                 .pool(&r.model)
-                .is_some_and(|p| p.backends.iter().any(|b| b.config.name == r.name));
+                .is_some_and(|p| p.sides().flat_map(|p| &p.backends).any(|b| b.config.name == r.name));
             if !back {
                 crate::metrics::forget_backend(&r.model, &r.name);
                 tracing::debug!(model = %r.model, backend = %r.name, "drained discovered backend forgotten");
@@ -293,10 +297,11 @@ fn difference(a: &[SocketAddr], b: &[SocketAddr]) -> Vec<SocketAddr> {
         .collect()
 }
 
-/// Every discover entry of `config` with its key.
+/// Every discover entry of `config` with its key (both sides of a disaggregated model).
 fn entries(config: &Config) -> impl Iterator<Item = (EntryKey, &DiscoverEntry)> {
     config.models.iter().flat_map(|m| {
-        m.discover.iter().map(move |d| {
+        let prefill = m.prefill.iter().flat_map(|p| p.discover.iter());
+        m.discover.iter().chain(prefill).map(move |d| {
             (
                 EntryKey {
                     model: m.name.clone(),
@@ -309,29 +314,42 @@ fn entries(config: &Config) -> impl Iterator<Item = (EntryKey, &DiscoverEntry)> 
     })
 }
 
-/// `config` with every entry's addresses appended to its model's backends.
+/// `config` with every entry's addresses appended to the backends of its model (or side).
 fn expand(config: &Config, resolved: &HashMap<EntryKey, Resolved>) -> Config {
     let mut out = config.clone();
     for model in &mut out.models {
-        for entry in &model.discover {
-            let key = EntryKey {
-                model: model.name.clone(),
-                entry: entry.name.clone(),
-                target: entry.target.clone(),
-            };
-            let Some(r) = resolved.get(&key) else {
-                continue;
-            };
-            for addr in &r.addrs {
-                if model.backends.iter().any(|b| b.addr == *addr) {
-                    // Already a fixed backend (or found by another entry) of this model.
-                    continue;
-                }
-                model.backends.push(backend(entry, *addr));
-            }
+        let name = model.name.clone();
+        add_resolved(&name, &model.discover, &mut model.backends, resolved);
+        if let Some(side) = &mut model.prefill {
+            add_resolved(&name, &side.discover, &mut side.backends, resolved);
         }
     }
     out
+}
+
+/// Appends the last good addresses of `entries` (of `model`) to `backends`, skipping addresses
+/// already there (a fixed backend, or found by another entry).
+fn add_resolved(
+    model: &str,
+    entries: &[DiscoverEntry],
+    backends: &mut Vec<BackendConfig>,
+    resolved: &HashMap<EntryKey, Resolved>,
+) {
+    for entry in entries {
+        let key = EntryKey {
+            model: model.to_string(),
+            entry: entry.name.clone(),
+            target: entry.target.clone(),
+        };
+        let Some(r) = resolved.get(&key) else {
+            continue;
+        };
+        for addr in &r.addrs {
+            if !backends.iter().any(|b| b.addr == *addr) {
+                backends.push(backend(entry, *addr));
+            }
+        }
+    }
 }
 
 /// The backend a discovered address becomes.

@@ -345,7 +345,10 @@ pub fn render(snapshot: &Snapshot) -> Vec<u8> {
                 .with_label_values(&[pool.name.as_str()])
                 .set(i64::try_from(index.used()).unwrap_or(i64::MAX));
         }
-        for b in &pool.backends {
+        for (b, pool) in pool
+            .sides()
+            .flat_map(|side| side.backends.iter().map(move |b| (b, side)))
+        {
             let labels = [pool.name.as_str(), b.config.name.as_str()];
             if pool.prefix.is_some() {
                 m.prefill_backlog

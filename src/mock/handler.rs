@@ -25,7 +25,7 @@ use super::sim::prompt::Prompt;
 use super::sim::{self, routes, Progress, SimHandle, Submission};
 use super::stats::{MockStats, PostGuard};
 use super::stream::{self, MidFailure, MockBody, Pace, StreamPlan};
-use super::{FailMode, MockConfig, MockLoad};
+use super::{FailMode, MockConfig, MockLoad, MockRole};
 
 /// State shared by every connection of one mock server.
 pub(crate) struct Shared {
@@ -153,7 +153,9 @@ async fn post(shared: &Shared, config: &MockConfig, req: Request<Incoming>) -> R
         })
         .collect();
     let sha_header = HeaderValue::from_str(&sha256);
-    shared.stats.record_post(&path, sha256, body.len(), headers);
+    shared
+        .stats
+        .record_post(&path, body.clone(), sha256, headers);
     let body_len = body.len();
 
     let mut response = answer(shared, config, &path, &parts.headers, body, guard).await;
@@ -316,6 +318,8 @@ struct GenerationRequest {
     messages: Option<IgnoredAny>,
     #[serde(default)]
     prompt: Option<IgnoredAny>,
+    #[serde(default)]
+    kv_transfer_params: Option<serde_json::Value>,
 }
 
 #[derive(Deserialize)]
@@ -367,6 +371,7 @@ fn generation(
             Some("max_tokens"),
         ));
     }
+    let kv_transfer_params = check_role(config, &req, stream, max_tokens)?;
     let (completion_tokens, finish_reason) = completion_length(config, sim, max_tokens);
     let prefix = match endpoint {
         Endpoint::Chat => "chatcmpl",
@@ -391,6 +396,7 @@ fn generation(
             .stream_options
             .is_some_and(|o| o.include_usage.unwrap_or(true)),
         cached_tokens: None,
+        kv_transfer_params,
     };
     stats.add_prompt_tokens(generation.prompt_tokens);
     match (sim, prompt) {
@@ -406,6 +412,58 @@ fn generation(
         _ => {
             stats.add_generation_tokens(completion_tokens as u64);
             Ok(Answer::Whole(generation.full_json()))
+        }
+    }
+}
+
+/// A disaggregated role's checks of what a router sent, as vLLM's KV connectors expect it, and
+/// the answer's `kv_transfer_params`: a prefill server wants `do_remote_decode` and one
+/// unstreamed token and answers where its blocks are; a decode server wants those parameters
+/// back (`do_remote_prefill`) and answers none.
+fn check_role(
+    config: &MockConfig,
+    req: &GenerationRequest,
+    stream: bool,
+    max_tokens: Option<u64>,
+) -> Result<Option<String>, Rejection> {
+    let kv = req.kv_transfer_params.as_ref();
+    let flag = |name: &str| {
+        kv.and_then(|k| k.get(name))
+            .and_then(serde_json::Value::as_bool)
+    };
+    let bad = |m: &str| reject(StatusCode::BAD_REQUEST, m, Some("kv_transfer_params"));
+    match config.role {
+        MockRole::Plain => Ok(None),
+        MockRole::Prefill => {
+            if flag("do_remote_decode") != Some(true) || flag("do_remote_prefill") != Some(false) {
+                return Err(bad(
+                    "prefill server: kv_transfer_params must ask for do_remote_decode",
+                ));
+            }
+            if stream || max_tokens != Some(1) || req.stream_options.is_some() {
+                return Err(reject(
+                    StatusCode::BAD_REQUEST,
+                    "prefill server: expected stream false, max_tokens 1 and no stream_options",
+                    Some("max_tokens"),
+                ));
+            }
+            Ok((!config.omit_kv_params).then(|| {
+                format!(
+                    "{{\"do_remote_prefill\":true,\"do_remote_decode\":false,\"remote_block_ids\":[1,2,3],\"remote_engine_id\":{},\"remote_host\":\"127.0.0.1\",\"remote_port\":5600,\"tp_size\":1}}",
+                    responses::json_string(&config.name)
+                )
+            }))
+        }
+        MockRole::Decode => {
+            let engine = kv
+                .and_then(|k| k.get("remote_engine_id"))
+                .and_then(|v| v.as_str());
+            if flag("do_remote_prefill") != Some(true) || engine.is_none() {
+                return Err(bad(
+                    "decode server: kv_transfer_params from a prefill server are missing",
+                ));
+            }
+            Ok(None)
         }
     }
 }

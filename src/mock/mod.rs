@@ -80,6 +80,26 @@ pub struct MockConfig {
     /// make this backend look busy (or idle) to a load-aware gateway. `None` (the default)
     /// reports the real in-flight count.
     pub load: Option<MockLoad>,
+    /// A role in prefill/decode disaggregation (checks what the router sends; see
+    /// [`MockRole`]).
+    pub role: MockRole,
+    /// As a prefill server, answer without `kv_transfer_params` (a misconfigured server).
+    pub omit_kv_params: bool,
+}
+
+/// A vLLM server's part in prefill/decode disaggregation, as its KV connector sees requests.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum MockRole {
+    /// An ordinary server: `kv_transfer_params` are ignored.
+    #[default]
+    Plain,
+    /// Wants `kv_transfer_params.do_remote_decode`, `stream: false`, `max_tokens: 1`, and
+    /// answers `kv_transfer_params` naming its blocks (`remote_engine_id` = the mock's name).
+    /// Anything else is a 400 naming the field.
+    Prefill,
+    /// Wants the prefill server's `kv_transfer_params` (`do_remote_prefill`,
+    /// `remote_engine_id`); without them a 400.
+    Decode,
 }
 
 impl Default for MockConfig {
@@ -94,6 +114,8 @@ impl Default for MockConfig {
             tokens: DEFAULT_TOKENS,
             fail: FailMode::None,
             load: None,
+            role: MockRole::Plain,
+            omit_kv_params: false,
         }
     }
 }

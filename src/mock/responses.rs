@@ -264,6 +264,8 @@ pub(crate) struct Generation {
     /// the stream's usage chunk. Only a simulated server knows it; `None` renders vLLM's
     /// default (`prompt_tokens_details: null`, absent from the stream's usage).
     pub(crate) cached_tokens: Option<u64>,
+    /// `kv_transfer_params` of the answer (a JSON literal); `null` when absent.
+    pub(crate) kv_transfer_params: Option<String>,
 }
 
 /// The text of token `k`: the stream's deltas concatenate to the non-stream content.
@@ -302,6 +304,7 @@ impl Generation {
             self.created,
             self.finish_reason,
         );
+        let kv = self.kv_transfer_params.as_deref().unwrap_or("null");
         let body = match self.endpoint {
             Endpoint::Chat => format!(
                 "{{\"id\":{id},\"object\":\"chat.completion\",\"created\":{created},\"model\":{model},\
@@ -310,14 +313,14 @@ impl Generation {
                  \"tool_calls\":[],\"reasoning_content\":null}},\"logprobs\":null,\
                  \"finish_reason\":\"{finish}\",\"stop_reason\":null}}],\"service_tier\":null,\
                  \"system_fingerprint\":null,\"usage\":{usage},\"prompt_logprobs\":null,\
-                 \"kv_transfer_params\":null}}"
+                 \"kv_transfer_params\":{kv}}}"
             ),
             Endpoint::Completion => format!(
                 "{{\"id\":{id},\"object\":\"text_completion\",\"created\":{created},\"model\":{model},\
                  \"choices\":[{{\"index\":0,\"text\":{content},\"logprobs\":null,\
                  \"finish_reason\":\"{finish}\",\"stop_reason\":null,\"prompt_logprobs\":null}}],\
                  \"service_tier\":null,\"system_fingerprint\":null,\"usage\":{usage},\
-                 \"kv_transfer_params\":null}}"
+                 \"kv_transfer_params\":{kv}}}"
             ),
         };
         Bytes::from(body)

@@ -27,6 +27,7 @@ pub struct MockStats {
 /// What the last `POST` looked like.
 #[derive(Debug, Default)]
 struct LastPost {
+    body: Option<bytes::Bytes>,
     body_sha256: Option<String>,
     body_len: usize,
     headers: Vec<(String, String)>,
@@ -112,6 +113,11 @@ impl MockStats {
         self.last().body_sha256.clone()
     }
 
+    /// The last `POST` body, as received.
+    pub fn last_body(&self) -> Option<bytes::Bytes> {
+        self.last().body.clone()
+    }
+
     /// Length in bytes of the last `POST` body (0 before the first).
     pub fn last_body_len(&self) -> usize {
         self.last().body_len
@@ -172,13 +178,14 @@ impl MockStats {
     pub(crate) fn record_post(
         &self,
         path: &str,
+        body: bytes::Bytes,
         body_sha256: String,
-        body_len: usize,
         headers: Vec<(String, String)>,
     ) {
         let mut last = self.last();
         last.body_sha256 = Some(body_sha256);
-        last.body_len = body_len;
+        last.body_len = body.len();
+        last.body = Some(body);
         last.headers = headers;
         last.path = Some(path.to_owned());
     }

@@ -13,6 +13,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use pingora_proxy::Session;
 
+use super::disagg::body::Layout;
 use crate::error::GatewayError;
 use crate::scan::multipart::{self, MultipartModelScanner};
 use crate::scan::{Capture, ModelScanner, ScanError, ScanStatus};
@@ -93,6 +94,9 @@ pub struct Upload {
     pub length_delta: i64,
     /// `limits.body_timeout_ms` from the start of the body: the whole body must be in by then.
     body_deadline: tokio::time::Instant,
+    /// The body sent upstream is the gateway's own (a disaggregated leg) of exactly this many
+    /// bytes: it goes with `Content-Length`, whatever the client's framing was.
+    pub fixed_length: Option<u64>,
 }
 
 impl Upload {
@@ -130,6 +134,7 @@ impl Upload {
             limit,
             length_delta: 0,
             body_deadline: tokio::time::Instant::now() + body_timeout,
+            fixed_length: None,
         };
         if let Some(len) = content_length(session)? {
             if len > limit {
@@ -156,6 +161,67 @@ impl Upload {
                 None => return up.finish_scan().map(|()| up),
             }
         }
+    }
+
+    /// A body the gateway made (a disaggregated leg): whole, replayable, sent with
+    /// `Content-Length`.
+    pub fn from_body(body: Bytes) -> Upload {
+        // Scanned once so that the end of the body finds the scan complete.
+        let mut scanner = ModelScanner::new();
+        let _ = scanner.feed(&body);
+        Upload {
+            scanner: Scanner::Json(Box::new(scanner)),
+            read: body.len() as u64,
+            done: true,
+            replayable: true,
+            limit: u64::MAX,
+            length_delta: 0,
+            body_deadline: tokio::time::Instant::now(),
+            fixed_length: Some(body.len() as u64),
+            chunks: vec![body],
+        }
+    }
+
+    /// Reads the rest of the body into the held bytes (a disaggregated request needs all of it
+    /// twice); more than [`RETRY_BODY_LIMIT`] is a 413.
+    pub async fn read_all(&mut self, session: &mut Session) -> Result<(), GatewayError> {
+        let too_large = GatewayError::PayloadTooLarge {
+            limit: RETRY_BODY_LIMIT,
+        };
+        if !self.replayable {
+            return Err(too_large);
+        }
+        while let Some(chunk) = self.next_chunk(session).await? {
+            self.scanner.feed(&chunk).map_err(GatewayError::BadBody)?;
+            if self.read > RETRY_BODY_LIMIT {
+                return Err(too_large);
+            }
+            self.chunks.push(chunk);
+        }
+        self.finish_scan()
+    }
+
+    /// The whole body as read (after [`read_all`](Self::read_all)).
+    pub fn whole(&self) -> Bytes {
+        match self.chunks.as_slice() {
+            [one] => one.clone(),
+            many => Bytes::from(many.concat()),
+        }
+    }
+
+    /// Where the disaggregated legs' bodies are edited: the top-level members the scanner
+    /// placed ([`crate::scan::MEMBERS`]), the closing brace, and the `model` value with
+    /// `served` (a JSON string) in its place when given. `None` for a body that is not JSON.
+    pub fn layout<'a>(&'a self, served: Option<&'a [u8]>) -> Option<Layout<'a>> {
+        let Scanner::Json(s) = &self.scanner else {
+            return None;
+        };
+        let (members, end) = s.members();
+        Some(Layout {
+            members,
+            end: end?,
+            model: s.model_span().zip(served),
+        })
     }
 
     /// The top-level `user`, when the scanner captured it.

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use super::disagg::prefill::PrefillLeg;
 use crate::auth::{Tenant, TenantGuard};
 use crate::control::RequestGuard;
 use crate::metrics::usage::Tail;
@@ -67,6 +68,8 @@ pub struct RequestCtx {
     pub cache_pick: Option<Choice>,
     /// The backend slot of the running attempt (its in-flight count and prefill backlog).
     pub slot: Option<InFlightGuard>,
+    /// A disaggregated request's prefill leg, once run.
+    pub prefill: Option<PrefillLeg>,
     /// A shadow copy is due once the body has been sent.
     pub shadow: bool,
     /// The API key's tenant, when authentication is on.
@@ -104,6 +107,7 @@ impl Default for RequestCtx {
             prompt: None,
             cache_pick: None,
             slot: None,
+            prefill: None,
             shadow: false,
             tenant: None,
             tenant_slot: None,

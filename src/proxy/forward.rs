@@ -49,7 +49,7 @@ pub enum Outcome {
 
 /// Why one attempt failed before anything reached the client.
 #[derive(Debug)]
-enum AttemptError {
+pub(super) enum AttemptError {
     /// Could not connect, or the connection broke before a response header.
     Connection { stale: bool },
     /// Connect or first-byte timeout.
@@ -73,7 +73,7 @@ enum AttemptError {
 /// - When every healthy backend is at `max_in_flight`, a first attempt waits in the model's
 ///   bounded FIFO queue (`max_queue`, `queue_timeout_ms`) for a slot; a full queue or a
 ///   timeout sheds it with 429 at once. Retries never queue.
-async fn acquire(
+pub(super) async fn acquire(
     pool: &Pool,
     tried: &[usize],
     key: &Affinity<'_>,
@@ -171,7 +171,9 @@ pub async fn forward(
     connector: &Upstream,
     shadows: &Shadows,
 ) -> Outcome {
-    let deadline = ctx.started + pool.timeouts.request;
+    // A disaggregated request's decode leg has its own budget, from the prefill leg's end.
+    let leg_start = ctx.started + ctx.prefill.as_ref().map_or(Duration::ZERO, |p| p.duration);
+    let deadline = leg_start + pool.timeouts.request;
     let mut tried: Vec<usize> = Vec::with_capacity(2);
     // The error of the last failed attempt; none yet means no backend was ever picked.
     let mut last: Option<GatewayError> = None;
@@ -263,12 +265,12 @@ pub async fn forward(
     }))
 }
 
-fn remaining(deadline: Instant) -> Duration {
+pub(super) fn remaining(deadline: Instant) -> Duration {
     deadline.saturating_duration_since(Instant::now())
 }
 
 /// Resolves when the client closes its connection (the body has been read completely).
-async fn client_gone(session: &mut Session) {
+pub(super) async fn client_gone(session: &mut Session) {
     loop {
         match session.downstream_session.read_body_or_idle(true).await {
             Err(_) => return,
@@ -278,44 +280,54 @@ async fn client_gone(session: &mut Session) {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn attempt(
-    session: &mut Session,
-    ctx: &mut RequestCtx,
+/// A session to `backend` (pooled when possible), within the pool's connect timeout and the
+/// request's deadline.
+pub(super) async fn connect(
+    connector: &Upstream,
     pool: &Pool,
     backend: &BackendState,
-    upload: &mut Upload,
-    connector: &Upstream,
-    shadows: &Shadows,
     deadline: Instant,
-    more_allowed: bool,
-) -> Result<(), AttemptError> {
+) -> Result<(UpstreamSession, bool), AttemptError> {
     let connect_budget = pool.timeouts.connect.min(remaining(deadline));
-    let (mut up, reused) = match fast_timeout(
+    match fast_timeout(
         connect_budget,
         connector.session(&backend.peer, backend.reuse_key),
     )
     .await
     {
-        Ok(Ok(s)) => s,
+        Ok(Ok(s)) => Ok(s),
         Ok(Err(e)) => {
             debug!(backend = %backend.config.name, error = %e, "connect failed");
-            return Err(match e.etype() {
+            Err(match e.etype() {
                 pingora_error::ErrorType::ConnectTimedout => AttemptError::Timeout,
                 _ => AttemptError::Connection { stale: false },
-            });
+            })
         }
-        Err(_) => return Err(AttemptError::Timeout),
-    };
+        Err(_) => Err(AttemptError::Timeout),
+    }
+}
 
-    // Send header and body, bounded by the whole-request deadline.
+/// The request header sent to `backend`: the client's, without hop-by-hop headers, with the
+/// backend's path prefix, request id, forwarding and trace headers, and its own API key. The
+/// body's length is `fixed` when the gateway sends a body of its own (the framing becomes
+/// `Content-Length`), else the client's adjusted by `delta` (a spliced `model`).
+pub(super) fn request_header(
+    session: &Session,
+    ctx: &RequestCtx,
+    backend: &BackendState,
+    fixed: Option<u64>,
+    delta: i64,
+) -> pingora_http::RequestHeader {
     let mut req = headers::upstream_request(
         session.req_header(),
         &backend.config.path_prefix,
         &ctx.request_id,
         session.client_addr().and_then(|a| a.as_inet()).copied(),
     );
-    if upload.length_delta != 0 {
+    if let Some(len) = fixed {
+        req.remove_header("transfer-encoding");
+        let _ = req.insert_header("content-length", len);
+    } else if delta != 0 {
         // `model` was spliced: the body's length changed by exactly that much.
         let len = req
             .headers
@@ -323,7 +335,7 @@ async fn attempt(
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<i64>().ok());
         if let Some(len) = len {
-            let _ = req.insert_header("content-length", (len + upload.length_delta).max(0));
+            let _ = req.insert_header("content-length", (len + delta).max(0));
         }
     }
     // The client's API key is the gateway's business: strip it unless told to pass it; a
@@ -350,6 +362,29 @@ async fn attempt(
             req.remove_header("tracestate");
         }
     }
+    req
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn attempt(
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    pool: &Pool,
+    backend: &BackendState,
+    upload: &mut Upload,
+    connector: &Upstream,
+    shadows: &Shadows,
+    deadline: Instant,
+    more_allowed: bool,
+) -> Result<(), AttemptError> {
+    let (mut up, reused) = connect(connector, pool, backend, deadline).await?;
+    let req = request_header(
+        session,
+        ctx,
+        backend,
+        upload.fixed_length,
+        upload.length_delta,
+    );
     // The shadow copy goes to another pool: the client's request without this backend's prefix.
     let shadow_req = ctx.shadow.then(|| {
         let mut r = headers::upstream_request(
@@ -416,9 +451,10 @@ async fn attempt(
 
     // From here on bytes reach the client: no retry.
     upload.release();
+    let both = super::disagg::receipt(ctx, &backend.config.name);
     headers::downstream_response(
         &mut resp,
-        &backend.config.name,
+        both.as_deref().unwrap_or(&backend.config.name),
         ctx.attempts,
         &ctx.request_id,
     );

@@ -8,6 +8,7 @@
 
 pub mod body;
 pub mod ctx;
+pub mod disagg;
 pub mod forward;
 pub mod framing;
 pub mod headers;
@@ -144,14 +145,15 @@ impl Gateway {
         // The backends may know the model under another id (alias, served_model_name, canary):
         // splice just the value.
         let expected = pool.served_model_name.as_deref().unwrap_or(&pool.name);
-        if upload.model().is_some_and(|m| m != expected) {
+        // (A disaggregated request splices its two bodies itself.)
+        if pool.prefill.is_none() && upload.model().is_some_and(|m| m != expected) {
             upload.rewrite_model(expected);
         }
         ctx.shadow = shadow::roll(pool);
         ctx.model = Some(model);
         ctx.pool = Some(Arc::clone(pool));
         let pool = &Arc::clone(pool);
-        match forward::forward(
+        match disagg::forward(
             session,
             ctx,
             pool,

@@ -124,6 +124,9 @@ pub fn record(ctx: &RequestCtx, control: &Control, info: RequestInfo<'_>) {
             .cache_pick
             .zip(ctx.prompt.as_ref())
             .map(|(c, p)| p.tokens.saturating_sub(c.miss_tokens)),
+        prefill_backend: ctx.prefill.as_ref().map(|p| p.backend.as_str()),
+        prefill_ms: ctx.prefill.as_ref().map(|p| millis(p.duration)),
+        prefill_attempts: ctx.prefill.as_ref().map(|p| p.attempts),
         trace_id: Some(ctx.trace.trace_id_hex()),
         tenant: ctx.tenant.as_deref().map(|t| t.name.as_str()),
     };

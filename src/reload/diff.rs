@@ -24,37 +24,49 @@ pub fn describe(old: &Snapshot, new: &Config) -> String {
         let Some(pool) = old.pool(&m.name) else {
             continue;
         };
-        let key = |name: &str, url: &str| format!("{name}={url}");
-        let before: HashSet<String> = pool
-            .backends
-            .iter()
-            .map(|b| key(&b.config.name, &b.config.url))
-            .collect();
-        let after: HashSet<String> = m.backends.iter().map(|b| key(&b.name, &b.url)).collect();
-        for b in &m.backends {
-            if !before.contains(&key(&b.name, &b.url)) {
-                parts.push(format!("+backend {}/{}", m.name, key(&b.name, &b.url)));
-            }
-        }
-        for b in &pool.backends {
-            let k = key(&b.config.name, &b.config.url);
-            if !after.contains(&k) {
-                parts.push(format!("-backend {}/{k}", m.name));
-            }
-        }
-        for b in &m.backends {
-            let was = pool.backends.iter().find(|o| o.config.name == b.name);
-            if let Some(was) = was {
-                if was.config.drain != b.drain {
-                    let verb = if b.drain { "drain" } else { "undrain" };
-                    parts.push(format!("{verb} {}/{}", m.name, b.name));
-                }
-            }
+        backend_changes(&m.name, pool, &m.backends, &mut parts);
+        if let (Some(old_side), Some(new_side)) = (&pool.prefill, &m.prefill) {
+            backend_changes(&m.name, old_side, &new_side.backends, &mut parts);
         }
     }
     if parts.is_empty() {
         "no model or backend changes".to_string()
     } else {
         parts.join(", ")
+    }
+}
+
+/// Backends added, removed, drained and undrained between `pool` and `backends` (one model, or
+/// one side of a disaggregated model: backend names are unique across both sides).
+fn backend_changes(
+    model: &str,
+    pool: &crate::routing::Pool,
+    backends: &[crate::config::BackendConfig],
+    parts: &mut Vec<String>,
+) {
+    let key = |name: &str, url: &str| format!("{name}={url}");
+    let before: HashSet<String> = pool
+        .backends
+        .iter()
+        .map(|b| key(&b.config.name, &b.config.url))
+        .collect();
+    let after: HashSet<String> = backends.iter().map(|b| key(&b.name, &b.url)).collect();
+    for b in backends {
+        if !before.contains(&key(&b.name, &b.url)) {
+            parts.push(format!("+backend {model}/{}", key(&b.name, &b.url)));
+        }
+    }
+    for b in &pool.backends {
+        let k = key(&b.config.name, &b.config.url);
+        if !after.contains(&k) {
+            parts.push(format!("-backend {model}/{k}"));
+        }
+    }
+    for b in backends {
+        let was = pool.backends.iter().find(|o| o.config.name == b.name);
+        if let Some(was) = was.filter(|was| was.config.drain != b.drain) {
+            let verb = if b.drain { "drain" } else { "undrain" };
+            parts.push(format!("{verb} {model}/{}", was.config.name));
+        }
     }
 }

@@ -391,6 +391,9 @@ pub struct Pool {
     pub live: Arc<PoolLive>,
     /// `cache_aware`: which backend was sent which prompt blocks (kept across reloads).
     pub prefix: Option<Arc<PrefixIndex>>,
+    /// Prefill/decode disaggregation: this pool is the decode side, and this the prefill side
+    /// (its own backends, policy and live state; same name, timeouts and health check).
+    pub prefill: Option<Arc<Pool>>,
     /// Smooth weighted round-robin order.
     sequence: Vec<usize>,
 }
@@ -447,6 +450,10 @@ impl Pool {
             .map(|o| Arc::clone(&o.metrics))
             .unwrap_or_else(|| Arc::new(ModelMetrics::new(&config.name)));
         let prefix = (config.policy == Policy::CacheAware).then(|| prefix_index(config, old));
+        let prefill = config.prefill_model().map(|side| {
+            let old_side = old.and_then(|o| o.prefill.as_deref());
+            Arc::new(Pool::build_from(&side, old_side))
+        });
         for b in &backends {
             match config.lb.cache.kv_cache_tokens {
                 Some(_) => b.cache_clock().set_capacity(cache_blocks(config)),
@@ -459,6 +466,7 @@ impl Pool {
         Pool {
             metrics,
             prefix,
+            prefill,
             name: config.name.clone(),
             policy: config.policy,
             lb: config.lb.clone(),
@@ -561,6 +569,21 @@ impl Pool {
             tokens,
             tokens.saturating_sub(choice.miss_tokens),
         );
+    }
+
+    /// This pool and, for a disaggregated model, its prefill side.
+    pub fn sides(&self) -> impl Iterator<Item = &Pool> {
+        std::iter::once(self).chain(self.prefill.as_deref())
+    }
+
+    /// `prefill` or `decode` for a disaggregated model's sides, `None` for a plain pool.
+    pub fn side_of(&self, pool: &Pool) -> Option<&'static str> {
+        self.prefill.as_ref()?;
+        Some(if std::ptr::eq(self, pool) {
+            "decode"
+        } else {
+            "prefill"
+        })
     }
 
     /// Whether any backend may take a new request right now (healthy, not draining).

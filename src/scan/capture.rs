@@ -32,6 +32,9 @@ pub struct Capture {
     /// read at least this many bytes of it (see [`super::ModelScanner::prompt_span`]); 0 turns
     /// it off. The raw bytes are the cache-aware policy's prompt identity.
     pub prompt_span: usize,
+    /// Record where each top-level member named in [`super::MEMBERS`] lies (see
+    /// [`super::ModelScanner::members`]), for the prefill/decode rewrite.
+    pub members: bool,
 }
 
 /// Where the first top-level `"messages"` or `"prompt"` value lies, as the scan goes.

@@ -126,6 +126,7 @@ fn both(prompt_prefix: usize) -> Capture {
         user: true,
         prompt_prefix,
         prompt_span: 0,
+        members: false,
     }
 }
 
@@ -134,6 +135,7 @@ fn prompt_only(prompt_prefix: usize) -> Capture {
         user: false,
         prompt_prefix,
         prompt_span: 0,
+        members: false,
     }
 }
 
@@ -142,6 +144,7 @@ fn user_only() -> Capture {
         user: true,
         prompt_prefix: 0,
         prompt_span: 0,
+        members: false,
     }
 }
 
@@ -858,6 +861,7 @@ proptest! {
             user,
             prompt_prefix,
             prompt_span: 0,
+            members: false,
         };
         let bytewise: Vec<usize> = (1..body.len()).collect();
         let exact = run(&body, &bytewise, capture);
@@ -909,6 +913,7 @@ fn span_only(prompt_span: usize) -> Capture {
         user: false,
         prompt_prefix: 0,
         prompt_span,
+        members: false,
     }
 }
 

@@ -213,10 +213,11 @@ enum Stop {
 }
 
 /// The decoded text of the current key, kept only while it can still be one the scanner looks
-/// for (`model`, `user`, `prompt`, `messages`, `content`, `text`: at most eight ASCII bytes).
+/// for (`model`, `user`, `prompt`, `messages`, `content`, `text`, and the [`MEMBERS`]: at most
+/// [`KEY_BYTES`] ASCII bytes).
 #[derive(Debug, Clone, Default)]
 struct KeyBuf {
-    bytes: [u8; 8],
+    bytes: [u8; KEY_BYTES],
     len: usize,
     /// False once the key is known to be none of them (too long or non-ASCII).
     possible: bool,
@@ -238,7 +239,7 @@ impl KeyBuf {
                 slot.copy_from_slice(run);
                 self.len = end;
             }
-            // Longer than eight bytes: none of the keys looked for, so stop collecting.
+            // Longer than any key looked for, so stop collecting.
             None => self.possible = false,
         }
     }
@@ -252,6 +253,32 @@ impl KeyBuf {
     }
 }
 
+/// The longest key the scanner compares (`max_completion_tokens`).
+const KEY_BYTES: usize = 24;
+
+/// Top-level members whose place in the body [`Capture::members`] records, for the
+/// prefill/decode rewrite: the index in this list is [`MemberSpan::which`].
+pub const MEMBERS: [&str; 7] = [
+    "stream",
+    "stream_options",
+    "max_tokens",
+    "max_completion_tokens",
+    "min_tokens",
+    "min_completion_tokens",
+    "kv_transfer_params",
+];
+
+/// Where one top-level member named in [`MEMBERS`] lies in the body (absolute offsets).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemberSpan {
+    /// Index of its key in [`MEMBERS`].
+    pub which: usize,
+    /// The key's opening quote.
+    pub start: usize,
+    /// The `,` or `}` after the value (the value and trailing blanks end here).
+    pub end: usize,
+}
+
 /// Incremental scanner for the top-level `"model"` string of a JSON object.
 ///
 /// Feed the body with [`feed`](Self::feed) in chunks split anywhere, then call
@@ -262,7 +289,7 @@ impl KeyBuf {
 /// ```
 /// use modelgate::scan::{Capture, ModelScanner, ScanStatus};
 ///
-/// let mut s = ModelScanner::with_capture(Capture { user: true, prompt_prefix: 8, prompt_span: 0 });
+/// let mut s = ModelScanner::with_capture(Capture { user: true, prompt_prefix: 8, ..Capture::default() });
 /// s.feed(br#"{"messages":[{"role":"user","content":"Bonjour \u00e0 tous"}],"#).unwrap();
 /// assert_eq!(s.prompt_prefix(), Some("Bonjour ".as_bytes()));
 /// assert!(!s.captures_done(), "a top-level user may still come");
@@ -304,6 +331,12 @@ pub struct ModelScanner {
     prompt_text: TextBuf,
     prompt_found: bool,
     prompt_span: Span,
+    /// [`Capture::members`]: the spans found so far, the [`MEMBERS`] index of the member whose
+    /// value is being read, the offset of its key, and the closing `}`.
+    members: Vec<MemberSpan>,
+    member_now: Option<usize>,
+    key_at: usize,
+    object_end: Option<usize>,
 }
 
 impl Default for ModelScanner {
@@ -352,6 +385,10 @@ impl ModelScanner {
             prompt_text: TextBuf::default(),
             prompt_found: false,
             prompt_span: Span::Idle,
+            members: Vec::new(),
+            member_now: None,
+            key_at: 0,
+            object_end: None,
         }
     }
 
@@ -473,6 +510,13 @@ impl ModelScanner {
         }
     }
 
+    /// The top-level members named in [`MEMBERS`] seen so far, in body order (duplicates
+    /// included), when [`Capture::members`] is on; and the offset of the top-level object's
+    /// closing `}` once seen. Complete once the body is.
+    pub fn members(&self) -> (&[MemberSpan], Option<usize>) {
+        (&self.members, self.object_end)
+    }
+
     /// Whether the prompt span needs no more bytes: not requested, closed, or read for
     /// [`Capture::prompt_span`] bytes.
     fn span_settled(&self) -> bool {
@@ -522,13 +566,17 @@ impl ModelScanner {
                 },
                 State::FirstKey | State::NextKey => match byte {
                     b'"' => {
+                        self.key_at = offset;
                         self.key.reset();
                         self.state = State::Str {
                             target: Target::Key,
                             escape: Escape::None,
                         };
                     }
-                    b'}' if self.state == State::FirstKey => self.state = State::Trailing,
+                    b'}' if self.state == State::FirstKey => {
+                        self.object_end = Some(offset);
+                        self.state = State::Trailing;
+                    }
                     _ => return Err(Stop::Syntax(offset)),
                 },
                 State::Colon => match byte {
@@ -569,9 +617,13 @@ impl ModelScanner {
                     if let Span::Open(start) = self.prompt_span {
                         self.prompt_span = Span::Closed(start, offset);
                     }
+                    self.end_member(offset);
                     match byte {
                         b',' => self.state = State::NextKey,
-                        b'}' => self.state = State::Trailing,
+                        b'}' => {
+                            self.object_end = Some(offset);
+                            self.state = State::Trailing;
+                        }
                         _ => return Err(Stop::Syntax(offset)),
                     }
                 }
@@ -592,6 +644,17 @@ impl ModelScanner {
             i += 1;
         }
         Ok(())
+    }
+
+    /// A top-level member's value ended at `offset` (its `,` or `}`): record it if wanted.
+    fn end_member(&mut self, offset: usize) {
+        if let Some(which) = self.member_now.take() {
+            self.members.push(MemberSpan {
+                which,
+                start: self.key_at,
+                end: offset,
+            });
+        }
     }
 
     /// The state after a complete value at the current depth.

@@ -222,6 +222,11 @@ impl ModelScanner {
             Target::Skip => self.state = self.after_value(),
             Target::Key => {
                 let is_model = self.key.is_model();
+                if self.capture.members {
+                    self.member_now = super::MEMBERS
+                        .iter()
+                        .position(|m| self.key.is(m.as_bytes()));
+                }
                 if self.prompt_span == Span::Idle
                     && self.capture.prompt_span > 0
                     && (self.key.is(b"messages") || self.key.is(b"prompt"))
