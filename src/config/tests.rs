@@ -442,7 +442,7 @@ fn cache_aware_options_have_defaults_and_ranges() {
         [
             "models.m.load_balancer.prefix_block_bytes: must be between 16 and 4096",
             "models.m.load_balancer.prefix_max_bytes: must be between 16 and 1048576",
-            "models.m.load_balancer.cache_miss_cost: -1 is out of range (0 to 100; 2 = a prefill token counts twice a queued one)",
+            "models.m.load_balancer.cache_miss_cost: -1 is out of range (0 to 100; 8 = a prefill token counts eight times a queued one)",
             "models.m.load_balancer.kv_cache_tokens: must be at least 1 (omit it to read vLLM's cache_config_info)",
         ]
     );

@@ -1048,7 +1048,7 @@ fn cache_options(
     if !(0.0..=100.0).contains(&miss_cost) {
         issues.push(
             p("cache_miss_cost"),
-            format!("{miss_cost} is out of range (0 to 100; 2 = a prefill token counts twice a queued one)"),
+            format!("{miss_cost} is out of range (0 to 100; 8 = a prefill token counts eight times a queued one)"),
         );
     }
     let kv_cache_tokens = spec.kv_cache_tokens.or(default.kv_cache_tokens);

@@ -578,7 +578,7 @@ async fn relay_body(
                 ctx.first_byte = Some(now);
                 // The first token: the backend has prefilled the prompt.
                 if let Some(slot) = ctx.slot.as_mut() {
-                    slot.prefill_done();
+                    slot.first_byte();
                 }
             }
             Some(prev) if ctx.stream => backend

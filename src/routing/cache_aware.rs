@@ -13,11 +13,11 @@
 //!   cached there, and no response byte back): a fresh, exact measure of `b`'s prefill backlog,
 //!   the queue a new request waits behind for its first token. A slow backend drains it slowly
 //!   and so gets less.
-//! - `miss_cost` (default 2): a token to prefill costs this request its prefill time *and*
-//!   evicts another prefix from `b`'s cache, so a warm backend keeps its prefixes until its queue
-//!   is longer than a cold one's by twice the tokens it would save. A hot prefix therefore
-//!   spills to a second backend (which then warms up) before its home queues, and spreads over
-//!   as many backends as its load needs.
+//! - `miss_cost` (default 8): a token to prefill costs this request its prefill time *and*
+//!   copies the prefix into a second cache, evicting others there, so a warm backend keeps its
+//!   prefixes until its queue is longer than a cold one's by eight times the tokens it would
+//!   save. A hot prefix therefore spills to a second backend (which then warms up) once its
+//!   home queues, and spreads over as many backends as its load needs.
 //! - `in_flight(b)`: requests decoding there slow every step a little; a small weight that
 //!   mostly breaks ties between idle backends.
 //!
@@ -173,7 +173,7 @@ mod tests {
         let (first, mut slot) = send(&p, &prompt(1, 0, 8192, 8192 + 512));
         assert_eq!(first.reason, PickReason::Cold);
         assert_eq!(first.miss_tokens, (8192 + 512) / 4);
-        slot.prefill_done();
+        slot.first_byte();
         drop(slot);
         for id in 1..20 {
             let (c, _slot) = send(&p, &prompt(1, id, 8192, 8192 + 512));
@@ -208,12 +208,12 @@ mod tests {
         let (home, slot) = send(&p, &prompt(7, 0, 8192, 8192 + 256));
         let home = home.index;
         // Its first request has not started: 2,112 tokens queued there. A second request
-        // saves 2,048 tokens at home (cost 2,112 + 2 × 64) against 2 × 2,112 elsewhere.
+        // saves 2,048 tokens at home (cost 2,112 + 8 × 64) against 8 × 2,112 elsewhere.
         let (c, _held) = send(&p, &prompt(7, 1, 8192, 8192 + 256));
         assert_eq!((c.index, c.reason), (home, PickReason::Hit));
         // Pile more uncached work on the home backend: the next one goes elsewhere and says so.
         let mut queued = p.backends[home].track();
-        queued.add_prefill(10_000);
+        queued.add_prefill(30_000);
         let (c, _spilled) = send(&p, &prompt(7, 2, 8192, 8192 + 256));
         assert_ne!(c.index, home);
         assert_eq!(c.reason, PickReason::Spill);
@@ -237,7 +237,7 @@ mod tests {
         b.add_prefill(1_000);
         // 1,500 / 2 beats 1,000 / 1.
         assert_eq!(p.select(&[], None, true), Some(2));
-        b.prefill_done();
+        b.first_byte();
         assert_eq!(p.backends[1].prefill_backlog(), 0);
         drop((a, b, c));
         assert!(p.backends.iter().all(|b| b.prefill_backlog() == 0));

@@ -43,6 +43,9 @@ pub struct BackendHealth {
     /// Prompt tokens this gateway sent that the backend has not prefilled yet (`cache_aware`):
     /// added at the pick, removed at the first response byte or when the request ends.
     prefill: AtomicU64,
+    /// Requests of this gateway in flight there without a response byte yet (waiting or in
+    /// prefill on the backend).
+    awaiting: AtomicU64,
     /// What the `cache_aware` index believes the backend's prefix cache has churned through.
     cache: CacheClock,
 }
@@ -56,6 +59,8 @@ pub struct LoadSample {
     pub at: std::time::Instant,
     /// This gateway's in-flight count to it when the report arrived.
     pub local_at_report: u64,
+    /// Of those, the ones without a response byte yet.
+    pub awaiting_at_report: u64,
 }
 
 /// One probe's outcome, for `/status`.
@@ -200,21 +205,18 @@ impl BackendState {
                     .ok()?;
             }
         }
-        Some(InFlightGuard {
-            live: Arc::clone(&self.live),
-            released: self.released.clone(),
-            prefill: 0,
-        })
+        Some(InFlightGuard::new(&self.live, self.released.clone()))
     }
 
     /// Count a request as in flight whatever the limit (tests, benches).
     pub fn track(&self) -> InFlightGuard {
         self.live.in_flight.fetch_add(1, Ordering::AcqRel);
-        InFlightGuard {
-            live: Arc::clone(&self.live),
-            released: self.released.clone(),
-            prefill: 0,
-        }
+        InFlightGuard::new(&self.live, self.released.clone())
+    }
+
+    /// Requests of this gateway there without a response byte yet.
+    pub fn awaiting(&self) -> u64 {
+        self.live.awaiting.load(Ordering::Relaxed)
     }
 
     /// Prompt tokens this gateway sent that the backend has not prefilled yet.
@@ -247,6 +249,7 @@ impl BackendState {
             kv_cache_usage,
             at: std::time::Instant::now(),
             local_at_report: self.in_flight(),
+            awaiting_at_report: self.awaiting(),
         })));
     }
 
@@ -256,8 +259,13 @@ impl BackendState {
     }
 
     /// `load_aware` score (lower is better), `None` when the report is older than
-    /// `stale_after` or missing: vLLM's running + 2 × waiting, plus what this gateway sent since
-    /// the report, plus a penalty as the KV cache nears full (preemption ahead).
+    /// `stale_after` or missing. vLLM's running + 8 × waiting as of the report, less this
+    /// gateway's own share of it then, is the other replicas' load; this gateway's own share is
+    /// counted now, fresh: its requests in flight there, each without a response byte yet
+    /// (waiting or in prefill, like vLLM's waiting) weighing [`select::AWAITING_WEIGHT`]. A penalty is added as the
+    /// KV cache nears full (preemption ahead). Counting its own requests from the report instead
+    /// (stale by up to a poll interval) sent bursts to whichever backend looked idlest when the
+    /// report was taken, and kept the score of a backend whose requests had since finished high.
     /// `now` is read once per pick by the caller (a clock read per backend costs more than the
     /// rest of the score).
     pub fn load_score_at(&self, now: std::time::Instant, stale_after: Duration) -> Option<f64> {
@@ -266,13 +274,15 @@ impl BackendState {
         if now.saturating_duration_since(r.at) > stale_after {
             return None;
         }
-        let since = self.in_flight().saturating_sub(r.local_at_report) as f64;
+        let weight = select::AWAITING_WEIGHT as f64;
+        let ours =
+            |in_flight: u64, awaiting: u64| in_flight as f64 + (weight - 1.0) * awaiting as f64;
+        let ours_then = ours(r.local_at_report, r.awaiting_at_report);
+        let others = (r.running + weight * r.waiting - ours_then).max(0.0);
+        let ours_now = ours(self.in_flight(), self.awaiting());
         let kv = r.kv_cache_usage.unwrap_or(0.0);
         let kv_penalty = ((kv - 0.9).max(0.0) / 0.1) * 8.0;
-        Some(
-            (r.running + 2.0 * r.waiting + since + kv_penalty)
-                / f64::from(self.config.weight.max(1)),
-        )
+        Some((others + ours_now + kv_penalty) / f64::from(self.config.weight.max(1)))
     }
 }
 
@@ -284,28 +294,45 @@ pub struct InFlightGuard {
     released: Option<Arc<tokio::sync::Notify>>,
     /// Prompt tokens counted in the backend's prefill backlog for this request.
     prefill: u64,
+    /// Counted in the backend's `awaiting` (no response byte yet).
+    awaiting: bool,
 }
 
 impl InFlightGuard {
-    /// Counts `tokens` in the backend's prefill backlog until [`prefill_done`](Self::prefill_done)
+    /// Counts an in-flight request (already added to `in_flight`) as awaiting its first byte.
+    fn new(live: &Arc<BackendHealth>, released: Option<Arc<tokio::sync::Notify>>) -> Self {
+        live.awaiting.fetch_add(1, Ordering::Relaxed);
+        InFlightGuard {
+            live: Arc::clone(live),
+            released,
+            prefill: 0,
+            awaiting: true,
+        }
+    }
+
+    /// Counts `tokens` in the backend's prefill backlog until [`first_byte`](Self::first_byte)
     /// or the drop.
     pub fn add_prefill(&mut self, tokens: u64) {
         self.live.prefill.fetch_add(tokens, Ordering::Relaxed);
         self.prefill += tokens;
     }
 
-    /// The backend has prefilled this request's prompt (its first response byte arrived).
-    pub fn prefill_done(&mut self) {
+    /// The backend answered its first byte: the request left its queue and its prompt is
+    /// prefilled. Idempotent.
+    pub fn first_byte(&mut self) {
         if self.prefill > 0 {
             self.live.prefill.fetch_sub(self.prefill, Ordering::Relaxed);
             self.prefill = 0;
+        }
+        if std::mem::take(&mut self.awaiting) {
+            self.live.awaiting.fetch_sub(1, Ordering::Relaxed);
         }
     }
 }
 
 impl Drop for InFlightGuard {
     fn drop(&mut self) {
-        self.prefill_done();
+        self.first_byte();
         self.live.in_flight.fetch_sub(1, Ordering::AcqRel);
         if let Some(n) = &self.released {
             n.notify_one();

@@ -92,9 +92,19 @@ pub fn random(
     None
 }
 
-/// In-flight requests per unit of weight, scaled to integers.
+/// How much more a request that has no response byte yet weighs than one that streams: it is
+/// waiting or in prefill on the backend, and a new request's first token queues behind it, while
+/// a decoding request only slows each step a little. Counting both alike (plain least
+/// connections) sent bursts to a backend whose streams had just ended although its queue was
+/// full of unstarted prefills; on the simulated fleet, with no prefix reuse, that made TTFT
+/// p99 2× round-robin's (loadtest/ROUTING.md).
+pub const AWAITING_WEIGHT: u64 = 8;
+
+/// Requests in flight, those without a response byte yet counted [`AWAITING_WEIGHT`] times, per
+/// unit of weight, scaled to integers.
 fn load_of(b: &BackendState) -> u64 {
-    b.in_flight().saturating_mul(1000) / u64::from(b.config.weight.max(1))
+    let load = b.in_flight() + (AWAITING_WEIGHT - 1) * b.awaiting();
+    load.saturating_mul(1000) / u64::from(b.config.weight.max(1))
 }
 
 /// Lowest `score`, ties broken uniformly at random (reservoir sampling, no allocation).

@@ -94,7 +94,7 @@ pub async fn run(
             r = exchange(connector, pool, backend, req, body, deadline) => r,
             () = forward::client_gone(session) => break End::ClientGone,
         };
-        slot.prefill_done();
+        slot.first_byte();
         record(ctx, backend, &result, t.elapsed());
         let more = leg.attempts < pool.retries.max_attempts && Instant::now() < deadline;
         match judge(pool, result, more) {
