@@ -38,8 +38,8 @@ pin0=() pin1=()
 if command -v taskset >/dev/null && (($(nproc) >= 2)); then pin0=(taskset -c 0) pin1=(taskset -c 1); fi
 unset RUST_LOG # it would override log.level
 
-cargo build --release --bin modelgate --bin modelgate-mock >/dev/null 2>&1 ||
-  { echo "release build failed; run: cargo build --release --bin modelgate --bin modelgate-mock" >&2; exit 1; }
+cargo build --release --features mock --bin modelgate --bin modelgate-mock >/dev/null 2>&1 ||
+  { echo "release build failed; run: cargo build --release --features mock --bin modelgate --bin modelgate-mock" >&2; exit 1; }
 
 tmp=$(mktemp -d)
 # The gateway watches its config file's directory for changes, so a log file written next to the

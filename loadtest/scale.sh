@@ -6,7 +6,7 @@
 # (health-checked, no client traffic); health-check traffic per backend; SIGHUP reload time of
 # that config; time from a DNS change to the first request served by the new backend.
 #
-#   cargo build --release --bins
+#   cargo build --release --features mock --bins
 #   loadtest/scale.sh            # env: MODELS=100 PER_MODEL=10 BASE_PORT=21000 SAMPLE_S=30 ROUNDS=5
 #
 # Every loop is bounded in count and time; only the PIDs this script started are killed.
@@ -24,7 +24,7 @@ GW_PORT=$((BASE_PORT + N + 10)); ADMIN_PORT=$((GW_PORT + 1)); DNS_PORT=$((GW_POR
 SMALL_PORT=$((GW_PORT + 3)); SMALL_ADMIN=$((GW_PORT + 4))
 BIN=target/release
 for b in modelgate modelgate-mock; do
-  [[ -x $BIN/$b ]] || { echo "build first: cargo build --release --bins" >&2; exit 1; }
+  [[ -x $BIN/$b ]] || { echo "build first: cargo build --release --features mock --bins" >&2; exit 1; }
 done
 if ss -Hltnu "sport >= :$BASE_PORT and sport <= :$SMALL_ADMIN" | grep -q .; then
   echo "ports $BASE_PORT-$SMALL_ADMIN are not all free; set BASE_PORT" >&2; exit 1

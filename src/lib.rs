@@ -29,6 +29,7 @@ mod io_wrap;
 pub mod lifecycle;
 pub mod logging;
 pub mod metrics;
+#[cfg(feature = "mock")]
 pub mod mock;
 pub mod proxy;
 pub mod reload;

@@ -1,8 +1,10 @@
 //! In-repo mock of vLLM's OpenAI-compatible HTTP server, used by integration tests (in the
 //! test's own tokio runtime), the demo (`modelgate-mock` binary) and load tests.
 //!
-//! It is test infrastructure, not part of the gateway's request path: nothing in the gateway may
-//! depend on it. It must stay cheap per request (no GPU work is simulated beyond the configured
+//! It is test infrastructure, not part of the gateway: it is compiled only with the `mock` cargo
+//! feature (on for `cargo test`, through the package's dev-dependency on itself; `--features mock`
+//! for the `modelgate-mock` and `modelgate-demo` binaries), and nothing in the gateway depends on
+//! it. It must stay cheap per request (no GPU work is simulated beyond the configured
 //! sleeps) and must never sleep except to simulate latency or a failure under test.
 //!
 //! What it serves (shapes follow vLLM's `vllm/entrypoints/openai` protocol):
@@ -44,6 +46,27 @@ pub use server::MockServer;
 pub use sim::{SimConfig, StepCost};
 pub use stats::MockStats;
 pub use stream::MockBodyError;
+
+/// Polls `cond` every 10 ms until it holds; panics, naming `what`, if `within` passes first.
+/// The one way tests wait for a condition (never a bare sleep): unit tests of the library and
+/// the integration tests (`tests/support`) share it. A synchronous check is
+/// `|| std::future::ready(check())`.
+pub async fn eventually<F, Fut>(within: Duration, what: &str, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if cond().await {
+            return;
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!("timed out after {within:?} waiting for: {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
 
 /// Default served model, also the `modelgate-mock` binary's default.
 pub const DEFAULT_MODEL: &str = "mistral-7b";

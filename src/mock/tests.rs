@@ -7,7 +7,7 @@ use futures_util::StreamExt;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use super::{FailMode, MockConfig, MockLoad, MockServer};
+use super::{eventually, FailMode, MockConfig, MockLoad, MockServer};
 
 fn config(tokens: usize) -> MockConfig {
     MockConfig {
@@ -20,18 +20,6 @@ fn config(tokens: usize) -> MockConfig {
 
 pub(crate) fn client() -> reqwest::Client {
     reqwest::Client::new()
-}
-
-/// Polls `condition` until it holds or `deadline` passes.
-pub(crate) async fn eventually(deadline: Duration, mut condition: impl FnMut() -> bool) -> bool {
-    let end = tokio::time::Instant::now() + deadline;
-    while tokio::time::Instant::now() < end {
-        if condition() {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    condition()
 }
 
 /// The `data:` payloads of an SSE body, in order.
@@ -163,7 +151,10 @@ async fn stream_chat_sends_one_chunk_per_token_then_done() {
     let ids: Vec<&Value> = chunks.iter().map(|c| &c["id"]).collect();
     assert!(ids.iter().all(|id| *id == ids[0]), "one id per stream");
     let stats = server.stats();
-    assert!(eventually(Duration::from_secs(5), || stats.in_flight() == 0).await);
+    eventually(Duration::from_secs(5), "0 in flight", || {
+        std::future::ready(stats.in_flight() == 0)
+    })
+    .await;
     assert_eq!(stats.completed_streams(), 1);
     assert_eq!(stats.aborted(), 0);
 }
@@ -346,7 +337,10 @@ async fn client_disconnect_stops_stream_and_counts_abort() {
     let stats = server.stats();
     assert_eq!(stats.in_flight(), 1);
     drop(body);
-    assert!(eventually(Duration::from_secs(5), || stats.in_flight() == 0).await);
+    eventually(Duration::from_secs(5), "0 in flight", || {
+        std::future::ready(stats.in_flight() == 0)
+    })
+    .await;
     assert_eq!(stats.aborted(), 1);
     let generated = stats.generation_tokens();
     assert!(generated < 1000, "generation stopped");
@@ -379,7 +373,10 @@ async fn fail_modes_apply_to_posts_only_and_change_at_runtime() {
         .await;
     assert!(hung.is_err(), "a hung request times out");
     let stats = server.stats();
-    assert!(eventually(Duration::from_secs(5), || stats.in_flight() == 0).await);
+    eventually(Duration::from_secs(5), "0 in flight", || {
+        std::future::ready(stats.in_flight() == 0)
+    })
+    .await;
     assert_eq!(stats.aborted(), 1);
 
     server.set_fail(FailMode::None);
@@ -454,12 +451,18 @@ async fn peak_in_flight_counts_concurrent_posts_and_resets_to_current() {
 
     // Two end; the peak remembers three until reset, then restarts from the one still open.
     streams.truncate(1);
-    assert!(eventually(Duration::from_secs(5), || stats.in_flight() == 1).await);
+    eventually(Duration::from_secs(5), "1 in flight", || {
+        std::future::ready(stats.in_flight() == 1)
+    })
+    .await;
     assert_eq!(stats.peak_in_flight(), 3);
     stats.reset_peak();
     assert_eq!(stats.peak_in_flight(), 1);
     streams.clear();
-    assert!(eventually(Duration::from_secs(5), || stats.in_flight() == 0).await);
+    eventually(Duration::from_secs(5), "0 in flight", || {
+        std::future::ready(stats.in_flight() == 0)
+    })
+    .await;
     stats.reset_peak();
     assert_eq!(stats.peak_in_flight(), 0);
 

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-pub use modelgate::mock::{FailMode, MockConfig, MockLoad, MockServer};
+pub use modelgate::mock::{eventually, FailMode, MockConfig, MockLoad, MockServer};
 
 pub mod dns;
 
@@ -19,24 +19,6 @@ pub fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
-}
-
-/// Poll `cond` until it returns true or `within` passes; panics with `what` on timeout.
-pub async fn eventually<F, Fut>(within: Duration, what: &str, mut cond: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = Instant::now() + within;
-    loop {
-        if cond().await {
-            return;
-        }
-        if Instant::now() > deadline {
-            panic!("timed out after {within:?} waiting for: {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// Start a mock vLLM backend serving `model`, named `name`.

@@ -15,6 +15,7 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
 use super::*;
+use crate::mock::eventually;
 
 /// How long a test waits for a condition before failing.
 const DEADLINE: Duration = Duration::from_secs(10);
@@ -109,18 +110,6 @@ async fn next(rx: &mut mpsc::UnboundedReceiver<Received>) -> Received {
         .expect("the receiver task is alive")
 }
 
-/// Polls `condition` until it holds or the deadline passes.
-async fn eventually(condition: impl Fn() -> bool) -> bool {
-    let deadline = Instant::now() + DEADLINE;
-    while Instant::now() < deadline {
-        if condition() {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    condition()
-}
-
 /// An address nothing listens on (bound, then released).
 async fn dead_addr() -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -189,7 +178,10 @@ async fn exports_span_with_ids_name_and_attributes() {
             {"key": "modelgate.retried", "value": {"boolValue": false}},
         ])
     );
-    assert!(eventually(|| exporter.exported() == 1).await);
+    eventually(DEADLINE, "exporter.exported() == 1", || {
+        std::future::ready(exporter.exported() == 1)
+    })
+    .await;
     assert_eq!(exporter.failed_batches(), 0);
     assert_eq!(exporter.dropped(), 0);
 }
@@ -239,7 +231,10 @@ async fn batches_are_capped_at_512_spans() {
     let second = next(&mut rx).await;
     assert_eq!(first.spans().len(), MAX_BATCH);
     assert_eq!(second.spans().len(), 600 - MAX_BATCH);
-    assert!(eventually(|| exporter.exported() == 600).await);
+    eventually(DEADLINE, "exporter.exported() == 600", || {
+        std::future::ready(exporter.exported() == 600)
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -249,7 +244,10 @@ async fn keeps_the_connection_across_batches() {
     for round in 1..=3u64 {
         exporter.record(span(TRACEPARENT, "s"));
         next(&mut rx).await;
-        assert!(eventually(|| exporter.exported() == round).await);
+        eventually(DEADLINE, "exporter.exported() == round", || {
+            std::future::ready(exporter.exported() == round)
+        })
+        .await;
     }
     assert_eq!(exporter.failed_batches(), 0);
     assert_eq!(connections.load(Ordering::Relaxed), 1);
@@ -262,7 +260,10 @@ async fn reconnects_when_the_collector_closes_the_connection() {
     for round in 1..=3u64 {
         exporter.record(span(TRACEPARENT, "s"));
         next(&mut rx).await;
-        assert!(eventually(|| exporter.exported() == round).await);
+        eventually(DEADLINE, "exporter.exported() == round", || {
+            std::future::ready(exporter.exported() == round)
+        })
+        .await;
     }
     assert_eq!(exporter.failed_batches(), 0);
     assert_eq!(connections.load(Ordering::Relaxed), 3);
@@ -292,11 +293,17 @@ async fn dead_endpoint_neither_blocks_nor_panics_and_counts_failures() {
     for _ in 0..10_000 {
         exporter.record(span(TRACEPARENT, "s"));
     }
-    assert!(eventually(|| exporter.failed_batches() >= 1).await);
+    eventually(DEADLINE, "exporter.failed_batches() >= 1", || {
+        std::future::ready(exporter.failed_batches() >= 1)
+    })
+    .await;
     // A failed batch is dropped, not retried forever: the task keeps taking new spans.
     let before = exporter.failed_batches();
     exporter.record(span(TRACEPARENT, "later"));
-    assert!(eventually(|| exporter.failed_batches() > before).await);
+    eventually(DEADLINE, "exporter.failed_batches() > before", || {
+        std::future::ready(exporter.failed_batches() > before)
+    })
+    .await;
     assert_eq!(exporter.exported(), 0);
 }
 
@@ -306,7 +313,10 @@ async fn collector_error_status_counts_a_failed_batch() {
     let exporter = Exporter::start_with(&format!("http://{addr}"), "modelgate", fast()).unwrap();
     exporter.record(span(TRACEPARENT, "s"));
     next(&mut rx).await;
-    assert!(eventually(|| exporter.failed_batches() == 1).await);
+    eventually(DEADLINE, "exporter.failed_batches() == 1", || {
+        std::future::ready(exporter.failed_batches() == 1)
+    })
+    .await;
     assert_eq!(exporter.exported(), 0);
 }
 
@@ -327,7 +337,10 @@ async fn hung_collector_times_out_and_counts_a_failed_batch() {
     };
     let exporter = Exporter::start_with(&format!("http://{addr}"), "modelgate", settings).unwrap();
     exporter.record(span(TRACEPARENT, "s"));
-    assert!(eventually(|| exporter.failed_batches() == 1).await);
+    eventually(DEADLINE, "exporter.failed_batches() == 1", || {
+        std::future::ready(exporter.failed_batches() == 1)
+    })
+    .await;
     hold.abort();
 }
 
