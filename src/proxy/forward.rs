@@ -419,7 +419,10 @@ async fn attempt(
         Ok(Err(SendError::Client(e))) => return Err(AttemptError::Fatal(e)),
         Err(_) => return Err(AttemptError::Timeout),
     }
-    ctx.bytes_in = upload.read;
+    // (A body of the gateway's own, a disaggregated leg, is not what the client sent.)
+    if upload.fixed_length.is_none() {
+        ctx.bytes_in = upload.read;
+    }
 
     // Wait for the response header (first byte), watching the client.
     let first_byte_budget = pool.timeouts.first_byte.min(remaining(deadline));
