@@ -306,3 +306,38 @@ async fn each_side_drains_and_reloads_on_its_own() {
     );
     assert_eq!(status["models"]["m"]["backends"][1]["draining"], true);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_prefill_side_is_found_by_dns_discovery() {
+    let p = role("p0", MockRole::Prefill).await;
+    let d = role("d0", MockRole::Decode).await;
+    let dns = support::dns::DnsServer::start(30).await;
+    dns.set_addrs(
+        "prefill.test.",
+        &[std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)],
+    );
+    let prefill = format!(
+        "      - name: pods\n        discover: {{dns: \"prefill.test.\", port: {}, refresh_ms: 200, nameserver: \"{}\"}}\n",
+        p.addr().port(),
+        dns.addr
+    );
+    let gw = Gateway::start_ready(&pd_model(&[prefill], &[backend("d0", &d)], ""), "").await;
+    let name = format!("pods-{}", p.addr());
+    let status = gw.status().await;
+    assert_eq!(
+        status["models"]["m"]["prefill"]["backends"][0]["name"],
+        name.as_str(),
+        "{status}"
+    );
+    let r = client()
+        .post(gw.url(CHAT))
+        .body(body(false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.headers()["x-modelgate-backend"],
+        format!("prefill={name};decode=d0").as_str()
+    );
+}
