@@ -1,6 +1,6 @@
 //! What do metrics and the access log cost a request?
 //!
-//! Builds a `Control` from a small config (one model, two backends on IP URLs, both marked
+//! Builds a snapshot from a small config (one model, two backends on IP URLs, both marked
 //! healthy) and a `RequestCtx` as the proxy leaves it after a streamed 200 (pool, backend index,
 //! endpoint, first byte, usage tail fed with a final SSE chunk, request id, trace context), then
 //! measures with criterion:
@@ -42,12 +42,12 @@ use std::time::{Duration, Instant, SystemTime};
 
 use criterion::Criterion;
 use modelgate::config;
-use modelgate::control::Control;
 use modelgate::logging::{self, AccessRecord};
 use modelgate::metrics::usage::Tail;
 use modelgate::metrics::{self, METRICS};
 use modelgate::proxy::ctx::RequestCtx;
 use modelgate::proxy::observe::{self, RequestInfo};
+use modelgate::state::{Publisher, Snapshot};
 use modelgate::telemetry::TraceContext;
 
 /// Criterion group name (and directory under the output directory).
@@ -87,15 +87,15 @@ log: {{level: warn, format: json, access_log: {access_log}}}
     )
 }
 
-fn control(access_log: bool) -> Arc<Control> {
+fn control(access_log: bool) -> Arc<Snapshot> {
     let config = config::parse(config_yaml(access_log).as_bytes()).expect("bench config is valid");
-    let control = Control::new(&config, PathBuf::from("bench.yaml"));
-    for pool in &control.state.load().pools {
+    let snapshot = Publisher::new(&config, PathBuf::from("bench.yaml")).snapshot();
+    for pool in &snapshot.pools {
         for b in &pool.backends {
             b.set_health(true);
         }
     }
-    control
+    snapshot
 }
 
 /// One SSE token chunk as vLLM sends it (about 150 bytes).
@@ -120,8 +120,8 @@ data: [DONE]\n\n";
 }
 
 /// The ctx as the proxy leaves it after streaming a 200 from backend 0.
-fn request_ctx(control: &Control) -> RequestCtx {
-    let snapshot = control.state.load_full();
+fn request_ctx(snapshot: &Arc<Snapshot>) -> RequestCtx {
+    let snapshot = Arc::clone(snapshot);
     let pool = Arc::clone(&snapshot.pools[0]);
     let started = Instant::now() - DURATION;
     let mut tail = Box::<Tail>::default();
@@ -168,10 +168,10 @@ fn benches(c: &mut Criterion, client: &SocketAddr) {
         .measurement_time(Duration::from_secs(2));
 
     g.bench_function("record_access_log_on", |b| {
-        b.iter(|| observe::record(black_box(&ctx_on), &on, black_box(info)))
+        b.iter(|| observe::record(black_box(&ctx_on), None, black_box(info)))
     });
     g.bench_function("record_access_log_off", |b| {
-        b.iter(|| observe::record(black_box(&ctx_off), &off, black_box(info)))
+        b.iter(|| observe::record(black_box(&ctx_off), None, black_box(info)))
     });
 
     let usage = ctx_on.tail.as_deref().and_then(Tail::usage);
@@ -210,7 +210,7 @@ fn benches(c: &mut Criterion, client: &SocketAddr) {
     g.bench_function("access_log_write", |b| {
         b.iter(|| logging::access(black_box(&record)))
     });
-    g.bench_function("now_rfc3339", |b| b.iter(modelgate::control::now_rfc3339));
+    g.bench_function("now_rfc3339", |b| b.iter(modelgate::logging::now_rfc3339));
 
     let pool = ctx_on.pool.as_deref().expect("ctx has a pool");
     let backend = &pool.backends[0].metrics;
@@ -336,7 +336,7 @@ fn main() {
     let settings = config::parse(config_yaml(true).as_bytes())
         .expect("bench config is valid")
         .log;
-    logging::init(&settings);
+    logging::init(&settings.level, settings.format);
     logging::start_writer();
 
     let dir = output_directory();

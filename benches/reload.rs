@@ -30,9 +30,8 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use modelgate::config::{self, Config};
-use modelgate::control::Control;
-use modelgate::reload::{self, Graveyard, Outcome, Trigger};
-use modelgate::state::Snapshot;
+use modelgate::reload::{self, BootSettings, Outcome, Trigger};
+use modelgate::state::{Publisher, Snapshot};
 
 /// Models in the base config.
 const MODELS: usize = 1_000;
@@ -77,8 +76,8 @@ fn parse(bytes: &[u8]) -> Config {
 
 /// Mark every backend of the snapshot in force healthy (the live state is carried over by
 /// reloads for backends that stay).
-fn mark_all_healthy(control: &Control) {
-    let snap = control.state.load_full();
+fn mark_all_healthy(control: &Publisher) {
+    let snap = control.snapshot();
     for pool in &snap.pools {
         for backend in &pool.backends {
             backend.set_health(true);
@@ -86,27 +85,24 @@ fn mark_all_healthy(control: &Control) {
     }
 }
 
-/// A control handle with the base config in force and every backend healthy.
-fn live_control(base: &Config) -> std::sync::Arc<Control> {
-    let control = Control::new(base, "router.yaml".into());
+/// A publisher with the base config in force and every backend healthy.
+fn live_control(base: &Config) -> std::sync::Arc<Publisher> {
+    let control = Publisher::new(base, "router.yaml".into());
     mark_all_healthy(&control);
     control
 }
 
 /// One reload as `reload::reload` does it, minus the file read, diff and log line.
-fn reload_once(control: &Control, graveyard: &Graveyard, bytes: &[u8]) {
-    let config = parse(bytes);
-    let current = control.state.load_full();
-    let next = Snapshot::build_from(&config, current.generation + 1, Some(&current));
-    drop(current);
-    let old = control.publish(next);
-    graveyard.bury(old);
+fn reload_once(control: &Publisher, bytes: &[u8]) {
+    control.apply_config(parse(bytes), |expanded, current| {
+        Snapshot::build_from(expanded, current.generation + 1, Some(current))
+    });
 }
 
 /// What one request reads: the snapshot, the model's pool, a backend pick.
 #[inline]
-fn hot_path(control: &Control, model: &str) -> Option<usize> {
-    let snapshot = control.state.load_full();
+fn hot_path(control: &Publisher, model: &str) -> Option<usize> {
+    let snapshot = control.live().load_full();
     let pool = snapshot.pool(model)?;
     pool.select(&[], None, true)
 }
@@ -136,12 +132,7 @@ impl ReloadStats {
 }
 
 /// Reload back to back, alternating the variants, until `stop` (or the bounds) say so.
-fn reload_loop(
-    control: &Control,
-    graveyard: &Graveyard,
-    variants: &[Vec<u8>; 2],
-    stop: &AtomicBool,
-) -> ReloadStats {
+fn reload_loop(control: &Publisher, variants: &[Vec<u8>; 2], stop: &AtomicBool) -> ReloadStats {
     let started = Instant::now();
     let mut stats = ReloadStats::default();
     while !stop.load(Ordering::Relaxed)
@@ -150,11 +141,7 @@ fn reload_loop(
     {
         let t0 = Instant::now();
         // Start from variant 1 so the first reload is a change from the base config in force.
-        reload_once(
-            control,
-            graveyard,
-            &variants[(stats.reloads as usize + 1) % 2],
-        );
+        reload_once(control, &variants[(stats.reloads as usize + 1) % 2]);
         let took = t0.elapsed();
         stats.reloads += 1;
         stats.total += took;
@@ -181,12 +168,11 @@ fn with_background<T: Send, R>(
 
 /// Run `body` while a background thread reloads the 1,000-model config back to back.
 fn with_reloads<R>(
-    control: &Control,
-    graveyard: &Graveyard,
+    control: &Publisher,
     variants: &[Vec<u8>; 2],
     body: impl FnOnce() -> R,
 ) -> (R, ReloadStats) {
-    with_background(|stop| reload_loop(control, graveyard, variants, stop), body)
+    with_background(|stop| reload_loop(control, variants, stop), body)
 }
 
 /// The control experiment: burn one core without touching the snapshot or the allocator, to
@@ -231,23 +217,22 @@ fn bench_control_plane(c: &mut Criterion) {
     });
 
     let control = live_control(&base);
-    let graveyard = Graveyard::default();
     let mut n = 0usize;
     group.bench_function("full_reload_parse_build_publish_bury", |b| {
         b.iter(|| {
             n += 1;
-            reload_once(&control, &graveyard, &variants[n % 2]);
+            reload_once(&control, &variants[n % 2]);
         })
     });
-    assert!(graveyard.len() <= 1, "the graveyard must not grow");
+    assert!(control.buried() <= 1, "the graveyard must not grow");
 
     // The production function, reading the file; the file is rewritten between iterations,
     // untimed.
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("router.yaml");
     std::fs::write(&path, &variants[0]).unwrap();
-    let control = Control::new(&base, path.clone());
-    let graveyard = Graveyard::default();
+    let control = Publisher::new(&base, path.clone());
+    let boot = BootSettings::of(&base);
     let mut n = 0usize;
     group.bench_function("reload_fn_from_file", |b| {
         b.iter_batched(
@@ -256,7 +241,7 @@ fn bench_control_plane(c: &mut Criterion) {
                 std::fs::write(&path, &variants[n % 2]).unwrap();
             },
             |()| {
-                let outcome = reload::reload(&control, &graveyard, Trigger::Signal);
+                let outcome = reload::reload(&control, &boot, Trigger::Signal);
                 assert!(matches!(outcome, Outcome::Applied(_)), "{outcome:?}");
             },
             BatchSize::PerIteration,
@@ -270,7 +255,6 @@ fn bench_hot_path(c: &mut Criterion) {
     let base = parse(&variants[0]);
     let names: Vec<String> = (0..MODELS).map(model_name).collect();
     let control = live_control(&base);
-    let graveyard = Graveyard::default();
     assert!(names.iter().all(|m| hot_path(&control, m).is_some()));
 
     let mut group = c.benchmark_group("hot_path");
@@ -287,7 +271,7 @@ fn bench_hot_path(c: &mut Criterion) {
         })
     });
 
-    let ((), stats) = with_reloads(&control, &graveyard, &variants, || {
+    let ((), stats) = with_reloads(&control, &variants, || {
         group.bench_function("during_reloads", |b| {
             b.iter(|| {
                 i = (i + 1) % names.len();
@@ -435,7 +419,6 @@ fn tail_latency(_: &mut Criterion) {
     let base = parse(&variants[0]);
     let names: Vec<String> = (0..MODELS).map(model_name).collect();
     let control = live_control(&base);
-    let graveyard = Graveyard::default();
     let run = || {
         time_each(budget, cap, |i| {
             black_box(hot_path(&control, black_box(&names[i % MODELS]))).is_some()
@@ -445,7 +428,7 @@ fn tail_latency(_: &mut Criterion) {
 
     let floor = time_each(budget / 4, cap / 4, |i| black_box(i) != usize::MAX);
     let idle = run();
-    let (reloading, stats) = with_reloads(&control, &graveyard, &variants, run);
+    let (reloading, stats) = with_reloads(&control, &variants, run);
     let (spinning, _) = with_background(spin_loop, run);
     let idle_again = run();
 

@@ -20,8 +20,8 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use modelgate::config::{self, Config};
-use modelgate::control::Control;
 use modelgate::routing::Pool;
+use modelgate::state::Publisher;
 
 const POLICIES: [&str; 6] = [
     "round_robin",
@@ -56,7 +56,7 @@ fn config(policy: &str, n: usize) -> Config {
 /// A pool of `n` healthy backends, every 4th one busy, each with a fresh load report.
 /// Returns the in-flight guards too: they must live as long as the pool is measured.
 fn pool(policy: &str, n: usize) -> (Pool, Vec<modelgate::routing::InFlightGuard>) {
-    let p = Pool::build(&config(policy, n).models[0]);
+    let p = Pool::build(&config(policy, n).models[0].pool_config());
     let mut busy = Vec::new();
     for (i, b) in p.backends.iter().enumerate() {
         b.set_health(true);
@@ -108,8 +108,8 @@ fn bench_select(c: &mut Criterion) {
 }
 
 fn bench_snapshot(c: &mut Criterion) {
-    let control = Control::new(&config("round_robin", 2), "router.yaml".into());
-    for b in &control.state.load().pools[0].backends {
+    let control = Publisher::new(&config("round_robin", 2), "router.yaml".into());
+    for b in &control.live().load().pools[0].backends {
         b.set_health(true);
     }
     let mut group = c.benchmark_group("snapshot");
@@ -118,14 +118,14 @@ fn bench_snapshot(c: &mut Criterion) {
         .warm_up_time(Duration::from_millis(200))
         .measurement_time(Duration::from_millis(500));
     group.bench_function("arcswap_load_guard", |b| {
-        b.iter(|| black_box(control.state.load()).generation)
+        b.iter(|| black_box(control.live().load()).generation)
     });
     group.bench_function("arcswap_load_full", |b| {
-        b.iter(|| black_box(control.state.load_full()).generation)
+        b.iter(|| black_box(control.live().load_full()).generation)
     });
     group.bench_function("load_full_pool_select", |b| {
         b.iter(|| {
-            let snapshot = control.state.load_full();
+            let snapshot = control.live().load_full();
             let pool = snapshot.pool(black_box("m"))?;
             pool.select(&[], None, true)
         })

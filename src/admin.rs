@@ -13,19 +13,61 @@ use pingora_core::apps::http_app::ServeHttp;
 use pingora_core::protocols::http::ServerSession;
 use serde_json::{json, Value};
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use crate::control::Control;
-use crate::state::Snapshot;
+use crate::discovery::Registry;
+use crate::lifecycle::Traffic;
+use crate::metrics::METRICS;
+use crate::state::{Publisher, Snapshot};
 
 /// The admin HTTP app.
 pub struct AdminApp {
-    control: Arc<Control>,
+    publisher: Arc<Publisher>,
+    readiness: Readiness,
 }
 
 impl AdminApp {
-    pub fn new(control: Arc<Control>) -> Self {
-        AdminApp { control }
+    pub fn new(publisher: Arc<Publisher>, discovery: Arc<Registry>, traffic: Arc<Traffic>) -> Self {
+        AdminApp {
+            readiness: Readiness {
+                publisher: Arc::clone(&publisher),
+                discovery,
+                traffic,
+                was_ready: AtomicBool::new(false),
+            },
+            publisher,
+        }
+    }
+}
+
+/// The readiness latch behind `/ready`.
+struct Readiness {
+    publisher: Arc<Publisher>,
+    discovery: Arc<Registry>,
+    traffic: Arc<Traffic>,
+    /// Set once the first full probe round made us ready; from then on a reload that adds a
+    /// not-yet-probed backend does not flip readiness.
+    was_ready: AtomicBool,
+}
+
+impl Readiness {
+    /// Ready for traffic: the public listener accepts, not draining, and some model servable —
+    /// before the first time, also every `discover:` entry resolved once and every pool probed
+    /// once (so a starting gateway is not sent traffic it would hold).
+    fn is_ready(&self) -> bool {
+        if self.traffic.is_draining() || !self.traffic.is_listening() {
+            return false;
+        }
+        let snapshot = self.publisher.snapshot();
+        if self.was_ready.load(Ordering::Acquire) {
+            return snapshot.pools.iter().any(|p| p.has_healthy());
+        }
+        let ready = snapshot.is_ready() && self.discovery.is_settled(&self.publisher);
+        if ready {
+            self.was_ready.store(true, Ordering::Release);
+        }
+        ready
     }
 }
 
@@ -113,21 +155,56 @@ fn cache_aware_status(
     })
 }
 
+/// Set the gauges that mirror live state (in flight, health, queue, generation) from `snapshot`,
+/// rebuilt on every scrape so removed backends vanish.
+fn refresh_gauges(snapshot: &Snapshot) {
+    let m = &*METRICS;
+    let gauge = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+    m.config_generation.set(gauge(snapshot.generation));
+    m.in_flight.reset();
+    m.backend_healthy.reset();
+    m.queued.reset();
+    m.prefill_backlog.reset();
+    m.prefix_index_entries.reset();
+    for pool in &snapshot.pools {
+        let queued = pool.live.queued.load(std::sync::atomic::Ordering::Relaxed);
+        m.queued
+            .with_label_values(&[pool.name.as_str()])
+            .set(gauge(queued as u64));
+        if let Some(index) = &pool.prefix {
+            m.prefix_index_entries
+                .with_label_values(&[pool.name.as_str()])
+                .set(gauge(index.used() as u64));
+        }
+        for side in pool.sides() {
+            for b in &side.backends {
+                let labels = [side.name.as_str(), b.config.name.as_str()];
+                if side.prefix.is_some() {
+                    m.prefill_backlog
+                        .with_label_values(&labels)
+                        .set(gauge(b.prefill_backlog()));
+                }
+                m.in_flight
+                    .with_label_values(&labels)
+                    .set(gauge(b.in_flight()));
+                m.backend_healthy
+                    .with_label_values(&labels)
+                    .set(i64::from(b.is_healthy()));
+            }
+        }
+    }
+}
+
 #[async_trait]
 impl ServeHttp for AdminApp {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
         let path = session.req_header().uri.path().to_string();
         let is_get = session.req_header().method == http::Method::GET;
-        let snapshot = self.control.state.load();
+        let snapshot = self.publisher.snapshot();
         let guarded = matches!(path.as_str(), "/metrics" | "/status" | "/config");
         if guarded {
             if let Some(token) = snapshot.admin_token.as_deref() {
-                let given = session
-                    .req_header()
-                    .headers
-                    .get("authorization")
-                    .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
-                    .unwrap_or(b"");
+                let given = crate::auth::bearer(&session.req_header().headers).unwrap_or(b"");
                 if !crate::auth::secret_eq(given, token.as_bytes()) {
                     let mut r = json_response(
                         StatusCode::UNAUTHORIZED,
@@ -143,8 +220,8 @@ impl ServeHttp for AdminApp {
         match (is_get, path.as_str()) {
             (true, "/health") => json_response(StatusCode::OK, &json!({"status": "ok"})),
             (true, "/ready") => {
-                let draining = self.control.is_draining();
-                let ready = self.control.is_ready();
+                let draining = self.readiness.traffic.is_draining();
+                let ready = self.readiness.is_ready();
                 let code = if ready {
                     StatusCode::OK
                 } else {
@@ -154,15 +231,17 @@ impl ServeHttp for AdminApp {
             }
             (true, "/status") => {
                 let mut body = status(&snapshot);
-                body["ready"] = json!(self.control.is_ready());
-                body["draining"] = json!(self.control.is_draining());
-                body["in_flight"] = json!(self.control.in_flight());
+                let traffic = &self.readiness.traffic;
+                body["ready"] = json!(self.readiness.is_ready());
+                body["draining"] = json!(traffic.is_draining());
+                body["in_flight"] = json!(traffic.in_flight());
                 body["pid"] = json!(std::process::id());
-                body["discovery"] = self.control.discovery.status();
+                body["discovery"] = self.readiness.discovery.status(&self.publisher);
                 json_response(StatusCode::OK, &body)
             }
             (true, "/metrics") => {
-                let body = crate::metrics::render(&snapshot);
+                refresh_gauges(&snapshot);
+                let body = crate::metrics::render();
                 Response::builder()
                     .status(StatusCode::OK)
                     .header("content-type", "text/plain; version=0.0.4; charset=utf-8")
@@ -172,7 +251,7 @@ impl ServeHttp for AdminApp {
             }
             (true, "/config") => json_response(
                 StatusCode::OK,
-                &serde_json::to_value(&*self.control.status()).unwrap_or_default(),
+                &serde_json::to_value(&*self.publisher.status()).unwrap_or_default(),
             ),
             (false, "/health" | "/ready" | "/status" | "/config" | "/metrics") => json_response(
                 StatusCode::METHOD_NOT_ALLOWED,

@@ -17,13 +17,13 @@ use tracing::{info, warn};
 use crate::admin::AdminApp;
 use crate::cli::Cli;
 use crate::config::{self, Config};
-use crate::control::Control;
-use crate::discovery::DiscoveryService;
+use crate::discovery::{self, DiscoveryService};
 use crate::health::{self, HealthService};
-use crate::lifecycle::{self, ExitPlan, GatewaySignals, LifecycleService};
+use crate::lifecycle::{self, ExitPlan, GatewaySignals, LifecycleService, Traffic};
 use crate::proxy::Gateway;
-use crate::reload::ReloadService;
-use crate::state::Snapshot;
+use crate::reload::{BootSettings, ReloadService};
+use crate::state::{Publisher, Snapshot};
+use crate::telemetry::Spans;
 
 /// Pingora's own grace sleep is only a backstop: [`LifecycleService`] exits as soon as the last
 /// request ends or at the deadline the shutdown signal chose; Pingora's sleep ends this much later.
@@ -38,7 +38,10 @@ pub fn run(cli: &Cli, config: Config, early_hup: Arc<AtomicBool>) -> ! {
         warn!(problem = %p, "upgrade socket / pid file directory; binary upgrades may not work");
     }
     let config_path = std::path::absolute(&cli.config).unwrap_or_else(|_| cli.config.clone());
-    let control = Control::new(&config, config_path);
+    let publisher = Publisher::new(&config, config_path);
+    let discovery = Arc::new(discovery::Registry::default());
+    let traffic = Arc::new(Traffic::default());
+    let spans = Arc::new(Spans::default());
     crate::metrics::record_start();
     let exit_plan = Arc::new(ExitPlan::new(config.server.grace_period));
     let self_command = lifecycle::upgrade::SelfCommand::capture();
@@ -73,8 +76,15 @@ pub fn run(cli: &Cli, config: Config, early_hup: Arc<AtomicBool>) -> ! {
     let mut proxy = Service::new(
         "modelgate proxy".to_string(),
         crate::conn::Front::new(
-            pingora_proxy::http_proxy(&server_conf, Gateway::new(Arc::clone(&control))),
-            Arc::clone(&control),
+            pingora_proxy::http_proxy(
+                &server_conf,
+                Gateway::new(
+                    Arc::clone(publisher.live()),
+                    Arc::clone(&traffic),
+                    Arc::clone(&spans),
+                ),
+            ),
+            Arc::clone(publisher.live()),
         ),
     );
     // No L4 read buffer: Pingora reads request headers into its own 4 KiB buffer and bodies
@@ -88,23 +98,37 @@ pub fn run(cli: &Cli, config: Config, early_hup: Arc<AtomicBool>) -> ! {
 
     let mut admin = Service::new(
         "modelgate admin".to_string(),
-        AdminApp::new(Arc::clone(&control)),
+        AdminApp::new(
+            Arc::clone(&publisher),
+            Arc::clone(&discovery),
+            Arc::clone(&traffic),
+        ),
     );
     admin.add_tcp(&config.admin_listen.to_string());
 
-    let health = background_service("modelgate health", HealthService::new(Arc::clone(&control)));
+    let health = background_service(
+        "modelgate health",
+        HealthService::new(Arc::clone(&publisher)),
+    );
     let discovery = background_service(
         "modelgate discovery",
-        DiscoveryService::new(Arc::clone(&control)),
+        DiscoveryService::new(Arc::clone(&publisher), discovery),
     );
     let reload = background_service(
         "modelgate reload",
-        ReloadService::new(Arc::clone(&control), early_hup, !cli.no_watch),
+        ReloadService::new(
+            Arc::clone(&publisher),
+            BootSettings::of(&config),
+            spans,
+            early_hup,
+            !cli.no_watch,
+        ),
     );
     let lifecycle = background_service(
         "modelgate lifecycle",
         LifecycleService {
-            control: Arc::clone(&control),
+            traffic: Arc::clone(&traffic),
+            live: Arc::clone(publisher.live()),
             exit: Arc::clone(&exit_plan),
             phases: std::sync::Mutex::new(Some(server.watch_execution_phase())),
             listen: vec![config.listen, config.admin_listen],
@@ -120,7 +144,9 @@ pub fn run(cli: &Cli, config: Config, early_hup: Arc<AtomicBool>) -> ! {
     info!(listen = %config.listen, admin = %config.admin_listen, upgrade_sock = %paths.upgrade_sock.display(), pid = std::process::id(), "modelgate listening");
     server.run(RunArgs {
         shutdown_signal: Box::new(GatewaySignals {
-            control,
+            traffic,
+            live: Arc::clone(publisher.live()),
+            grace: config.server.grace_period,
             exit: exit_plan,
             upgrade_sock: paths.upgrade_sock,
             self_command,
@@ -215,22 +241,27 @@ pub fn summary(path: &str, config: &Config) -> String {
             m.health.path,
             m.health.interval.as_millis(),
         );
-        match m.prefill_model() {
+        match &m.prefill {
             Some(prefill) => {
                 let _ = writeln!(out, "  prefill: policy {}", prefill.policy.as_str());
-                side_summary(&mut out, &prefill, "    ");
+                side_summary(&mut out, &prefill.backends, &prefill.discover, "    ");
                 let _ = writeln!(out, "  decode: policy {}", m.policy.as_str());
-                side_summary(&mut out, m, "    ");
+                side_summary(&mut out, &m.backends, &m.discover, "    ");
             }
-            None => side_summary(&mut out, m, "  "),
+            None => side_summary(&mut out, &m.backends, &m.discover, "  "),
         }
     }
     out
 }
 
 /// The backends and discover entries of one pool (or one side), indented by `indent`.
-fn side_summary(out: &mut String, m: &crate::config::ModelConfig, indent: &str) {
-    for b in &m.backends {
+fn side_summary(
+    out: &mut String,
+    backends: &[crate::routing::BackendConfig],
+    discover: &[crate::config::discover::DiscoverEntry],
+    indent: &str,
+) {
+    for b in backends {
         let _ = writeln!(
             out,
             "{indent}backend {} {} ({}) weight {}{}",
@@ -241,7 +272,7 @@ fn side_summary(out: &mut String, m: &crate::config::ModelConfig, indent: &str) 
             if b.drain { " DRAINING" } else { "" }
         );
     }
-    for d in &m.discover {
+    for d in discover {
         let t = &d.target;
         let _ = writeln!(
             out,

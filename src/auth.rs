@@ -39,7 +39,26 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
-use crate::config::AuthConfig;
+/// API keys and their tenants (`auth:`), as the control plane built them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthConfig {
+    pub keys: Vec<ApiKey>,
+    /// Forward the client's `Authorization` upstream (default: strip it).
+    pub pass_authorization: bool,
+}
+
+/// One API key of a tenant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiKey {
+    pub tenant: String,
+    /// SHA-256 of the bearer key.
+    pub sha256: [u8; 32],
+    /// Model globs (`*`, `?`); empty = every model.
+    pub models: Vec<String>,
+    pub requests_per_minute: Option<u64>,
+    pub tokens_per_minute: Option<u64>,
+    pub max_in_flight: Option<u64>,
+}
 
 /// Burst allowance of every per-minute limit: a full minute's worth.
 const BURST: Duration = Duration::from_secs(60);

@@ -19,8 +19,8 @@ use pingora_http::RequestHeader;
 use tokio::task::AbortHandle;
 use tracing::{info, warn};
 
-use crate::control::Control;
 use crate::routing::{BackendState, Pool, ProbeRecord};
+use crate::state::Publisher;
 
 /// Cap on a probe's response body: a `/v1/models` list is a few KiB.
 const MAX_PROBE_BODY: usize = 1024 * 1024;
@@ -145,14 +145,14 @@ pub fn model_card(body: &[u8], model: &str) -> ProbeResult {
 /// Probes every pool of the current snapshot and follows reloads. Runs as a Pingora background
 /// service.
 pub struct HealthService {
-    control: Arc<Control>,
+    publisher: Arc<Publisher>,
     connector: Arc<Connector>,
 }
 
 impl HealthService {
-    pub fn new(control: Arc<Control>) -> Self {
+    pub fn new(publisher: Arc<Publisher>) -> Self {
         HealthService {
-            control,
+            publisher,
             connector: Arc::new(Connector::new(None)),
         }
     }
@@ -161,7 +161,7 @@ impl HealthService {
 #[async_trait]
 impl BackgroundService for HealthService {
     async fn start(&self, mut shutdown: ShutdownWatch) {
-        let mut reloads = self.control.subscribe();
+        let mut reloads = self.publisher.subscribe();
         let mut tasks = tokio::task::JoinSet::new();
         // Pool name → (what its probes depend on, its tasks).
         let mut running: HashMap<String, (String, Vec<AbortHandle>)> = HashMap::new();
@@ -173,7 +173,7 @@ impl BackgroundService for HealthService {
             // pool on each change would postpone every other pool's next round each time. A
             // changed or new pool gets fresh tasks (new backends are probed at once); tasks of
             // removed pools stop.
-            let snapshot = self.control.state.load_full();
+            let snapshot = self.publisher.snapshot();
             let mut next = HashMap::with_capacity(snapshot.pools.len());
             let sides = snapshot.pools.iter().flat_map(|p| {
                 let prefill = p.prefill.iter().map(|s| (format!("{}#prefill", p.name), s));
@@ -192,7 +192,7 @@ impl BackgroundService for HealthService {
                     vec![tasks.spawn(run_pool(Arc::clone(pool), Arc::clone(&self.connector)))];
                 if matches!(
                     pool.policy,
-                    crate::config::Policy::LoadAware | crate::config::Policy::CacheAware
+                    crate::routing::Policy::LoadAware | crate::routing::Policy::CacheAware
                 ) {
                     handles
                         .push(tasks.spawn(run_load(Arc::clone(pool), Arc::clone(&self.connector))));
@@ -217,7 +217,7 @@ impl BackgroundService for HealthService {
 
 /// Everything a pool's probe and load tasks read: equal signatures probe identically.
 fn probe_signature(pool: &Pool) -> String {
-    let backends: Vec<&crate::config::BackendConfig> =
+    let backends: Vec<&crate::routing::BackendConfig> =
         pool.backends.iter().map(|b| &b.config).collect();
     format!(
         "{:?}|{:?}|{:?}|{:?}|{:?}|{:?}",
@@ -273,7 +273,7 @@ fn record(backend: &BackendState, result: &ProbeResult, took: Duration) {
         Err(_) => m.probe_fail.inc(),
     }
     backend.set_last_probe(ProbeRecord {
-        at: crate::control::now_rfc3339(),
+        at: crate::logging::now_rfc3339(),
         ok: result.is_ok(),
         error: result.as_ref().err().map(ToString::to_string),
         duration_ms: took.as_secs_f64() * 1000.0,

@@ -16,12 +16,12 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 pub mod admin;
+pub mod api;
 pub mod app;
 pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod conn;
-pub mod control;
 pub mod discovery;
 pub mod error;
 pub mod health;

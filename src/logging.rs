@@ -15,7 +15,12 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{reload, EnvFilter, Registry};
 
-use crate::config::{LogFormat, LogSettings};
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Json,
+    Text,
+}
 
 struct Logging {
     format: LogFormat,
@@ -71,17 +76,18 @@ pub fn start_writer() {
     }
 }
 
-/// Install the global subscriber. Call once, before the server starts.
-pub fn init(settings: &LogSettings) {
+/// Install the global subscriber with `level` (a tracing filter; `RUST_LOG` wins) and `format`.
+/// Call once, before the server starts.
+pub fn init(level: &str, format: LogFormat) {
     let writer = Out;
     let env = std::env::var("RUST_LOG").ok().filter(|v| !v.is_empty());
     let filter = env
         .as_deref()
         .and_then(|v| EnvFilter::try_new(v).ok())
-        .unwrap_or_else(|| EnvFilter::new(&settings.level));
+        .unwrap_or_else(|| EnvFilter::new(level));
     let (filter, handle) = reload::Layer::new(filter);
     let ansi = false;
-    let json = (settings.format == LogFormat::Json).then(|| {
+    let json = (format == LogFormat::Json).then(|| {
         tracing_subscriber::fmt::layer()
             .json()
             .flatten_event(true)
@@ -90,7 +96,7 @@ pub fn init(settings: &LogSettings) {
             .with_target(false)
             .with_writer(writer)
     });
-    let text = (settings.format == LogFormat::Text).then(|| {
+    let text = (format == LogFormat::Text).then(|| {
         tracing_subscriber::fmt::layer()
             .with_target(false)
             .with_ansi(ansi)
@@ -104,7 +110,7 @@ pub fn init(settings: &LogSettings) {
         .is_ok();
     if installed {
         let _ = LOGGING.set(Logging {
-            format: settings.format,
+            format,
             level: handle,
             env_override: env.is_some(),
         });
@@ -166,6 +172,11 @@ pub struct AccessRecord<'a> {
     pub trace_id: Option<String>,
     /// The API key's tenant, when authentication is on.
     pub tenant: Option<&'a str>,
+}
+
+/// Current time as RFC 3339 with milliseconds, UTC (log lines, `/status`, `/config`).
+pub fn now_rfc3339() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
 /// Queue one access-log line (never blocks; dropped if the queue is full).

@@ -71,6 +71,6 @@ fn main() -> ExitCode {
         }
         return ExitCode::SUCCESS;
     }
-    modelgate::logging::init(&config.log);
+    modelgate::logging::init(&config.log.level, config.log.format);
     app::run(&cli, config, early_hup)
 }

@@ -37,9 +37,7 @@ fn main() -> ExitCode {
         }
     };
     // A person watches the demo in a terminal: readable lines rather than JSON.
-    let mut log = config.log.clone();
-    log.format = modelgate::config::LogFormat::Text;
-    modelgate::logging::init(&log);
+    modelgate::logging::init(&config.log.level, modelgate::logging::LogFormat::Text);
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let rt = match tokio::runtime::Builder::new_multi_thread()

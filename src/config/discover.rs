@@ -1,14 +1,18 @@
 //! `discover:` backend entries: the typed form and its validation (control plane only).
 //!
 //! A discover entry stands for however many backends its DNS name resolves to; resolving is
-//! [`crate::discovery`]'s job, never this module's (validation must not depend on what DNS
-//! says at the moment). Nothing here runs on the request path.
+//! `discovery`'s job, never this module's (validation must not depend on what DNS says at the
+//! moment). What a resolved address becomes (a named backend appended to its model or side) is
+//! defined here, as a pure function of the config and the addresses ([`expand`]), so the state
+//! publisher can rebuild from both. Nothing here runs on the request path.
 
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use super::spec::{BackendSpec, DiscoverSpec};
-use super::ConfigIssue;
+use super::{Config, ConfigIssue};
+use crate::routing::BackendConfig;
 
 /// Re-resolve at least every 5 s (sooner when the records' TTL is shorter): a new vLLM pod is
 /// found within one refresh plus one health probe, at one query per entry per 5 s.
@@ -44,6 +48,90 @@ pub struct DiscoverTarget {
     pub port: Option<u16>,
     /// DNS server to ask; `None` = the system's resolv.conf.
     pub nameserver: Option<SocketAddr>,
+}
+
+/// Identity of a discover entry: a reload that keeps it (same model, name and target) keeps its
+/// resolved set and its task.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct EntryKey {
+    pub model: String,
+    pub entry: String,
+    pub target: DiscoverTarget,
+}
+
+/// Name of the backend a discovered address becomes: `<entry name>-<ip>:<port>`.
+pub fn backend_name(entry: &str, addr: SocketAddr) -> String {
+    format!("{entry}-{addr}")
+}
+
+/// Every discover entry of `config` with its key (both sides of a disaggregated model).
+pub fn entries(config: &Config) -> impl Iterator<Item = (EntryKey, &DiscoverEntry)> {
+    config.models.iter().flat_map(|m| {
+        let prefill = m.prefill.iter().flat_map(|p| p.discover.iter());
+        m.discover.iter().chain(prefill).map(move |d| {
+            (
+                EntryKey {
+                    model: m.name.clone(),
+                    entry: d.name.clone(),
+                    target: d.target.clone(),
+                },
+                d,
+            )
+        })
+    })
+}
+
+/// `config` with every entry's addresses appended to the backends of its model (or side).
+pub fn expand(config: &Config, resolved: &HashMap<EntryKey, Vec<SocketAddr>>) -> Config {
+    let mut out = config.clone();
+    for model in &mut out.models {
+        let name = model.name.clone();
+        add_resolved(&name, &model.discover, &mut model.backends, resolved);
+        if let Some(side) = &mut model.prefill {
+            add_resolved(&name, &side.discover, &mut side.backends, resolved);
+        }
+    }
+    out
+}
+
+/// Appends the last good addresses of `entries` (of `model`) to `backends`, skipping addresses
+/// already there (a fixed backend, or found by another entry).
+fn add_resolved(
+    model: &str,
+    entries: &[DiscoverEntry],
+    backends: &mut Vec<BackendConfig>,
+    resolved: &HashMap<EntryKey, Vec<SocketAddr>>,
+) {
+    for entry in entries {
+        let key = EntryKey {
+            model: model.to_string(),
+            entry: entry.name.clone(),
+            target: entry.target.clone(),
+        };
+        let Some(addrs) = resolved.get(&key) else {
+            continue;
+        };
+        for addr in addrs {
+            if !backends.iter().any(|b| b.addr == *addr) {
+                backends.push(backend(entry, *addr));
+            }
+        }
+    }
+}
+
+/// The backend a discovered address becomes.
+pub fn backend(entry: &DiscoverEntry, addr: SocketAddr) -> BackendConfig {
+    BackendConfig {
+        name: backend_name(&entry.name, addr),
+        url: format!("http://{addr}"),
+        addr,
+        authority: addr.to_string(),
+        path_prefix: String::new(),
+        weight: entry.weight,
+        drain: entry.drain,
+        max_in_flight: entry.max_in_flight,
+        api_key: entry.api_key.clone(),
+    }
 }
 
 /// Validate `discover:` of the backend entry at `path` (its `url` must be absent). `name`,

@@ -16,6 +16,14 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
+use crate::auth::{ApiKey, AuthConfig};
+use crate::conn::Limits;
+use crate::logging::LogFormat;
+use crate::routing::settings::{
+    BackendConfig, CacheAwareOptions, Canary, HealthCheck, KeySource, LbOptions, Policy,
+    PoolConfig, Retries, Shadow, Timeouts,
+};
+
 /// Public listener when `listen` is omitted.
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:8000";
 /// Admin listener when `admin.listen` is omitted: loopback only, so health and readiness are
@@ -75,9 +83,6 @@ pub const DEFAULT_PREFIX_MAX_BYTES: usize = 32 * 1024;
 /// early under load that the fleet's hit rate fell from 86 % to 69 % at 2.2× round-robin's knee
 /// (TTFT p99 2.5 s); 8 kept 82 % (1.4 s), 32 was no better.
 pub const DEFAULT_CACHE_MISS_COST: f64 = 8.0;
-/// KV-cache tokens of a backend that does not report `vllm:cache_config_info`: Llama-3.1-8B on
-/// one H100 80 GB (29,205 blocks of 16 tokens, BLIS' measurement).
-pub const DEFAULT_KV_CACHE_TOKENS: u64 = 29_205 * 16;
 /// A queued request waits at most 1 s for a free slot before it is shed.
 pub const DEFAULT_QUEUE_TIMEOUT_MS: u64 = 1_000;
 /// Shadow copies in flight per model at most.
@@ -212,13 +217,6 @@ pub struct TracingSettings {
     pub service_name: String,
 }
 
-/// Log line format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogFormat {
-    Json,
-    Text,
-}
-
 /// `drain:` block, typed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DrainSettings {
@@ -268,66 +266,38 @@ pub struct Side {
 }
 
 impl ModelConfig {
-    /// The prefill side as a model of its own (same name, timeouts, retries and health check),
-    /// for building its pool.
-    pub fn prefill_model(&self) -> Option<ModelConfig> {
-        let side = self.prefill.as_ref()?;
-        Some(ModelConfig {
-            backends: side.backends.clone(),
-            discover: side.discover.clone(),
-            policy: side.policy,
-            lb: side.lb.clone(),
-            canary: None,
-            shadow: None,
-            max_queue: 0,
+    /// The pool this model is served by, as the runtime builds it. A disaggregated model's pool
+    /// is its decode side, with the prefill side in `prefill`: same name, timeouts, retries and
+    /// health check; its own backends, policy and options; no canary, shadow or queue.
+    pub fn pool_config(&self) -> PoolConfig {
+        let mut pool = PoolConfig {
+            name: self.name.clone(),
+            backends: self.backends.clone(),
+            policy: self.policy,
+            lb: self.lb.clone(),
+            served_model_name: self.served_model_name.clone(),
+            max_queue: self.max_queue,
+            queue_timeout: self.queue_timeout,
+            canary: self.canary.clone(),
+            shadow: self.shadow.clone(),
+            timeouts: self.timeouts,
+            retries: self.retries,
+            health: self.health.clone(),
             prefill: None,
-            ..self.clone()
-        })
+        };
+        pool.prefill = self.prefill.as_ref().map(|side| {
+            Box::new(PoolConfig {
+                backends: side.backends.clone(),
+                policy: side.policy,
+                lb: side.lb.clone(),
+                max_queue: 0,
+                canary: None,
+                shadow: None,
+                ..pool.clone()
+            })
+        });
+        pool
     }
-}
-
-/// One backend of a pool.
-#[derive(Debug, Clone)]
-pub struct BackendConfig {
-    /// Identity in logs and headers; unique within its pool.
-    pub name: String,
-    /// The URL as written in the file (logs and `--test` only; never sent to clients).
-    pub url: String,
-    /// Resolved address (names are resolved here, in the control plane, never per request).
-    pub addr: SocketAddr,
-    /// `host[:port]` from the URL, used as SNI-free peer identity in logs.
-    pub authority: String,
-    /// Path prefix from the URL without trailing `/` (usually empty).
-    pub path_prefix: String,
-    /// Relative weight, ≥ 1.
-    pub weight: u32,
-    /// Draining: gets no new requests; in-flight ones finish.
-    pub drain: bool,
-    /// Most requests in flight through this gateway (`None` = no limit).
-    pub max_in_flight: Option<u32>,
-    /// `Authorization: Bearer <api_key>` sent to this backend.
-    pub api_key: Option<String>,
-}
-
-/// `limits:`, typed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limits {
-    /// Largest request line + header block; more is a 431 and the connection is closed.
-    pub max_header_bytes: usize,
-    /// Most header lines in one request; more is a 431 and the connection is closed.
-    pub max_headers: usize,
-    /// Longest a request header may take to arrive, in total (from accept for a connection's
-    /// first request, from its first byte for later ones); then 408 and close.
-    pub header_timeout: Duration,
-    /// Longest a kept-alive connection may sit between requests; then it is closed quietly.
-    pub idle_timeout: Duration,
-    /// Longest the whole request body may take to arrive, in total; then 408 and close.
-    pub body_timeout: Duration,
-    /// Longest a write to the client may block (a client that stops reading is dropped and
-    /// its upstream request cancelled).
-    pub client_write_timeout: Duration,
-    /// Most open connections from one client IP (`None` = no cap).
-    pub max_connections_per_ip: Option<u32>,
 }
 
 /// 64 KiB of request line and headers: an OpenAI client sends well under 2 KiB.
@@ -348,38 +318,6 @@ pub const DEFAULT_BODY_TIMEOUT_MS: u64 = 60_000;
 /// A client that reads nothing for 30 s is not reading its stream.
 pub const DEFAULT_CLIENT_WRITE_TIMEOUT_MS: u64 = 30_000;
 
-/// `auth:`, typed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AuthConfig {
-    pub keys: Vec<ApiKey>,
-    /// Forward the client's `Authorization` upstream (default: strip it).
-    pub pass_authorization: bool,
-}
-
-/// One API key of a tenant.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ApiKey {
-    pub tenant: String,
-    /// SHA-256 of the bearer key.
-    pub sha256: [u8; 32],
-    /// Model globs (`*`, `?`); empty = every model.
-    pub models: Vec<String>,
-    pub requests_per_minute: Option<u64>,
-    pub tokens_per_minute: Option<u64>,
-    pub max_in_flight: Option<u64>,
-}
-
-/// Where a sticky key comes from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum KeySource {
-    /// A request header (name lowercase).
-    Header(String),
-    /// The body's top-level `user`.
-    BodyUser,
-    /// The first bytes of the first prompt / message.
-    PromptPrefix,
-}
-
 impl KeySource {
     /// Parse `header:<name>`, `body:user` or `prompt_prefix`.
     pub fn parse(s: &str) -> Option<KeySource> {
@@ -393,40 +331,6 @@ impl KeySource {
             _ => None,
         }
     }
-
-    /// Whether the key is in the body (the pre-read must look for it).
-    pub fn in_body(&self) -> bool {
-        !matches!(self, KeySource::Header(_))
-    }
-}
-
-/// Load-balancer options of a pool.
-#[derive(Debug, Clone, PartialEq)]
-pub struct LbOptions {
-    /// `consistent_hash` key.
-    pub hash_on: Option<KeySource>,
-    /// `load_aware`: how often each backend's `/metrics` is read.
-    pub load_poll: Duration,
-    /// `consistent_hash`: a backend takes at most this × the average in-flight count.
-    pub bounded_load: f64,
-    /// `prompt_prefix`: how many bytes of the prompt are hashed.
-    pub prompt_prefix_bytes: usize,
-    /// `cache_aware` settings.
-    pub cache: CacheAwareOptions,
-}
-
-/// `cache_aware` settings of a pool.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct CacheAwareOptions {
-    /// Prompt bytes per hashed block.
-    pub block_bytes: usize,
-    /// Prompt bytes indexed at most.
-    pub max_bytes: usize,
-    /// Weight of a token the backend would have to prefill, against a token already queued.
-    pub miss_cost: f64,
-    /// KV-cache size of each backend in tokens; `None`: read it from vLLM's
-    /// `vllm:cache_config_info`, else [`DEFAULT_KV_CACHE_TOKENS`].
-    pub kv_cache_tokens: Option<u64>,
 }
 
 impl Default for CacheAwareOptions {
@@ -452,52 +356,7 @@ impl Default for LbOptions {
     }
 }
 
-/// `canary:` of a model.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Canary {
-    pub model: String,
-    /// 0–100.
-    pub percent: f64,
-    /// Same key → same side, on every replica.
-    pub sticky_on: Option<KeySource>,
-}
-
-/// `shadow:` of a model.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Shadow {
-    pub model: String,
-    /// 0–100.
-    pub percent: f64,
-    /// Shadow copies in flight at most; more are skipped.
-    pub max_concurrency: usize,
-}
-
-/// Load-balancing policy of a pool.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Policy {
-    RoundRobin,
-    Random,
-    LeastConnections,
-    PowerOfTwo,
-    LoadAware,
-    ConsistentHash,
-    CacheAware,
-}
-
 impl Policy {
-    /// Spelling used in the file, logs, headers and metric labels.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Policy::RoundRobin => "round_robin",
-            Policy::Random => "random",
-            Policy::LeastConnections => "least_connections",
-            Policy::PowerOfTwo => "power_of_two",
-            Policy::LoadAware => "load_aware",
-            Policy::ConsistentHash => "consistent_hash",
-            Policy::CacheAware => "cache_aware",
-        }
-    }
-
     /// Every accepted spelling, for error messages.
     pub const NAMES: &'static [&'static str] = &[
         "round_robin",
@@ -524,44 +383,10 @@ impl Policy {
     }
 }
 
-/// Timeouts of a pool.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Timeouts {
-    /// TCP connect to a backend.
-    pub connect: Duration,
-    /// From the request being sent upstream to the response header (TTFT for streams).
-    pub first_byte: Duration,
-    /// Largest gap between two response body chunks.
-    pub idle: Duration,
-    /// Whole exchange, from the request's arrival to the response's last byte.
-    pub request: Duration,
-}
-
-/// Retry policy of a pool.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Retries {
-    /// All attempts, the first included (≥ 1).
-    pub max_attempts: u32,
-    pub on_connection_failure: bool,
-    pub on_timeout: bool,
-    pub on_http_5xx: bool,
-    pub on_http_429: bool,
-}
-
 impl Retries {
     /// Every accepted `retry_on` condition, for error messages.
     pub const CONDITIONS: &'static [&'static str] =
         &["connection_failure", "timeout", "http_5xx", "http_429"];
-}
-
-/// Active health check of a pool.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HealthCheck {
-    pub path: String,
-    pub interval: Duration,
-    pub timeout: Duration,
-    pub healthy_threshold: u32,
-    pub unhealthy_threshold: u32,
 }
 
 #[cfg(test)]

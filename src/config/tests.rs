@@ -468,9 +468,12 @@ fn disaggregated_models_have_two_sides_with_their_own_policies() {
     // The side's own load_balancer wins; the model's applies to a side without one.
     assert_eq!(m.prefill.as_ref().unwrap().policy, Policy::RoundRobin);
     assert_eq!(m.policy, Policy::LeastConnections);
-    let side_model = m.prefill_model().unwrap();
-    assert_eq!(side_model.backends[0].name, "p0");
-    assert!(side_model.prefill.is_none());
+    let pool = m.pool_config();
+    let side_pool = pool.prefill.as_deref().unwrap();
+    assert_eq!(side_pool.backends[0].name, "p0");
+    assert_eq!(side_pool.policy, Policy::RoundRobin);
+    assert!(side_pool.prefill.is_none() && side_pool.canary.is_none());
+    assert_eq!(pool.backends[0].name, "d0");
 }
 
 #[test]

@@ -22,11 +22,10 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
 use super::per_ip::Slot;
-use super::ConnState;
-use crate::config::Limits;
-use crate::control::Control;
+use super::{ConnState, Limits};
 use crate::error::GatewayError;
 use crate::metrics::METRICS;
+use crate::state::SharedState;
 
 /// The header limits of one connection (from the snapshot at accept).
 #[derive(Debug, Clone, Copy)]
@@ -150,7 +149,7 @@ pub struct Guarded {
     inner: Stream,
     state: Arc<ConnState>,
     limits: HeaderLimits,
-    control: Arc<Control>,
+    live: SharedState,
     /// A header is being received (scan the reads).
     in_header: bool,
     /// Between requests: no byte of the next one yet (`deadline` is the idle timeout).
@@ -199,14 +198,14 @@ impl Guarded {
         inner: Stream,
         state: Arc<ConnState>,
         limits: HeaderLimits,
-        control: Arc<Control>,
+        live: SharedState,
         slot: Option<Slot>,
     ) -> Self {
         Guarded {
             inner,
             state,
             limits,
-            control,
+            live,
             in_header: true,
             idle: false,
             scan: HeaderScan::default(),
@@ -366,7 +365,7 @@ impl Guarded {
     }
 
     fn server_header(&self) -> Option<String> {
-        self.control.state.load().server_header.clone()
+        self.live.load().server_header.clone()
     }
 
     /// Refuse the header: the read that found out answers, closes and lingers before failing.

@@ -14,6 +14,7 @@ pub mod per_ip;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use pingora_core::apps::{HttpPersistentSettings, HttpServerApp, ServerApp};
@@ -22,9 +23,30 @@ use pingora_core::protocols::Stream;
 use pingora_core::server::ShutdownWatch;
 use tokio::io::AsyncWriteExt;
 
-use crate::control::Control;
 use crate::error::GatewayError;
 use crate::metrics::METRICS;
+use crate::state::SharedState;
+
+/// The client-side limits (`limits:`): what a connection and its requests may send and take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest request line + header block; more is a 431 and the connection is closed.
+    pub max_header_bytes: usize,
+    /// Most header lines in one request; more is a 431 and the connection is closed.
+    pub max_headers: usize,
+    /// Longest a request header may take to arrive, in total (from accept for a connection's
+    /// first request, from its first byte for later ones); then 408 and close.
+    pub header_timeout: Duration,
+    /// Longest a kept-alive connection may sit between requests; then it is closed quietly.
+    pub idle_timeout: Duration,
+    /// Longest the whole request body may take to arrive, in total; then 408 and close.
+    pub body_timeout: Duration,
+    /// Longest a write to the client may block (a client that stops reading is dropped and
+    /// its upstream request cancelled).
+    pub client_write_timeout: Duration,
+    /// Most open connections from one client IP (`None` = no cap).
+    pub max_connections_per_ip: Option<u32>,
+}
 
 tokio::task_local! {
     /// The connection this task serves (set by [`Front::process_new`]).
@@ -57,15 +79,15 @@ pub fn request_finished() {
 /// The proxy app with the connection layer in front.
 pub struct Front<A> {
     inner: Arc<A>,
-    control: Arc<Control>,
+    live: SharedState,
     per_ip: per_ip::PerIp,
 }
 
 impl<A> Front<A> {
-    pub fn new(inner: A, control: Arc<Control>) -> Self {
+    pub fn new(inner: A, live: SharedState) -> Self {
         Front {
             inner: Arc::new(inner),
-            control,
+            live,
             per_ip: per_ip::PerIp::default(),
         }
     }
@@ -78,7 +100,7 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for Front<A> {
         mut stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
-        let snapshot = self.control.state.load();
+        let snapshot = self.live.load();
         let limits = snapshot.limits;
         let slot = match limits.max_connections_per_ip {
             None => None,
@@ -109,7 +131,7 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for Front<A> {
             stream,
             Arc::clone(&state),
             guard::HeaderLimits::from(&limits),
-            Arc::clone(&self.control),
+            Arc::clone(&self.live),
             slot,
         ));
         drop(snapshot);

@@ -1,8 +1,8 @@
 //! The discovery background service: one tokio task per discover entry, kept in step with
 //! reloads (control plane only).
 //!
-//! A task resolves its entry, records the result in the [`super::Registry`] (which publishes a
-//! snapshot when the set changed), then sleeps until the answer's TTL runs out, at most
+//! A task resolves its entry, records the result in the [`super::Registry`] (the state
+//! publisher publishes a snapshot when the set changed), then sleeps until the answer's TTL runs out, at most
 //! `refresh_ms` and at least [`MIN_WAIT`]; after a failure it retries within
 //! [`FAILURE_RETRY`]. A reload stops the tasks of entries it removed or changed and starts the
 //! new ones; an unchanged entry keeps its task and its resolved set.
@@ -18,37 +18,42 @@ use tokio::task::{AbortHandle, JoinSet};
 use tracing::{info, warn};
 
 use super::resolve::{self, DiscoveryError};
-use super::EntryKey;
-use crate::control::Control;
+use super::Registry;
+use crate::config::discover::EntryKey;
+use crate::state::Publisher;
 
 /// Floor of the TTL-driven wait: a TTL of 0 (or 1 s records seen late) must not make the task
 /// query in a tight loop.
 pub const MIN_WAIT: Duration = Duration::from_secs(1);
 /// After a failure, try again this soon (or at `refresh_ms` if that is sooner).
 pub const FAILURE_RETRY: Duration = Duration::from_secs(2);
-/// How often snapshots replaced by discovery are checked for release.
+/// How often replaced snapshots are checked for release and drained backends forgotten.
 const PRUNE_EVERY: Duration = Duration::from_secs(1);
 
 /// See the module doc.
 pub struct DiscoveryService {
-    control: Arc<Control>,
+    publisher: Arc<Publisher>,
+    registry: Arc<Registry>,
 }
 
 impl DiscoveryService {
-    pub fn new(control: Arc<Control>) -> Self {
-        DiscoveryService { control }
+    pub fn new(publisher: Arc<Publisher>, registry: Arc<Registry>) -> Self {
+        DiscoveryService {
+            publisher,
+            registry,
+        }
     }
 }
 
 #[async_trait]
 impl BackgroundService for DiscoveryService {
     async fn start(&self, mut shutdown: ShutdownWatch) {
-        let mut changes = self.control.subscribe();
+        let mut changes = self.publisher.subscribe();
         let mut tasks = JoinSet::new();
         let mut running: HashMap<(EntryKey, Duration), AbortHandle> = HashMap::new();
         let mut prune = tokio::time::interval(PRUNE_EVERY);
         loop {
-            let wanted = self.control.discovery.wanted();
+            let wanted = self.registry.wanted(&self.publisher);
             running.retain(|k, handle| {
                 let keep = wanted.contains(k);
                 if !keep {
@@ -60,16 +65,20 @@ impl BackgroundService for DiscoveryService {
                 if running.contains_key(&(key.clone(), refresh)) {
                     continue;
                 }
-                let handle =
-                    tasks.spawn(run_entry(Arc::clone(&self.control), key.clone(), refresh));
+                let handle = tasks.spawn(run_entry(
+                    Arc::clone(&self.publisher),
+                    Arc::clone(&self.registry),
+                    key.clone(),
+                    refresh,
+                ));
                 running.insert((key, refresh), handle);
             }
             tokio::select! {
                 _ = shutdown.changed() => break,
                 changed = changes.changed() => if changed.is_err() { break },
                 _ = prune.tick() => {
-                    self.control.discovery.graveyard.prune();
-                    self.control.discovery.forget_drained(&self.control);
+                    self.publisher.prune();
+                    self.registry.forget_drained(&self.publisher);
                 }
                 // Reap finished (aborted) tasks so the set does not grow.
                 Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
@@ -80,7 +89,12 @@ impl BackgroundService for DiscoveryService {
 }
 
 /// Resolve one entry forever.
-async fn run_entry(control: Arc<Control>, key: EntryKey, refresh: Duration) {
+async fn run_entry(
+    publisher: Arc<Publisher>,
+    registry: Arc<Registry>,
+    key: EntryKey,
+    refresh: Duration,
+) {
     let (model, entry) = (key.model.clone(), key.entry.clone());
     let resolver = match resolve::resolver(&key.target) {
         Ok(r) => Some(r),
@@ -117,9 +131,9 @@ async fn run_entry(control: Arc<Control>, key: EntryKey, refresh: Duration) {
             }
         };
         let addrs = result.map(|r| r.addrs);
-        let (c, k) = (Arc::clone(&control), key.clone());
+        let (p, r, k) = (Arc::clone(&publisher), Arc::clone(&registry), key.clone());
         // Building a snapshot is CPU work under the build lock: keep it off the async workers.
-        let change = tokio::task::spawn_blocking(move || c.discovery.record(&c, &k, addrs))
+        let change = tokio::task::spawn_blocking(move || r.record(&p, &k, addrs))
             .await
             .ok()
             .flatten();

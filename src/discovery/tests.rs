@@ -7,13 +7,40 @@ use super::service::{next_wait, MIN_WAIT};
 use super::*;
 use crate::config;
 
+/// The state publisher and the discovery registry of one config.
+struct Fixture {
+    publisher: Arc<Publisher>,
+    registry: Registry,
+}
+
+impl Fixture {
+    fn record(
+        &self,
+        key: &EntryKey,
+        result: Result<Vec<SocketAddr>, DiscoveryError>,
+    ) -> Option<Change> {
+        self.registry.record(&self.publisher, key, result)
+    }
+
+    fn is_settled(&self) -> bool {
+        self.registry.is_settled(&self.publisher)
+    }
+
+    fn wanted(&self) -> Vec<(EntryKey, Duration)> {
+        self.registry.wanted(&self.publisher)
+    }
+}
+
 fn yaml(entry: &str) -> String {
     format!("models:\n  m:\n    backends:\n      - {{name: fixed, url: \"http://127.0.0.1:8001\"}}\n      - name: d\n        discover: {entry}\n")
 }
 
-fn control(entry: &str) -> Arc<Control> {
+fn control(entry: &str) -> Fixture {
     let c = config::parse(yaml(entry).as_bytes()).unwrap();
-    Control::new(&c, PathBuf::from("router.yaml"))
+    Fixture {
+        publisher: Publisher::new(&c, PathBuf::from("router.yaml")),
+        registry: Registry::default(),
+    }
 }
 
 fn addr(s: &str) -> SocketAddr {
@@ -27,8 +54,8 @@ fn failure() -> DiscoveryError {
     }
 }
 
-fn names(control: &Control) -> Vec<String> {
-    let s = control.state.load();
+fn names(f: &Fixture) -> Vec<String> {
+    let s = f.publisher.snapshot();
     s.pool("m")
         .unwrap()
         .backends
@@ -40,13 +67,12 @@ fn names(control: &Control) -> Vec<String> {
 #[test]
 fn resolved_addresses_become_named_backends_and_failures_keep_them() {
     let c = control("{dns: svc.test, port: 8000, nameserver: \"127.0.0.1:5353\"}");
-    assert!(!c.discovery.is_settled(), "nothing resolved yet");
-    let (key, refresh) = c.discovery.wanted().remove(0);
+    assert!(!c.is_settled(), "nothing resolved yet");
+    let (key, refresh) = c.wanted().remove(0);
     assert_eq!(refresh, Duration::from_millis(5_000));
     assert_eq!(key.target.port, Some(8000));
 
-    let change = c.discovery.record(
-        &c,
+    let change = c.record(
         &key,
         Ok(vec![
             addr("10.0.0.2:8000"),
@@ -54,7 +80,7 @@ fn resolved_addresses_become_named_backends_and_failures_keep_them() {
             addr("10.0.0.1:8000"),
         ]),
     );
-    assert!(c.discovery.is_settled());
+    assert!(c.is_settled());
     assert_eq!(change.unwrap().added.len(), 3);
     assert_eq!(
         names(&c),
@@ -65,8 +91,8 @@ fn resolved_addresses_become_named_backends_and_failures_keep_them() {
             "d-[fd00::1]:8000"
         ]
     );
-    let generation = c.state.load().generation;
-    let gate = Arc::clone(c.state.load().pool("m").unwrap().backends[1].live());
+    let generation = c.publisher.snapshot().generation;
+    let gate = Arc::clone(c.publisher.snapshot().pool("m").unwrap().backends[1].live());
 
     // The same set in another order: nothing to publish.
     let same = vec![
@@ -74,12 +100,12 @@ fn resolved_addresses_become_named_backends_and_failures_keep_them() {
         addr("[fd00::1]:8000"),
         addr("10.0.0.2:8000"),
     ];
-    assert_eq!(c.discovery.record(&c, &key, Ok(same)), None);
+    assert_eq!(c.record(&key, Ok(same)), None);
     // A failure keeps the set.
-    assert_eq!(c.discovery.record(&c, &key, Err(failure())), None);
+    assert_eq!(c.record(&key, Err(failure())), None);
     assert_eq!(names(&c).len(), 4);
     // /status shows the kept set and the failure.
-    let status = c.discovery.status();
+    let status = c.registry.status(&c.publisher);
     let e = &status[0];
     assert_eq!(
         (e["model"].as_str(), e["entry"].as_str()),
@@ -94,56 +120,42 @@ fn resolved_addresses_become_named_backends_and_failures_keep_them() {
 
     // One removed, one added: published with the same generation; the kept one keeps its state.
     let change = c
-        .discovery
-        .record(
-            &c,
-            &key,
-            Ok(vec![addr("10.0.0.1:8000"), addr("10.0.0.3:8000")]),
-        )
+        .record(&key, Ok(vec![addr("10.0.0.1:8000"), addr("10.0.0.3:8000")]))
         .unwrap();
     assert_eq!(change.added, vec![addr("10.0.0.3:8000")]);
     assert_eq!(
         change.removed,
         vec![addr("10.0.0.2:8000"), addr("[fd00::1]:8000")]
     );
-    let s = c.state.load();
+    let s = c.publisher.snapshot();
     assert_eq!(s.generation, generation);
     let pool = s.pool("m").unwrap();
     assert!(Arc::ptr_eq(pool.backends[1].live(), &gate));
     assert!(!pool.backends[2].is_checked(), "a new address starts gated");
-    assert_eq!(
-        c.discovery.graveyard.len(),
-        0,
-        "no request holds the old ones"
-    );
+    assert_eq!(c.publisher.buried(), 0, "no request holds the old ones");
 }
 
 #[test]
 fn a_reload_keeps_the_set_of_an_unchanged_entry_and_drops_a_changed_one() {
     let c = control("{dns: svc.test, port: 8000}");
-    let (key, _) = c.discovery.wanted().remove(0);
-    c.discovery
-        .record(&c, &key, Ok(vec![addr("10.0.0.1:8000")]));
+    let (key, _) = c.wanted().remove(0);
+    c.record(&key, Ok(vec![addr("10.0.0.1:8000")]));
     let publish = |entry: &str| {
         let next = config::parse(yaml(entry).as_bytes()).unwrap();
-        c.discovery.publish_config(&c, next, |expanded, current| {
+        c.publisher.apply_config(next, |expanded, current| {
             Snapshot::build_from(expanded, current.generation + 1, Some(current))
         });
     };
     // Unchanged target (refresh_ms differs): kept, and settled stays.
     publish("{dns: svc.test, port: 8000, refresh_ms: 1000}");
     assert_eq!(names(&c), ["fixed", "d-10.0.0.1:8000"]);
-    assert!(c.discovery.is_settled());
+    assert!(c.is_settled());
     // Another port: another target, resolved afresh.
     publish("{dns: svc.test, port: 9000}");
     assert_eq!(names(&c), ["fixed"]);
-    assert!(!c.discovery.is_settled());
+    assert!(!c.is_settled());
     // A result for the old target is ignored.
-    assert_eq!(
-        c.discovery
-            .record(&c, &key, Ok(vec![addr("10.0.0.9:8000")])),
-        None
-    );
+    assert_eq!(c.record(&key, Ok(vec![addr("10.0.0.9:8000")])), None);
     assert_eq!(names(&c), ["fixed"]);
 }
 

@@ -17,8 +17,9 @@ use pingora_core::services::background::BackgroundService;
 use tokio::sync::broadcast;
 use tracing::{info, warn};
 
+use super::Traffic;
 use super::{sdnotify, ExitPlan};
-use crate::control::Control;
+use crate::state::SharedState;
 
 const POLL: Duration = Duration::from_millis(20);
 /// After this long /ready stops waiting for the public listener (and the log would show why).
@@ -55,7 +56,9 @@ async fn next_phase(
 
 /// See the module doc.
 pub struct LifecycleService {
-    pub control: Arc<Control>,
+    pub traffic: Arc<Traffic>,
+    /// The live snapshot (its `drain:` settings).
+    pub live: SharedState,
     pub exit: Arc<ExitPlan>,
     /// Pingora's execution phases: the hand-off to a new process shows up here.
     pub phases: std::sync::Mutex<Option<broadcast::Receiver<ExecutionPhase>>>,
@@ -70,7 +73,7 @@ impl BackgroundService for LifecycleService {
         // Pingora may start the admin listener before the public one: /ready waits until the
         // public port really accepts.
         if let Some(&public) = self.listen.first() {
-            let control = Arc::clone(&self.control);
+            let traffic = Arc::clone(&self.traffic);
             tokio::spawn(async move {
                 let target = loopback_for(public);
                 let deadline = Instant::now() + LISTEN_WAIT;
@@ -80,7 +83,7 @@ impl BackgroundService for LifecycleService {
                     }
                     tokio::time::sleep(POLL).await;
                 }
-                control.set_listening();
+                traffic.set_listening();
             });
         }
         let pid = std::process::id();
@@ -104,12 +107,12 @@ impl BackgroundService for LifecycleService {
                 }
             }
         }
-        let control = Arc::clone(&self.control);
+        let (traffic, live) = (Arc::clone(&self.traffic), Arc::clone(&self.live));
         let limit = self.exit.limit();
         // A plain thread: runtimes are being shut down around us.
         let spawned = std::thread::Builder::new()
             .name("modelgate-exit".into())
-            .spawn(move || wait_then_exit(&control, limit));
+            .spawn(move || wait_then_exit(&traffic, &live, limit));
         if let Err(e) = spawned {
             warn!(error = %e, "cannot start the exit watchdog; Pingora's grace period applies");
         }
@@ -122,7 +125,7 @@ pub fn exit_now() -> ! {
     std::process::exit(0)
 }
 
-fn wait_then_exit(control: &Control, limit: Duration) -> ! {
+fn wait_then_exit(traffic: &Traffic, live: &SharedState, limit: Duration) -> ! {
     // SIGINT (Ctrl-C again) exits at once. SIGTERM — e.g. `systemctl stop` reaching an old
     // process still finishing its streams after an upgrade — is a drain: the wait is capped at
     // `drain.timeout_ms` from then on, but in-flight requests keep going.
@@ -133,12 +136,12 @@ fn wait_then_exit(control: &Control, limit: Duration) -> ! {
     let started = Instant::now();
     let mut deadline = started + limit;
     info!(
-        in_flight = control.in_flight(),
+        in_flight = traffic.in_flight(),
         limit_s = limit.as_secs_f64(),
         "listeners closed; exiting when the last in-flight request ends"
     );
     loop {
-        let n = control.in_flight();
+        let n = traffic.in_flight();
         if n == 0 {
             info!(
                 waited_ms = started.elapsed().as_millis() as u64,
@@ -151,7 +154,7 @@ fn wait_then_exit(control: &Control, limit: Duration) -> ! {
             exit_now();
         }
         if term.swap(false, Ordering::AcqRel) {
-            let drain = control.state.load().drain.timeout;
+            let drain = live.load().drain.timeout;
             deadline = deadline.min(Instant::now() + drain);
             info!(
                 in_flight = n,

@@ -21,10 +21,12 @@ pub mod paths;
 pub mod quiesce;
 pub mod sdnotify;
 pub mod signals;
+pub mod traffic;
 pub mod upgrade;
 
 pub use exit::LifecycleService;
 pub use signals::GatewaySignals;
+pub use traffic::{RequestGuard, Traffic};
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;

@@ -10,15 +10,20 @@ use tokio::signal::unix::{signal, Signal, SignalKind};
 use tracing::{error, info, warn};
 
 use super::upgrade::{self, SelfCommand};
+use super::Traffic;
 use super::{sdnotify, ExitPlan};
-use crate::control::Control;
+use crate::state::SharedState;
 
 /// How long a binary started by `SIGUSR2` may take to reach the hand-off socket.
 const SUCCESSOR_START_LIMIT: Duration = Duration::from_secs(30);
 
 /// See the module doc.
 pub struct GatewaySignals {
-    pub control: Arc<Control>,
+    pub traffic: Arc<Traffic>,
+    /// The live snapshot (its `drain:` settings).
+    pub live: SharedState,
+    /// `server.grace_period_s` as started (an upgrade's wait for in-flight requests).
+    pub grace: Duration,
     pub exit: Arc<ExitPlan>,
     pub upgrade_sock: PathBuf,
     pub self_command: Option<SelfCommand>,
@@ -83,14 +88,14 @@ impl ShutdownSignalWatch for GatewaySignals {
 
 impl GatewaySignals {
     fn hand_over(&self, why: &str) -> ShutdownSignal {
-        let grace = self.control.boot.server.grace_period;
+        let grace = self.grace;
         info!(
             signal = why,
             grace_period_s = grace.as_secs(),
             "upgrade: handing the listening sockets to the new process; this one exits when its last in-flight request ends"
         );
         self.exit.set(grace);
-        self.control.start_closing();
+        self.traffic.start_closing();
         ShutdownSignal::GracefulUpgrade
     }
 
@@ -125,14 +130,14 @@ impl GatewaySignals {
 
     /// Fail readiness, keep serving for `drain.delay_ms`, then let Pingora close the listeners.
     async fn drain(&self, name: &str, s: &mut Streams) -> ShutdownSignal {
-        self.control.start_draining();
-        let drain = self.control.state.load().drain;
+        self.traffic.start_draining();
+        let drain = self.live.load().drain;
         let _ = sdnotify::notify("STOPPING=1");
         info!(
             signal = name,
             delay_ms = drain.delay.as_millis() as u64,
             timeout_ms = drain.timeout.as_millis() as u64,
-            in_flight = self.control.in_flight(),
+            in_flight = self.traffic.in_flight(),
             "draining: /ready now answers 503; the listener keeps serving for drain.delay_ms, then closes and in-flight requests get drain.timeout_ms"
         );
         tokio::select! {
@@ -142,7 +147,7 @@ impl GatewaySignals {
         }
         self.exit.set(drain.timeout);
         info!(
-            in_flight = self.control.in_flight(),
+            in_flight = self.traffic.in_flight(),
             "drain: listener closing; waiting for in-flight requests"
         );
         ShutdownSignal::GracefulTerminate

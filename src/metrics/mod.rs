@@ -23,8 +23,7 @@ use prometheus::{
     Registry, TextEncoder,
 };
 
-use crate::proxy::route::EXTRA_ROUTES;
-use crate::state::Snapshot;
+pub use crate::api::{endpoint_index, endpoint_label, N_ENDPOINTS};
 
 pub use handles::{BackendMetrics, ModelMetrics};
 
@@ -34,53 +33,6 @@ pub const UNKNOWN_MODEL: &str = "__unknown__";
 pub const NO_MODEL: &str = "__none__";
 /// `backend` label when no backend was picked.
 pub const NO_BACKEND: &str = "none";
-
-/// OpenAI-style endpoints with their own `endpoint` label value; vLLM's extra top-level
-/// routes ([`EXTRA_ROUTES`]) get theirs too, and any other path counts as `other`.
-const V1_ENDPOINTS: &[&str] = &[
-    "/v1/chat/completions",
-    "/v1/completions",
-    "/v1/embeddings",
-    "/v1/responses",
-    "/v1/models",
-    "/v1/score",
-    "/v1/rerank",
-    "/v1/audio/transcriptions",
-    "/v1/audio/translations",
-];
-
-/// Number of distinct `endpoint` label values.
-pub const N_ENDPOINTS: usize = V1_ENDPOINTS.len() + EXTRA_ROUTES.len() + 1;
-
-/// The `endpoint` label value of an index from [`endpoint_index`].
-pub fn endpoint_label(i: usize) -> &'static str {
-    V1_ENDPOINTS
-        .get(i)
-        .or_else(|| EXTRA_ROUTES.get(i.wrapping_sub(V1_ENDPOINTS.len())))
-        .copied()
-        .unwrap_or("other")
-}
-
-/// Index of `path`'s `endpoint` label (query ignored, `/v1/models/{id}` counted as
-/// `/v1/models`).
-pub fn endpoint_index(path: &str) -> usize {
-    let path = path.split('?').next().unwrap_or(path);
-    let path = if path.starts_with("/v1/models/") {
-        "/v1/models"
-    } else {
-        path
-    };
-    V1_ENDPOINTS
-        .iter()
-        .position(|e| *e == path)
-        .or_else(|| {
-            EXTRA_ROUTES
-                .iter()
-                .position(|e| *e == path)
-                .map(|i| i + V1_ENDPOINTS.len())
-        })
-        .unwrap_or(N_ENDPOINTS - 1)
-}
 
 /// Status classes, indexed by `status / 100 - 1`.
 pub const STATUS_CLASSES: &[&str] = &["1xx", "2xx", "3xx", "4xx", "5xx"];
@@ -323,48 +275,11 @@ pub fn record_start() {
     METRICS.config_last_reload.set(unix_now());
 }
 
-/// Render every family in the Prometheus text format, refreshing the live gauges from
-/// `snapshot` first.
-pub fn render(snapshot: &Snapshot) -> Vec<u8> {
-    let m = &*METRICS;
-    m.config_generation
-        .set(i64::try_from(snapshot.generation).unwrap_or(i64::MAX));
-    // Live gauges: rebuilt from the snapshot so removed backends vanish.
-    m.in_flight.reset();
-    m.backend_healthy.reset();
-    m.queued.reset();
-    m.prefill_backlog.reset();
-    m.prefix_index_entries.reset();
-    for pool in &snapshot.pools {
-        m.queued.with_label_values(&[pool.name.as_str()]).set(
-            i64::try_from(pool.live.queued.load(std::sync::atomic::Ordering::Relaxed))
-                .unwrap_or(i64::MAX),
-        );
-        if let Some(index) = &pool.prefix {
-            m.prefix_index_entries
-                .with_label_values(&[pool.name.as_str()])
-                .set(i64::try_from(index.used()).unwrap_or(i64::MAX));
-        }
-        for (b, pool) in pool
-            .sides()
-            .flat_map(|side| side.backends.iter().map(move |b| (b, side)))
-        {
-            let labels = [pool.name.as_str(), b.config.name.as_str()];
-            if pool.prefix.is_some() {
-                m.prefill_backlog
-                    .with_label_values(&labels)
-                    .set(i64::try_from(b.prefill_backlog()).unwrap_or(i64::MAX));
-            }
-            m.in_flight
-                .with_label_values(&labels)
-                .set(i64::try_from(b.in_flight()).unwrap_or(i64::MAX));
-            m.backend_healthy
-                .with_label_values(&labels)
-                .set(i64::from(b.is_healthy()));
-        }
-    }
+/// Render every family in the Prometheus text format. The live gauges (in flight, health,
+/// queue, generation) are set from the snapshot by the caller first (admin `/metrics`).
+pub fn render() -> Vec<u8> {
     let mut out = Vec::with_capacity(16 * 1024);
-    let _ = TextEncoder::new().encode(&m.registry.gather(), &mut out);
+    let _ = TextEncoder::new().encode(&METRICS.registry.gather(), &mut out);
     out
 }
 
@@ -373,18 +288,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn endpoints_are_bounded_and_normalised() {
-        let i = endpoint_index("/v1/chat/completions?x=1");
-        assert_eq!(endpoint_label(i), "/v1/chat/completions");
-        assert_eq!(
-            endpoint_label(endpoint_index("/v1/models/m-7b")),
-            "/v1/models"
-        );
-        assert_eq!(endpoint_label(endpoint_index("/tokenize")), "/tokenize");
-        assert_eq!(endpoint_label(endpoint_index("/v1/anything/else")), "other");
-        assert_eq!(endpoint_index("/v1/anything/else"), N_ENDPOINTS - 1);
-        let labels: std::collections::HashSet<_> = (0..N_ENDPOINTS).map(endpoint_label).collect();
-        assert_eq!(labels.len(), N_ENDPOINTS);
+    fn status_classes_are_bounded() {
         assert_eq!(status_class(204), 1);
         assert_eq!(status_class(499), 3);
         assert_eq!(status_class(0), 4);

@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use super::disagg::prefill::PrefillLeg;
 use crate::auth::{Tenant, TenantGuard};
-use crate::control::RequestGuard;
+use crate::lifecycle::RequestGuard;
 use crate::metrics::usage::Tail;
 use crate::routing::cache_aware::Choice;
 use crate::routing::prefix::PromptBlocks;

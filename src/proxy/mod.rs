@@ -27,8 +27,10 @@ use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorType, Result};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 
-use crate::control::Control;
 use crate::error::GatewayError;
+use crate::lifecycle::Traffic;
+use crate::state::SharedState;
+use crate::telemetry::Spans;
 use body::Upload;
 use ctx::RequestCtx;
 use forward::Outcome;
@@ -36,15 +38,19 @@ use route::Route;
 
 /// The gateway's proxy logic.
 pub struct Gateway {
-    control: Arc<Control>,
+    live: SharedState,
+    traffic: Arc<Traffic>,
+    spans: Arc<Spans>,
     upstream: upstream::Upstream,
     shadows: shadow::Shadows,
 }
 
 impl Gateway {
-    pub fn new(control: Arc<Control>) -> Self {
+    pub fn new(live: SharedState, traffic: Arc<Traffic>, spans: Arc<Spans>) -> Self {
         Gateway {
-            control,
+            live,
+            traffic,
+            spans,
             upstream: upstream::Upstream::default(),
             shadows: shadow::Shadows::default(),
         }
@@ -52,7 +58,7 @@ impl Gateway {
 
     /// Route and answer one request. Returns the error to render if nothing was sent yet.
     async fn handle(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<(), Outcome> {
-        let snapshot = self.control.state.load_full();
+        let snapshot = self.live.load_full();
         ctx.snapshot = Some(Arc::clone(&snapshot));
         // A client that stops reading must not pin a backend slot: writes to it time out.
         session
@@ -304,7 +310,7 @@ impl ProxyHttp for Gateway {
     async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
         crate::conn::request_started();
         // Counted until the context drops: graceful exit waits for this to reach zero.
-        ctx.in_flight = Some(self.control.track_request());
+        ctx.in_flight = Some(self.traffic.track_request());
         // Debug builds only (the test suite): a fault hook proving that a panic in one
         // request's task ends that connection and nothing else.
         #[cfg(debug_assertions)]
@@ -315,7 +321,7 @@ impl ProxyHttp for Gateway {
         {
             panic!("x-modelgate-debug-panic: deliberate test fault");
         }
-        if self.control.is_closing() {
+        if self.traffic.is_closing() {
             session.set_keepalive(None);
         }
         ctx.request_id = headers::request_id(session.req_header());
@@ -375,7 +381,7 @@ impl ProxyHttp for Gateway {
     }
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Self::CTX) {
-        observe::finish(session, ctx, &self.control);
+        observe::finish(session, ctx, self.spans.exporter().as_deref());
         crate::conn::request_finished();
     }
 }

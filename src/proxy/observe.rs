@@ -8,7 +8,6 @@ use std::time::Instant;
 use pingora_proxy::Session;
 
 use super::ctx::RequestCtx;
-use crate::control::Control;
 use crate::logging::{self, AccessRecord};
 use crate::metrics::handles::FALLBACK;
 use crate::metrics::{status_class, ModelMetrics};
@@ -26,18 +25,18 @@ pub struct RequestInfo<'a> {
 }
 
 /// Record metrics and write the access-log line for a finished request.
-pub fn finish(session: &Session, ctx: &mut RequestCtx, control: &Control) {
+pub fn finish(session: &Session, ctx: &mut RequestCtx, exporter: Option<&Exporter>) {
     let req = session.req_header();
     let info = RequestInfo {
         method: req.method.as_str(),
         path: req.uri.path(),
         client: session.client_addr().and_then(|a| a.as_inet()),
     };
-    record(ctx, control, info);
+    record(ctx, exporter, info);
 }
 
 /// [`finish`] without the Pingora session (benches call this directly).
-pub fn record(ctx: &RequestCtx, control: &Control, info: RequestInfo<'_>) {
+pub fn record(ctx: &RequestCtx, exporter: Option<&Exporter>, info: RequestInfo<'_>) {
     let now = Instant::now();
     let duration = now.duration_since(ctx.started);
     let class = status_class(ctx.status);
@@ -87,17 +86,15 @@ pub fn record(ctx: &RequestCtx, control: &Control, info: RequestInfo<'_>) {
     let path = info.path;
     let route = &path[..floor_char_boundary(path, MAX_ROUTE)];
     let backend_name = backend.map(|b| b.config.name.as_str());
-    if let Some(exporter) = control.exporter() {
-        if ctx.trace.is_sampled() {
-            export_span(&exporter, ctx, info.method, route, backend_name, usage);
-        }
+    if let Some(exporter) = exporter.filter(|_| ctx.trace.is_sampled()) {
+        export_span(exporter, ctx, info.method, route, backend_name, usage);
     }
     let access_log = ctx.snapshot.as_ref().is_none_or(|s| s.access_log);
     if !access_log {
         return;
     }
     let record = AccessRecord {
-        ts: crate::control::now_rfc3339(),
+        ts: crate::logging::now_rfc3339(),
         request_id: &ctx.request_id,
         client: info.client.map(ToString::to_string),
         method: info.method,

@@ -9,10 +9,9 @@ use pingora_http::RequestHeader;
 use rand::Rng;
 
 use super::body::Upload;
-use crate::config::KeySource;
 use crate::routing::prefix::PromptBlocks;
 use crate::routing::select::key_hash;
-use crate::routing::Pool;
+use crate::routing::{KeySource, Policy, Pool};
 use crate::state::Snapshot;
 
 /// Canary buckets: percentages with two decimals.
@@ -64,7 +63,7 @@ pub fn split<'a>(
 
 /// The `consistent_hash` key of this request for `pool`, hashed.
 pub fn sticky_key(pool: &Pool, req: &RequestHeader, upload: &Upload) -> Option<u64> {
-    if pool.policy != crate::config::Policy::ConsistentHash {
+    if pool.policy != Policy::ConsistentHash {
         return None;
     }
     key(
@@ -77,7 +76,7 @@ pub fn sticky_key(pool: &Pool, req: &RequestHeader, upload: &Upload) -> Option<u
 
 /// The prompt's block hashes for a `cache_aware` pool (from the raw bytes the pre-read holds).
 pub fn prompt_blocks(pool: &Pool, upload: &Upload) -> Option<PromptBlocks> {
-    if pool.policy != crate::config::Policy::CacheAware {
+    if pool.policy != Policy::CacheAware {
         return None;
     }
     let opts = &pool.lb.cache;

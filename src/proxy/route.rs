@@ -6,19 +6,8 @@
 
 use http::Method;
 
+use crate::api::EXTRA_ROUTES;
 use crate::error::GatewayError;
-
-/// vLLM routes outside `/v1/` that carry a `model` in a JSON body.
-pub const EXTRA_ROUTES: &[&str] = &[
-    "/tokenize",
-    "/detokenize",
-    "/pooling",
-    "/classify",
-    "/score",
-    "/rerank",
-    "/v2/rerank",
-    "/invocations",
-];
 
 /// What to do with a request.
 #[derive(Debug, PartialEq, Eq)]

@@ -41,7 +41,7 @@ pub fn describe(old: &Snapshot, new: &Config) -> String {
 fn backend_changes(
     model: &str,
     pool: &crate::routing::Pool,
-    backends: &[crate::config::BackendConfig],
+    backends: &[crate::routing::BackendConfig],
     parts: &mut Vec<String>,
 ) {
     let key = |name: &str, url: &str| format!("{name}={url}");

@@ -5,21 +5,19 @@
 //! snapshot they loaded, so streams started before a reload finish on their old pool; backends
 //! that stay keep their health (see [`crate::state::Snapshot::build_from`]). A rejected file
 //! changes nothing: the error is logged with its field paths and shown by `GET /config`.
-//! Replaced snapshots are parked here and dropped by the control plane once no request holds
-//! them, so freeing a large snapshot never lands on a request thread.
+//! The state publisher applies it under its build lock (discovery builds there too) and parks
+//! the replaced snapshot until no request holds it.
 
 pub mod diff;
 pub mod service;
 pub mod watch;
 
-use std::sync::{Arc, Mutex};
-
 use sha2::{Digest, Sha256};
 use tracing::{error, info, warn};
 
-use crate::config::{self, ConfigError};
-use crate::control::{BootSettings, Control};
-use crate::state::Snapshot;
+use crate::config::{self, Config, ConfigError, ServerSettings};
+use crate::logging::LogFormat;
+use crate::state::{Publisher, Snapshot};
 
 pub use service::ReloadService;
 
@@ -52,47 +50,30 @@ pub enum Outcome {
     Rejected(String),
 }
 
-/// Replaced snapshots waiting until no request holds them.
-#[derive(Debug, Default)]
-pub struct Graveyard(Mutex<Vec<Arc<Snapshot>>>);
+/// Settings read once at start; a reload that changes them is logged as needing an upgrade.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BootSettings {
+    pub listen: std::net::SocketAddr,
+    pub admin_listen: std::net::SocketAddr,
+    pub server: ServerSettings,
+    pub log_format: LogFormat,
+}
 
-impl Graveyard {
-    /// Park a replaced snapshot.
-    pub fn bury(&self, snapshot: Arc<Snapshot>) {
-        if let Ok(mut list) = self.0.lock() {
-            list.push(snapshot);
+impl BootSettings {
+    pub fn of(config: &Config) -> Self {
+        BootSettings {
+            listen: config.listen,
+            admin_listen: config.admin_listen,
+            server: config.server.clone(),
+            log_format: config.log.format,
         }
-        self.prune();
-    }
-
-    /// Drop every parked snapshot no request holds any more.
-    pub fn prune(&self) {
-        let dead: Vec<Arc<Snapshot>> = match self.0.lock() {
-            Ok(mut list) => {
-                let (dead, live) = list.drain(..).partition(|s| Arc::strong_count(s) == 1);
-                *list = live;
-                dead
-            }
-            Err(_) => Vec::new(),
-        };
-        drop(dead); // outside the lock
-    }
-
-    /// Snapshots still parked (tests and `/status`).
-    pub fn len(&self) -> usize {
-        self.0.lock().map(|l| l.len()).unwrap_or(0)
-    }
-
-    /// Whether nothing is parked.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 
 /// Re-read and apply the config file. Blocking (file read and host name resolution): call it
 /// from a blocking thread, never from the request path.
-pub fn reload(control: &Control, graveyard: &Graveyard, trigger: Trigger) -> Outcome {
-    let path = &control.config_path;
+pub fn reload(publisher: &Publisher, boot: &BootSettings, trigger: Trigger) -> Outcome {
+    let path = publisher.path();
     let bytes = match std::fs::read(path) {
         Ok(b) => b,
         Err(e) => {
@@ -101,10 +82,10 @@ pub fn reload(control: &Control, graveyard: &Graveyard, trigger: Trigger) -> Out
                 message: e.to_string(),
             }
             .to_string();
-            return reject(control, trigger, message);
+            return reject(publisher, trigger, message);
         }
     };
-    let current = control.state.load_full();
+    let current = publisher.snapshot();
     if trigger == Trigger::FileChange
         && format!("{:x}", Sha256::digest(&bytes)) == current.config_sha256
     {
@@ -112,22 +93,19 @@ pub fn reload(control: &Control, graveyard: &Graveyard, trigger: Trigger) -> Out
     }
     let config = match config::parse_at(&bytes, path.parent()) {
         Ok(c) => c,
-        Err(e) => return reject(control, trigger, e.to_string()),
+        Err(e) => return reject(publisher, trigger, e.to_string()),
     };
     drop(current);
-    warn_needs_upgrade(&control.boot, &BootSettings::of(&config));
+    warn_needs_upgrade(boot, &BootSettings::of(&config));
     let (sha256, level) = (config.sha256.clone(), config.log.level.clone());
     // Under the build lock (discovery publishes too), with the addresses discovered so far.
     let mut generation = 0;
     let mut changes = String::new();
-    let old = control
-        .discovery
-        .publish_config(control, config, |expanded, current| {
-            generation = current.generation + 1;
-            changes = diff::describe(current, expanded);
-            Snapshot::build_from(expanded, generation, Some(current))
-        });
-    graveyard.bury(old);
+    publisher.apply_config(config, |expanded, current| {
+        generation = current.generation + 1;
+        changes = diff::describe(current, expanded);
+        Snapshot::build_from(expanded, generation, Some(current))
+    });
     crate::metrics::record_reload(true);
     crate::logging::set_level(&level);
     info!(
@@ -140,14 +118,14 @@ pub fn reload(control: &Control, graveyard: &Graveyard, trigger: Trigger) -> Out
     Outcome::Applied(generation)
 }
 
-fn reject(control: &Control, trigger: Trigger, message: String) -> Outcome {
+fn reject(publisher: &Publisher, trigger: Trigger, message: String) -> Outcome {
     crate::metrics::record_reload(false);
     error!(
         trigger = trigger.as_str(),
-        path = %control.config_path.display(),
+        path = %publisher.path().display(),
         "config reload rejected; the previous config keeps serving:\n{message}"
     );
-    control.reject(message.clone());
+    publisher.reject(message.clone());
     Outcome::Rejected(message)
 }
 

@@ -11,8 +11,9 @@ use pingora_core::services::background::BackgroundService;
 use tokio::signal::unix::{signal, SignalKind};
 use tracing::{info, warn};
 
-use super::{reload, watch, Graveyard, Outcome, Trigger};
-use crate::control::Control;
+use super::{reload, watch, BootSettings, Outcome, Trigger};
+use crate::state::Publisher;
+use crate::telemetry::Spans;
 
 /// A burst of file events ends after this much quiet (editors write in several steps).
 const DEBOUNCE_QUIET: Duration = Duration::from_millis(200);
@@ -23,35 +24,53 @@ const PRUNE_EVERY: Duration = Duration::from_secs(1);
 
 /// See the module doc.
 pub struct ReloadService {
-    control: Arc<Control>,
-    graveyard: Arc<Graveyard>,
+    publisher: Arc<Publisher>,
+    /// What the running process was started with.
+    boot: Arc<BootSettings>,
+    /// The span exporter, restarted when `tracing:` changes.
+    spans: Arc<Spans>,
     /// Set by the SIGHUP handler installed first thing in `main`, before this service runs.
     early_hup: Arc<AtomicBool>,
     watch_file: bool,
 }
 
 impl ReloadService {
-    pub fn new(control: Arc<Control>, early_hup: Arc<AtomicBool>, watch_file: bool) -> Self {
+    pub fn new(
+        publisher: Arc<Publisher>,
+        boot: BootSettings,
+        spans: Arc<Spans>,
+        early_hup: Arc<AtomicBool>,
+        watch_file: bool,
+    ) -> Self {
         ReloadService {
-            control,
-            graveyard: Arc::new(Graveyard::default()),
+            publisher,
+            boot: Arc::new(boot),
+            spans,
             early_hup,
             watch_file,
         }
     }
 
     async fn run_reload(&self, trigger: Trigger) -> Outcome {
-        let control = Arc::clone(&self.control);
-        let graveyard = Arc::clone(&self.graveyard);
+        let publisher = Arc::clone(&self.publisher);
+        let boot = Arc::clone(&self.boot);
         // File read and DNS resolution block: keep them off the async workers.
-        let outcome = tokio::task::spawn_blocking(move || reload(&control, &graveyard, trigger))
+        let outcome = tokio::task::spawn_blocking(move || reload(&publisher, &boot, trigger))
             .await
             .unwrap_or_else(|e| Outcome::Rejected(format!("reload task failed: {e}")));
         if matches!(outcome, Outcome::Applied(_)) {
             // This runtime lives as long as the process: the exporter's task runs here.
-            self.control.configure_tracing();
+            self.configure_tracing();
         }
         outcome
+    }
+
+    /// Start, replace or stop the span exporter to match the snapshot in force. The exporter's
+    /// task runs on this service's runtime, which lives as long as the process.
+    fn configure_tracing(&self) {
+        let tracing = self.publisher.snapshot().tracing.clone();
+        self.spans
+            .configure(tracing.otlp_endpoint.as_deref(), &tracing.service_name);
     }
 }
 
@@ -66,17 +85,17 @@ impl BackgroundService for ReloadService {
             }
         };
         let mut file = if self.watch_file {
-            match watch::watch(&self.control.config_path) {
+            match watch::watch(&self.publisher.path()) {
                 Ok(w) => Some(w),
                 Err(e) => {
-                    warn!(error = %e, path = %self.control.config_path.display(), "cannot watch the config file; reload with SIGHUP");
+                    warn!(error = %e, path = %self.publisher.path().display(), "cannot watch the config file; reload with SIGHUP");
                     None
                 }
             }
         } else {
             None
         };
-        info!(path = %self.control.config_path.display(), watching = file.is_some(), "reload: SIGHUP{}", if file.is_some() { " or file change" } else { "" });
+        info!(path = %self.publisher.path().display(), watching = file.is_some(), "reload: SIGHUP{}", if file.is_some() { " or file change" } else { "" });
         // A SIGHUP during startup was caught by the early handler: honour it now. Either way,
         // catch a file change made between the first load and the watch being set up.
         let trigger = if self.early_hup.swap(false, Ordering::AcqRel) {
@@ -85,13 +104,13 @@ impl BackgroundService for ReloadService {
             Trigger::FileChange
         };
         self.run_reload(trigger).await;
-        self.control.configure_tracing();
+        self.configure_tracing();
 
         let mut prune = tokio::time::interval(PRUNE_EVERY);
         loop {
             tokio::select! {
                 _ = shutdown.changed() => break,
-                _ = prune.tick() => self.graveyard.prune(),
+                _ = prune.tick() => self.publisher.prune(),
                 Some(_) = recv_hup(&mut hup) => {
                     self.early_hup.store(false, Ordering::Release);
                     self.run_reload(Trigger::Signal).await;

@@ -7,9 +7,14 @@ pub mod cache_aware;
 pub mod pool;
 pub mod prefix;
 pub mod select;
+pub mod settings;
 pub mod vllm_load;
 
 pub use pool::{
     Affinity, BackendHealth, BackendState, InFlightGuard, LoadSample, Pick, Pool, PoolLive,
     ProbeRecord,
+};
+pub use settings::{
+    BackendConfig, CacheAwareOptions, Canary, HealthCheck, KeySource, LbOptions, Policy,
+    PoolConfig, Retries, Shadow, Timeouts,
 };

@@ -14,8 +14,9 @@ use pingora_core::upstreams::peer::HttpPeer;
 use super::cache_aware::{self, Choice};
 use super::prefix::{CacheClock, PrefixIndex, PromptBlocks};
 use super::select;
-use crate::config::{
-    BackendConfig, Canary, HealthCheck, LbOptions, ModelConfig, Policy, Retries, Shadow, Timeouts,
+use super::settings::{
+    BackendConfig, Canary, HealthCheck, LbOptions, Policy, PoolConfig, Retries, Shadow, Timeouts,
+    DEFAULT_KV_CACHE_TOKENS,
 };
 use crate::metrics::{BackendMetrics, ModelMetrics};
 
@@ -358,7 +359,7 @@ pub struct Pick {
 
 /// The `cache_aware` index of a pool: the old pool's when its size is unchanged (entries carry
 /// over a reload), else a new one sized for twice what the backends' caches hold.
-fn prefix_index(config: &ModelConfig, old: Option<&Pool>) -> Arc<PrefixIndex> {
+fn prefix_index(config: &PoolConfig, old: Option<&Pool>) -> Arc<PrefixIndex> {
     let per_backend = cache_blocks(config) as usize;
     let entries = (2 * per_backend * config.backends.len().max(1)).clamp(4096, MAX_INDEX_ENTRIES);
     let want = PrefixIndex::new(entries).capacity();
@@ -372,12 +373,12 @@ fn prefix_index(config: &ModelConfig, old: Option<&Pool>) -> Arc<PrefixIndex> {
 pub const MAX_INDEX_ENTRIES: usize = 1 << 24;
 
 /// A backend's KV cache in index blocks, from the configured (or default) token count.
-fn cache_blocks(config: &ModelConfig) -> u64 {
+fn cache_blocks(config: &PoolConfig) -> u64 {
     let tokens = config
         .lb
         .cache
         .kv_cache_tokens
-        .unwrap_or(crate::config::DEFAULT_KV_CACHE_TOKENS);
+        .unwrap_or(DEFAULT_KV_CACHE_TOKENS);
     let block_tokens = (config.lb.cache.block_bytes / super::prefix::BYTES_PER_TOKEN).max(1);
     tokens.div_ceil(block_tokens as u64)
 }
@@ -437,7 +438,7 @@ impl std::fmt::Debug for Pool {
 
 impl Pool {
     /// Build a pool from its validated config; every backend starts gated.
-    pub fn build(config: &ModelConfig) -> Pool {
+    pub fn build(config: &PoolConfig) -> Pool {
         Pool::build_from(config, None)
     }
 
@@ -445,7 +446,7 @@ impl Pool {
     /// state of each backend with the same URL and address (health, streaks, in-flight count,
     /// card), the metric handles of each backend with the same name, and the pool's cursor and
     /// queue. New backends start gated until their first passing probe.
-    pub fn build_from(config: &ModelConfig, old: Option<&Pool>) -> Pool {
+    pub fn build_from(config: &PoolConfig, old: Option<&Pool>) -> Pool {
         let live_pool = old.map(|o| Arc::clone(&o.live)).unwrap_or_default();
         let limited = config.backends.iter().any(|b| b.max_in_flight.is_some());
         let backends: Vec<Arc<BackendState>> = config
@@ -477,9 +478,9 @@ impl Pool {
             .map(|o| Arc::clone(&o.metrics))
             .unwrap_or_else(|| Arc::new(ModelMetrics::new(&config.name)));
         let prefix = (config.policy == Policy::CacheAware).then(|| prefix_index(config, old));
-        let prefill = config.prefill_model().map(|side| {
+        let prefill = config.prefill.as_deref().map(|side| {
             let old_side = old.and_then(|o| o.prefill.as_deref());
-            Arc::new(Pool::build_from(&side, old_side))
+            Arc::new(Pool::build_from(side, old_side))
         });
         for b in &backends {
             match config.lb.cache.kv_cache_tokens {

@@ -269,7 +269,7 @@ pub(crate) mod tests {
             "models:\n  m:\n    load_balancer: {{policy: {policy}{extra}}}\n    backends:\n{backends}"
         );
         let config = parse(yaml.as_bytes()).unwrap();
-        let p = Pool::build(&config.models[0]);
+        let p = Pool::build(&config.models[0].pool_config());
         for b in &p.backends {
             b.set_health(true);
         }
@@ -341,7 +341,7 @@ pub(crate) mod tests {
         // least_outstanding is the same policy.
         assert_eq!(
             pool("least_outstanding", &[1], "").policy,
-            crate::config::Policy::LeastConnections
+            crate::routing::Policy::LeastConnections
         );
     }
 
@@ -461,7 +461,7 @@ pub(crate) mod tests {
             assert_eq!(c[0], 0, "{policy}: {c:?}");
         }
         let yaml = "models:\n  m:\n    backends:\n      - {name: a, url: \"http://127.0.0.1:9001\", max_in_flight: 2}\n      - {name: d, url: \"http://127.0.0.1:9002\", drain: true}\n";
-        let p = Pool::build(&parse(yaml.as_bytes()).unwrap().models[0]);
+        let p = Pool::build(&parse(yaml.as_bytes()).unwrap().models[0].pool_config());
         for b in &p.backends {
             b.set_health(true);
         }

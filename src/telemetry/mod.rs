@@ -63,3 +63,40 @@ mod traceparent;
 
 pub use otlp::{AttrValue, Exporter, SpanRecord};
 pub use traceparent::TraceContext;
+
+/// The span exporter in force, if any: the control plane (re)configures it, the request path
+/// reads it once per finished request.
+#[derive(Debug, Default)]
+pub struct Spans {
+    exporter: arc_swap::ArcSwapOption<Exporter>,
+}
+
+impl Spans {
+    /// Start, replace or stop the exporter: export to `endpoint` as `service_name`, or stop
+    /// with `None`. Keeps a running exporter whose endpoint and service name are unchanged.
+    /// Call from a long-lived runtime (the exporter's task runs there).
+    pub fn configure(&self, endpoint: Option<&str>, service_name: &str) {
+        let current = self.exporter.load_full();
+        match (endpoint, current) {
+            (None, None) => {}
+            (None, Some(_)) => {
+                self.exporter.store(None);
+                tracing::info!("span export off");
+            }
+            (Some(endpoint), Some(cur))
+                if cur.endpoint() == endpoint && cur.service_name() == service_name => {}
+            (Some(endpoint), _) => match Exporter::start(endpoint, service_name) {
+                Ok(e) => {
+                    tracing::info!(endpoint = %endpoint, service_name = %service_name, "exporting spans over OTLP/HTTP");
+                    self.exporter.store(Some(std::sync::Arc::new(e)));
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot export spans"),
+            },
+        }
+    }
+
+    /// The exporter, if one is configured.
+    pub fn exporter(&self) -> Option<std::sync::Arc<Exporter>> {
+        self.exporter.load_full()
+    }
+}

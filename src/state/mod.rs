@@ -9,9 +9,14 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
+pub mod publish;
+
+pub use publish::{ConfigStatus, Publisher};
+
 use crate::auth::Tenants;
-use crate::config::{Config, DrainSettings, KeySource, Limits, Policy, TracingSettings};
-use crate::routing::Pool;
+use crate::config::{Config, DrainSettings, TracingSettings};
+use crate::conn::Limits;
+use crate::routing::{KeySource, Policy, Pool};
 use crate::scan::Capture;
 
 /// Everything a request needs, frozen.
@@ -68,7 +73,7 @@ impl Snapshot {
                 let old = previous
                     .and_then(|p| p.pool(&m.name))
                     .filter(|p| p.name == m.name);
-                Arc::new(Pool::build_from(m, old.map(|p| &**p)))
+                Arc::new(Pool::build_from(&m.pool_config(), old.map(|p| &**p)))
             })
             .collect();
         let mut by_name: HashMap<String, usize> = pools
@@ -159,10 +164,6 @@ fn capture(config: &Config) -> Capture {
     c
 }
 
-/// The live snapshot, shared by the proxy, the admin API and the control plane.
+/// The live snapshot, shared by the proxy, the admin API and the control plane; only the
+/// [`Publisher`] stores into it.
 pub type SharedState = Arc<ArcSwap<Snapshot>>;
-
-/// Wrap a first snapshot.
-pub fn shared(snapshot: Snapshot) -> SharedState {
-    Arc::new(ArcSwap::from_pointee(snapshot))
-}

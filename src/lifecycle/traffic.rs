@@ -1,0 +1,76 @@
+//! What this process tells its clients about going away, and how many requests it serves
+//! (shared by the request path, the lifecycle services and admin readiness; atomics only).
+//!
+//! The request path reads [`Traffic::is_closing`] (answer `Connection: close`) and holds one
+//! [`RequestGuard`] per request; lifecycle sets the flags and waits for the in-flight count to
+//! reach zero; admin reads them for `/ready` and `/status`.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// See the module doc.
+#[derive(Debug, Default)]
+pub struct Traffic {
+    draining: AtomicBool,
+    closing: AtomicBool,
+    /// The public listener accepts connections (Pingora starts the admin service first).
+    listening: AtomicBool,
+    in_flight: Arc<AtomicU64>,
+}
+
+impl Traffic {
+    /// Record that the public listener accepts connections.
+    pub fn set_listening(&self) {
+        self.listening.store(true, Ordering::Release);
+    }
+
+    /// Whether the public listener accepts connections.
+    pub fn is_listening(&self) -> bool {
+        self.listening.load(Ordering::Acquire)
+    }
+
+    /// Start draining: readiness fails from now on, and keep-alive ends (see
+    /// [`Traffic::start_closing`]).
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::Release);
+        self.start_closing();
+    }
+
+    /// This process is going away (drain or hand-over to a new binary): every response from now
+    /// on says `Connection: close`, so keep-alive clients move to fresh connections (which reach
+    /// the new process or another replica) instead of racing the listener's close on an idle one.
+    pub fn start_closing(&self) {
+        self.closing.store(true, Ordering::Release);
+    }
+
+    /// Whether responses should end their connection.
+    pub fn is_closing(&self) -> bool {
+        self.closing.load(Ordering::Relaxed)
+    }
+
+    /// Whether SIGTERM/SIGINT started a drain.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
+    }
+
+    /// Count one client request until the guard drops.
+    pub fn track_request(&self) -> RequestGuard {
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        RequestGuard(Arc::clone(&self.in_flight))
+    }
+
+    /// Client requests being served right now, streams included.
+    pub fn in_flight(&self) -> u64 {
+        self.in_flight.load(Ordering::Acquire)
+    }
+}
+
+/// Decrements the process-wide in-flight count on drop.
+#[derive(Debug)]
+pub struct RequestGuard(Arc<AtomicU64>);
+
+impl Drop for RequestGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
