@@ -1,7 +1,7 @@
 //! What do metrics and the access log cost a request?
 //!
 //! Builds a snapshot from a small config (one model, two backends on IP URLs, both marked
-//! healthy) and a `RequestCtx` as the proxy leaves it after a streamed 200 (pool, backend index,
+//! healthy) and the stage records the pipeline leaves after a streamed 200 (pool, backend index,
 //! endpoint, first byte, usage tail fed with a final SSE chunk, request id, trace context), then
 //! measures with criterion:
 //!
@@ -45,8 +45,10 @@ use modelgate::config;
 use modelgate::logging::{self, AccessRecord};
 use modelgate::metrics::usage::Tail;
 use modelgate::metrics::{self, METRICS};
-use modelgate::proxy::ctx::RequestCtx;
+use modelgate::proxy::forward::Exchanged;
+use modelgate::proxy::head::Head;
 use modelgate::proxy::observe::{self, RequestInfo};
+use modelgate::proxy::observe::{Ending, Finished, Routed};
 use modelgate::state::{Publisher, Snapshot};
 use modelgate::telemetry::TraceContext;
 
@@ -119,32 +121,57 @@ data: [DONE]\n\n";
     out
 }
 
-/// The ctx as the proxy leaves it after streaming a 200 from backend 0.
-fn request_ctx(snapshot: &Arc<Snapshot>) -> RequestCtx {
-    let snapshot = Arc::clone(snapshot);
+/// A request's stage records as the pipeline leaves them after streaming a 200 from backend 0.
+struct Request {
+    head: Head,
+    routed: Routed,
+    out: Exchanged,
+    access_log: bool,
+}
+
+impl Request {
+    fn finished(&self) -> Finished<'_> {
+        Finished {
+            head: &self.head,
+            routed: &self.routed,
+            out: &self.out,
+            ending: Ending::default(),
+            access_log: self.access_log,
+        }
+    }
+}
+
+fn request_ctx(snapshot: &Arc<Snapshot>) -> Request {
     let pool = Arc::clone(&snapshot.pools[0]);
     let started = Instant::now() - DURATION;
     let mut tail = Box::<Tail>::default();
     tail.feed(&final_read_2k());
-    RequestCtx {
-        started,
-        snapshot: Some(snapshot),
-        request_id: "5c0f1d6e2b8a4f3e9d7c6b5a4f3e2d1c".to_string(),
-        model: Some("m".to_string()),
-        attempts: 1,
-        status: 200,
-        response_started: true,
-        bytes_in: 212,
-        bytes_out: 41_377,
-        pool: Some(pool),
-        backend_index: Some(0),
-        endpoint: metrics::endpoint_index(PATH),
-        first_byte: Some(started + TTFB),
-        last_chunk: Some(started + DURATION),
-        stream: true,
-        tail: Some(tail),
-        trace: TraceContext::from_headers(None, None),
-        ..RequestCtx::default()
+    Request {
+        head: Head {
+            started,
+            started_at: std::time::SystemTime::now() - DURATION,
+            request_id: "5c0f1d6e2b8a4f3e9d7c6b5a4f3e2d1c".to_string(),
+            trace: TraceContext::from_headers(None, None),
+            endpoint: metrics::endpoint_index(PATH),
+        },
+        routed: Routed {
+            model: Some("m".to_string()),
+            pool: Some(pool),
+            ..Routed::default()
+        },
+        out: Exchanged {
+            attempts: 1,
+            backend: Some(0),
+            status: 200,
+            response_started: true,
+            stream: true,
+            first_byte: Some(started + TTFB),
+            bytes_in: 212,
+            bytes_out: 41_377,
+            tail: Some(tail),
+            ..Exchanged::default()
+        },
+        access_log: snapshot.access_log,
     }
 }
 
@@ -159,7 +186,7 @@ fn benches(c: &mut Criterion, client: &SocketAddr) {
     let ctx_on = request_ctx(&on);
     let ctx_off = request_ctx(&off);
     assert!(
-        ctx_on.tail.as_deref().and_then(Tail::usage).is_some(),
+        ctx_on.out.tail.as_deref().and_then(Tail::usage).is_some(),
         "the bench tail must carry usage"
     );
 
@@ -168,16 +195,16 @@ fn benches(c: &mut Criterion, client: &SocketAddr) {
         .measurement_time(Duration::from_secs(2));
 
     g.bench_function("record_access_log_on", |b| {
-        b.iter(|| observe::record(black_box(&ctx_on), None, black_box(info)))
+        b.iter(|| observe::record(black_box(&ctx_on.finished()), None, black_box(info)))
     });
     g.bench_function("record_access_log_off", |b| {
-        b.iter(|| observe::record(black_box(&ctx_off), None, black_box(info)))
+        b.iter(|| observe::record(black_box(&ctx_off.finished()), None, black_box(info)))
     });
 
-    let usage = ctx_on.tail.as_deref().and_then(Tail::usage);
+    let usage = ctx_on.out.tail.as_deref().and_then(Tail::usage);
     let record = AccessRecord {
         ts: "2026-11-26T10:00:00.000Z".to_string(),
-        request_id: &ctx_on.request_id,
+        request_id: &ctx_on.head.request_id,
         client: Some(client.to_string()),
         method: "POST",
         route: PATH,
@@ -186,8 +213,8 @@ fn benches(c: &mut Criterion, client: &SocketAddr) {
         policy: Some("round_robin"),
         attempts: 1,
         status: 200,
-        bytes_in: ctx_on.bytes_in,
-        bytes_out: ctx_on.bytes_out,
+        bytes_in: ctx_on.out.bytes_in,
+        bytes_out: ctx_on.out.bytes_out,
         ttfb_ms: Some(35.012),
         duration_ms: 840.113,
         stream: true,
@@ -201,7 +228,7 @@ fn benches(c: &mut Criterion, client: &SocketAddr) {
         prefill_backend: None,
         prefill_ms: None,
         prefill_attempts: None,
-        trace_id: Some(ctx_on.trace.trace_id_hex()),
+        trace_id: Some(ctx_on.head.trace.trace_id_hex()),
         tenant: None,
     };
     g.bench_function("access_line_serialize", |b| {
@@ -212,9 +239,13 @@ fn benches(c: &mut Criterion, client: &SocketAddr) {
     });
     g.bench_function("now_rfc3339", |b| b.iter(modelgate::logging::now_rfc3339));
 
-    let pool = ctx_on.pool.as_deref().expect("ctx has a pool");
+    let pool = ctx_on
+        .routed
+        .pool
+        .as_deref()
+        .expect("the request has a pool");
     let backend = &pool.backends[0].metrics;
-    let endpoint = ctx_on.endpoint;
+    let endpoint = ctx_on.head.endpoint;
     let class = metrics::status_class(200);
     let (prompt, completion) = usage.map_or((0, 0), |u| (u.prompt_tokens, u.completion_tokens));
     let (duration, ttfb) = (DURATION.as_secs_f64(), TTFB.as_secs_f64());
@@ -280,7 +311,7 @@ fn benches(c: &mut Criterion, client: &SocketAddr) {
     g.bench_function("tail_full_feed_150b", |b| {
         b.iter(|| full.feed(black_box(&chunk)))
     });
-    let fed = ctx_on.tail.as_deref().expect("ctx has a tail");
+    let fed = ctx_on.out.tail.as_deref().expect("the request has a tail");
     g.bench_function("tail_usage_only", |b| b.iter(|| black_box(fed).usage()));
     g.finish();
 }

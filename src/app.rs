@@ -70,21 +70,17 @@ pub fn run(cli: &Cli, config: Config, early_hup: Arc<AtomicBool>) -> ! {
     };
     let mut server = Server::new_with_opt_and_conf(opt, conf);
     server.bootstrap();
-    let server_conf = Arc::clone(&server.configuration);
 
     // The proxy behind the connection layer (header limits, per-IP cap, JSON parse errors).
     let mut proxy = Service::new(
         "modelgate proxy".to_string(),
         crate::conn::Front::new(
-            pingora_proxy::http_proxy(
-                &server_conf,
-                Gateway::new(
-                    Arc::clone(publisher.live()),
-                    Arc::clone(&traffic),
-                    Arc::clone(&spans),
-                ),
+            Gateway::new(
+                Arc::clone(publisher.live()),
+                Arc::clone(&traffic),
+                Arc::clone(&spans),
             ),
-            Arc::clone(publisher.live()),
+            accept_settings(Arc::clone(publisher.live())),
         ),
     );
     // No L4 read buffer: Pingora reads request headers into its own 4 KiB buffer and bodies
@@ -153,6 +149,17 @@ pub fn run(cli: &Cli, config: Config, early_hup: Arc<AtomicBool>) -> ! {
         }),
     });
     lifecycle::exit::exit_now()
+}
+
+/// What the connection layer reads from the snapshot in force at each accept.
+fn accept_settings(live: crate::state::SharedState) -> impl Fn() -> crate::conn::Accept {
+    move || {
+        let snapshot = live.load();
+        crate::conn::Accept {
+            limits: snapshot.limits,
+            server: snapshot.server_header.clone(),
+        }
+    }
 }
 
 fn log_summary(config: &Config) {

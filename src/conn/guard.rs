@@ -1,17 +1,21 @@
-//! [`Guarded`]: a client stream that watches the request header go by.
+//! [`Guarded`]: a client stream that watches the request header go by (request path).
 //!
 //! While a request header is arriving (from accept, and again from the first byte after each
 //! request ends) every read is scanned for line ends: too many bytes or lines, or a header still
-//! incomplete at the deadline, fails the read, and the JSON 431/408 is written when Pingora then
-//! shuts the stream down. A connection that sends nothing (at accept: for the header timeout;
-//! between requests: for the idle timeout) is closed quietly. The scan stops at the blank line that ends the header, so bodies pass
-//! untouched. A response Pingora writes before the proxy took the request (its own parse-error
-//! `400`/`405`) is replaced by the gateway's JSON error of the same status.
+//! incomplete at the deadline, is refused. The guard then answers the JSON 431/408 itself,
+//! closes lingering, and only then fails the read, so the app's header read sees an error and
+//! answers nothing more. A connection that sends nothing (at accept: for the header timeout;
+//! between requests: for the idle timeout) is closed quietly. The scan stops at the blank line
+//! that ends the header, so bodies pass untouched.
+//!
+//! Waiting for a request is [`Peek::try_peek`]: the bytes it reads are kept and served first.
+//! Small response writes are held and sent together (header and body in one `send`), and every
+//! close the server decides ([`Shutdown`]) lingers, so the client reads the last answer before
+//! the connection goes. The guard never looks at what the app writes.
 
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -25,7 +29,6 @@ use super::per_ip::Slot;
 use super::{ConnState, Limits};
 use crate::error::GatewayError;
 use crate::metrics::METRICS;
-use crate::state::SharedState;
 
 /// The header limits of one connection (from the snapshot at accept).
 #[derive(Debug, Clone, Copy)]
@@ -149,7 +152,8 @@ pub struct Guarded {
     inner: Stream,
     state: Arc<ConnState>,
     limits: HeaderLimits,
-    live: SharedState,
+    /// The `Server` header of the guard's own refusals.
+    server: Option<Arc<str>>,
     /// A header is being received (scan the reads).
     in_header: bool,
     /// Between requests: no byte of the next one yet (`deadline` is the idle timeout).
@@ -162,8 +166,8 @@ pub struct Guarded {
     timer: Option<Pin<Box<Sleep>>>,
     timer_at: Option<Instant>,
     verdict: Option<Verdict>,
-    /// The response that replaces Pingora's own, or answers a refused header; `(bytes, written)`.
-    replacement: Option<(Vec<u8>, usize)>,
+    /// The answer to a refused header; `(bytes, written)`.
+    refusal: Option<(Vec<u8>, usize)>,
     /// Closing after a refused header: answer, FIN, drain (bounded by the timer).
     closing: Option<(Closing, Pin<Box<Sleep>>)>,
     /// The lingering close was done.
@@ -198,14 +202,14 @@ impl Guarded {
         inner: Stream,
         state: Arc<ConnState>,
         limits: HeaderLimits,
-        live: SharedState,
+        server: Option<Arc<str>>,
         slot: Option<Slot>,
     ) -> Self {
         Guarded {
             inner,
             state,
             limits,
-            live,
+            server,
             in_header: true,
             idle: false,
             scan: HeaderScan::default(),
@@ -215,7 +219,7 @@ impl Guarded {
             timer: None,
             timer_at: None,
             verdict: None,
-            replacement: None,
+            refusal: None,
             closing: None,
             lingered: false,
             prefix: None,
@@ -232,7 +236,7 @@ impl Guarded {
     ///
     /// Also `Ready(false)` once the wait is over its deadline: `header_timeout_ms` from accept for
     /// a connection's first request, `idle_timeout_ms` from the end of the previous one.
-    pub fn poll_request_bytes(&mut self, cx: &mut Context<'_>) -> Poll<bool> {
+    fn poll_request_bytes(&mut self, cx: &mut Context<'_>) -> Poll<bool> {
         self.rearm_if_asked();
         if self.prefix.is_some() {
             return Poll::Ready(true);
@@ -253,10 +257,7 @@ impl Guarded {
 
     /// A request ended (the proxy said so): the next one may idle for `idle_timeout_ms`.
     fn rearm_if_asked(&mut self) {
-        // A plain load first: this runs on every read, and the flag is rarely set.
-        if self.state.rearm.load(Ordering::Relaxed)
-            && self.state.rearm.swap(false, Ordering::Relaxed)
-        {
+        if self.state.take_rearm() {
             self.in_header = true;
             self.idle = true;
             self.scan = HeaderScan::default();
@@ -364,10 +365,6 @@ impl Guarded {
         n > 0
     }
 
-    fn server_header(&self) -> Option<String> {
-        self.live.load().server_header.clone()
-    }
-
     /// Refuse the header: the read that found out answers, closes and lingers before failing.
     fn fail(&mut self, verdict: Verdict) {
         self.verdict = Some(verdict);
@@ -377,8 +374,7 @@ impl Guarded {
             .connections_rejected
             .with_label_values(&[verdict.reason()])
             .inc();
-        let server = self.server_header();
-        self.replacement = Some((raw_response(&verdict.error(), server.as_deref()), 0));
+        self.refusal = Some((raw_response(&verdict.error(), self.server.as_deref()), 0));
         self.closing = Some((Closing::Respond, Box::pin(tokio::time::sleep(LINGER_TIME))));
     }
 
@@ -397,7 +393,7 @@ impl Guarded {
                 return Poll::Ready(());
             };
             let next = match *stage {
-                Closing::Respond => match self.poll_replacement(cx) {
+                Closing::Respond => match self.poll_refusal(cx) {
                     Poll::Ready(Ok(())) => Some(Closing::Fin),
                     Poll::Ready(Err(_)) => None,
                     Poll::Pending => return Poll::Pending,
@@ -431,9 +427,9 @@ impl Guarded {
         }
     }
 
-    /// Write out the pending replacement response. `Ready(Ok)` once all of it is written.
-    fn poll_replacement(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        while let Some((bytes, written)) = &mut self.replacement {
+    /// Write out the refusal. `Ready(Ok)` once all of it is written.
+    fn poll_refusal(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while let Some((bytes, written)) = &mut self.refusal {
             let Some(rest) = bytes.get(*written..).filter(|r| !r.is_empty()) else {
                 break;
             };
@@ -472,7 +468,9 @@ pub async fn linger(stream: &mut Stream) {
 /// `HTTP/1.1 <status>` response bytes for `error`, closing the connection.
 pub fn raw_response(error: &GatewayError, server: Option<&str>) -> Vec<u8> {
     let (mut header, body) = error.response(None);
-    crate::proxy::headers::set_server(&mut header, server);
+    if let Some(server) = server {
+        let _ = header.insert_header("server", server);
+    }
     let mut out = Vec::with_capacity(256 + body.len());
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(header.status.as_str().as_bytes());
@@ -494,15 +492,6 @@ pub fn raw_response(error: &GatewayError, server: Option<&str>) -> Vec<u8> {
     out.extend_from_slice(b"connection: close\r\n\r\n");
     out.extend_from_slice(&body);
     out
-}
-
-/// The gateway's error for a response Pingora wrote itself before the proxy saw the request.
-fn replacement_for(head: &[u8]) -> GatewayError {
-    let status = head.get(9..12).unwrap_or_default();
-    match status {
-        b"405" => GatewayError::MethodNotAllowed { allow: "GET, POST" },
-        _ => GatewayError::BadRequest("malformed request"),
-    }
 }
 
 impl AsyncRead for Guarded {
@@ -571,29 +560,7 @@ impl AsyncWrite for Guarded {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let this = &mut *self;
-        if this.replacement.is_none()
-            && !this.state.in_request.load(Ordering::Relaxed)
-            && buf.starts_with(b"HTTP/1.")
-        {
-            // Pingora answers a request it could not parse itself (bare 400, `Server: Pingora`).
-            let error = replacement_for(buf);
-            METRICS
-                .connections_rejected
-                .with_label_values(&["malformed"])
-                .inc();
-            let server = this.server_header();
-            this.replacement = Some((raw_response(&error, server.as_deref()), 0));
-        }
-        if this.replacement.is_some() {
-            return match this.poll_replacement(cx) {
-                // Pingora's own bytes are dropped.
-                Poll::Ready(Ok(())) => Poll::Ready(Ok(buf.len())),
-                Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-                Poll::Pending => Poll::Pending,
-            };
-        }
-        this.poll_write_behind(cx, &[io::IoSlice::new(buf)])
+        self.poll_write_behind(cx, &[io::IoSlice::new(buf)])
     }
 
     fn poll_write_vectored(
@@ -601,14 +568,6 @@ impl AsyncWrite for Guarded {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        if self.replacement.is_some() || !self.state.in_request.load(Ordering::Relaxed) {
-            // Rare path (before the proxy took a request): one slice at a time.
-            let first = bufs
-                .iter()
-                .find(|b| !b.is_empty())
-                .map_or(&[][..], |b| &**b);
-            return self.poll_write(cx, first);
-        }
         self.poll_write_behind(cx, bufs)
     }
 
@@ -618,14 +577,12 @@ impl AsyncWrite for Guarded {
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = &mut *self;
-        std::task::ready!(this.poll_replacement(cx))?;
         std::task::ready!(this.poll_out(cx))?;
         Pin::new(&mut this.inner).poll_flush(cx)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = &mut *self;
-        std::task::ready!(this.poll_replacement(cx))?;
         std::task::ready!(this.poll_out(cx))?;
         Pin::new(&mut this.inner).poll_shutdown(cx)
     }
@@ -633,22 +590,19 @@ impl AsyncWrite for Guarded {
 
 #[async_trait]
 impl Shutdown for Guarded {
+    /// The server ends the connection (its last response said `Connection: close`, or the app
+    /// refused the request): send what is held, then close lingering so the client reads the
+    /// answer before the connection goes.
     async fn shutdown(&mut self) {
-        // Pingora's own error response, replaced: finish writing ours, then close lingering.
-        if self.replacement.is_some() && !self.lingered {
-            let _ = tokio::time::timeout(Duration::from_secs(1), async {
-                std::future::poll_fn(|cx| self.poll_replacement(cx)).await
-            })
-            .await;
-            self.lingered = true;
-            linger(&mut self.inner).await;
-        }
         if !self.out.is_empty() {
-            // Response bytes still held: send them first (bounded, like the replacement).
+            // Response bytes still held: send them first (bounded).
             let _ = tokio::time::timeout(Duration::from_secs(1), async {
                 std::future::poll_fn(|cx| self.poll_out(cx)).await
             })
             .await;
+        }
+        if !std::mem::replace(&mut self.lingered, true) {
+            linger(&mut self.inner).await;
         }
         Shutdown::shutdown(&mut *self.inner).await;
     }
@@ -658,10 +612,21 @@ crate::io_wrap::delegate_stream_digests!(Guarded);
 
 #[async_trait]
 impl Peek for Guarded {
-    /// Not supported: bytes may already sit in `prefix` (only h2c detection peeks, and the
-    /// public listener does not speak h2c).
-    async fn try_peek(&mut self, _buf: &mut [u8]) -> io::Result<bool> {
-        Ok(false)
+    /// How the keep-alive loop waits for a request: until the client sends something (the
+    /// bytes are kept and served to the next reads first), at most until the guard's deadline
+    /// (`header_timeout_ms` from accept for a connection's first request, `idle_timeout_ms`
+    /// from the end of the previous one). `Ok(true)` with the first bytes copied into `buf`;
+    /// `Ok(false)`: the client closed, the read failed or the deadline passed.
+    async fn try_peek(&mut self, buf: &mut [u8]) -> io::Result<bool> {
+        if !std::future::poll_fn(|cx| self.poll_request_bytes(cx)).await {
+            return Ok(false);
+        }
+        if let Some((bytes, consumed)) = &self.prefix {
+            let rest = bytes.get(*consumed..).unwrap_or_default();
+            let n = rest.len().min(buf.len());
+            buf[..n].copy_from_slice(&rest[..n]);
+        }
+        Ok(true)
     }
 }
 
@@ -730,7 +695,5 @@ mod tests {
         let body = text.split("\r\n\r\n").nth(1).unwrap();
         let v: serde_json::Value = serde_json::from_str(body).unwrap();
         assert_eq!(v["error"]["code"], "request_timeout");
-        assert!(replacement_for(b"HTTP/1.1 405 Method").status() == 405);
-        assert!(replacement_for(b"HTTP/1.1 400 Bad").status() == 400);
     }
 }

@@ -1,13 +1,21 @@
-//! The public listener's connection layer, in front of Pingora's HTTP/1 parser.
+//! The public listener's connection layer (request path): accept, the per-IP cap, the header
+//! guard, and the HTTP/1 keep-alive loop that hands each request to the gateway's
+//! [`HttpServerApp`].
 //!
-//! [`Front`] wraps the proxy's [`ServerApp`]: every accepted connection is counted per client IP
-//! (`limits.max_connections_per_ip`) and its stream wrapped in a [`guard::Guarded`] that
-//! enforces what Pingora does not: a total deadline for the request header
-//! (`limits.header_timeout_ms`, slowloris), `limits.max_header_bytes` and `limits.max_headers`
-//! (431 before Pingora has buffered a megabyte), and an OpenAI-shaped JSON body in place of the
-//! bare `400`/`405` (with `Server: Pingora`) that Pingora writes itself for a request it cannot
-//! parse. The proxy tells the guard where one request ends and the next header begins through a
-//! task-local [`ConnState`] (same task as the connection), so nothing here locks per request.
+//! [`Front`] is the listener's [`ServerApp`]. Every accepted connection is counted per client IP
+//! (`limits.max_connections_per_ip`; over the cap: a JSON 429 and a lingering close) and its
+//! stream wrapped in a [`guard::Guarded`], which enforces what Pingora does not: a total deadline
+//! for the request header (`limits.header_timeout_ms`, slowloris), `limits.max_header_bytes` and
+//! `limits.max_headers` (a JSON 431 before Pingora has buffered a megabyte), the idle keep-alive
+//! timeout, and write coalescing. The loop waits for a request's first byte through the stream's
+//! public [`Peek`](pingora_core::protocols::Peek) (so an idle connection holds no session), then
+//! calls [`HttpServerApp::process_new_http`] with a fresh [`ServerSession`]; when that returns
+//! the stream, it tells the guard through the connection's [`ConnState`] (atomics) that the next
+//! bytes start a new request header. No task-locals, no downcasts: the loop holds the state it
+//! shares with the guard, and the app reads and answers the request itself.
+//!
+//! Must not: import the proxy (the app is a type parameter), read the config, or answer a request
+//! with anything but its own refusals (429 per IP, 431 and 408 for a header the guard refused).
 
 pub mod guard;
 pub mod per_ip;
@@ -25,7 +33,6 @@ use tokio::io::AsyncWriteExt;
 
 use crate::error::GatewayError;
 use crate::metrics::METRICS;
-use crate::state::SharedState;
 
 /// The client-side limits (`limits:`): what a connection and its requests may send and take.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,46 +55,48 @@ pub struct Limits {
     pub max_connections_per_ip: Option<u32>,
 }
 
-tokio::task_local! {
-    /// The connection this task serves (set by [`Front::process_new`]).
-    static CONN: Arc<ConnState>;
+/// What a new connection is accepted with: the limits and `Server` header in force.
+#[derive(Debug, Clone)]
+pub struct Accept {
+    pub limits: Limits,
+    /// The `Server` header of the connection layer's own refusals (`None`: none).
+    pub server: Option<Arc<str>>,
 }
 
-/// What the proxy tells the connection guard, per connection.
+/// What the keep-alive loop tells the guard of its connection.
 #[derive(Debug, Default)]
 pub struct ConnState {
-    /// The proxy has taken the current request (`request_filter` ran): responses written now
-    /// are the gateway's own, not Pingora's parse errors.
-    in_request: AtomicBool,
     /// A request ended: the next bytes read start a new request header.
     rearm: AtomicBool,
 }
 
-/// Called first thing in `request_filter`.
-pub fn request_started() {
-    let _ = CONN.try_with(|c| c.in_request.store(true, Ordering::Relaxed));
+impl ConnState {
+    /// The app gave the connection back after a request: the next one may idle for
+    /// `idle_timeout_ms`, then its header is watched again.
+    pub fn request_finished(&self) {
+        self.rearm.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether a request ended since the last call (the guard re-arms once per request).
+    fn take_rearm(&self) -> bool {
+        // A plain load first: this runs on every read, and the flag is rarely set.
+        self.rearm.load(Ordering::Relaxed) && self.rearm.swap(false, Ordering::Relaxed)
+    }
 }
 
-/// Called when a request is over (`logging`): the connection may carry another one.
-pub fn request_finished() {
-    let _ = CONN.try_with(|c| {
-        c.in_request.store(false, Ordering::Relaxed);
-        c.rearm.store(true, Ordering::Relaxed);
-    });
-}
-
-/// The proxy app with the connection layer in front.
+/// The gateway's app with the connection layer in front.
 pub struct Front<A> {
-    inner: Arc<A>,
-    live: SharedState,
+    app: Arc<A>,
+    /// The limits and `Server` header in force, read at each accept.
+    accept: Box<dyn Fn() -> Accept + Send + Sync>,
     per_ip: per_ip::PerIp,
 }
 
 impl<A> Front<A> {
-    pub fn new(inner: A, live: SharedState) -> Self {
+    pub fn new(app: A, accept: impl Fn() -> Accept + Send + Sync + 'static) -> Self {
         Front {
-            inner: Arc::new(inner),
-            live,
+            app: Arc::new(app),
+            accept: Box::new(accept),
             per_ip: per_ip::PerIp::default(),
         }
     }
@@ -100,41 +109,35 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for Front<A> {
         mut stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
-        let snapshot = self.live.load();
-        let limits = snapshot.limits;
-        let slot = match limits.max_connections_per_ip {
+        let accept = (self.accept)();
+        let slot = match accept.limits.max_connections_per_ip {
             None => None,
             Some(cap) => {
                 let ip = stream
                     .get_socket_digest()
                     .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()));
-                match ip {
-                    Some(ip) => match self.per_ip.acquire(ip, cap) {
-                        Some(slot) => Some(slot),
-                        None => {
-                            METRICS
-                                .connections_rejected
-                                .with_label_values(&["per_ip_limit"])
-                                .inc();
-                            let server = snapshot.server_header.clone();
-                            drop(snapshot);
-                            Box::pin(refuse(&mut stream, server.as_deref())).await;
-                            return None;
-                        }
-                    },
+                match ip.map(|ip| self.per_ip.acquire(ip, cap)) {
+                    Some(None) => {
+                        METRICS
+                            .connections_rejected
+                            .with_label_values(&["per_ip_limit"])
+                            .inc();
+                        Box::pin(refuse(&mut stream, accept.server.as_deref())).await;
+                        return None;
+                    }
+                    Some(slot) => slot,
                     None => None,
                 }
             }
         };
         let state = Arc::new(ConnState::default());
-        let guarded = Box::new(guard::Guarded::new(
+        let guarded: Stream = Box::new(guard::Guarded::new(
             stream,
             Arc::clone(&state),
-            guard::HeaderLimits::from(&limits),
-            Arc::clone(&self.live),
+            guard::HeaderLimits::from(&accept.limits),
+            accept.server,
             slot,
         ));
-        drop(snapshot);
         // The connection moves to a task of its own and Pingora's accept task ends here: that
         // task's future (sized for Pingora's handshake, TLS included) would otherwise stay
         // allocated for the connection's whole life, ~2 KiB per idle keep-alive connection.
@@ -142,69 +145,63 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for Front<A> {
         let shutdown = shutdown.clone();
         METRICS.open_connections.inc();
         tokio::spawn(async move {
-            CONN.scope(state, front.serve(guarded, &shutdown)).await;
+            front.serve(guarded, &state, &shutdown).await;
             METRICS.open_connections.dec();
         });
         None
     }
 
     async fn cleanup(&self) {
-        self.inner.http_cleanup().await;
+        self.app.http_cleanup().await;
     }
 }
 
 impl<A: HttpServerApp + Send + Sync + 'static> Front<A> {
-    /// Pingora's HTTP/1 keep-alive loop (`HttpServerApp::process_new`, plaintext, no h2c), with
-    /// one change: the connection is handed to Pingora only once a request's first byte is
-    /// there. Pingora's per-request state is tens of KiB; an idle connection then costs a few.
-    async fn serve(self: &Arc<Self>, mut guarded: Box<guard::Guarded>, shutdown: &ShutdownWatch) {
+    /// The HTTP/1 keep-alive loop (as Pingora's `ServerApp` for an `HttpServerApp` runs it,
+    /// plaintext, no h2c), with one change: a session is made only once a request's first
+    /// byte is there. Pingora's per-request state is tens of KiB; an idle connection then costs
+    /// a few.
+    async fn serve(&self, mut stream: Stream, state: &ConnState, shutdown: &ShutdownWatch) {
         let mut persistent = None;
         let mut first = true;
         loop {
-            if !request_bytes(&mut guarded, shutdown).await {
+            if !request_bytes(&mut stream, shutdown).await {
                 return;
             }
-            let mut session = ServerSession::new_http1(guarded);
+            let mut session = ServerSession::new_http1(stream);
             if first {
                 // As Pingora does for a new connection.
-                if *shutdown.borrow() {
-                    session.set_keepalive(None);
-                } else {
-                    session.set_keepalive(Some(60));
-                }
+                session.set_keepalive(if *shutdown.borrow() { None } else { Some(60) });
                 session.set_keepalive_reuses_remaining(
-                    self.inner
+                    self.app
                         .server_options()
                         .and_then(|o| o.keepalive_request_limit),
                 );
             } else if let Some(settings) = persistent.take() {
                 HttpPersistentSettings::apply_to_session(settings, &mut session);
             }
-            let Some(reused) = self.inner.process_new_http(session, shutdown).await else {
+            let Some(reused) = self.app.process_new_http(session, shutdown).await else {
                 return;
             };
-            let stream;
             (stream, persistent) = reused.consume();
-            // The stream Pingora hands back is the one it was given.
-            let Ok(back) = stream.into_any().downcast::<guard::Guarded>() else {
-                return;
-            };
-            guarded = back;
+            state.request_finished();
             first = false;
         }
     }
 }
 
-/// Wait until the client has sent part of a request (within the guard's deadline), and not
-/// past a shutdown. False: close the connection.
-async fn request_bytes(guarded: &mut guard::Guarded, shutdown: &ShutdownWatch) -> bool {
+/// Wait until the client has sent part of a request (within the guard's deadline, through
+/// [`Peek`](pingora_core::protocols::Peek)), and not past a shutdown. False: close the
+/// connection.
+async fn request_bytes(stream: &mut Stream, shutdown: &ShutdownWatch) -> bool {
     let mut shutdown = shutdown.clone();
     if *shutdown.borrow() {
         return false;
     }
+    let mut byte = [0u8; 1];
     tokio::select! {
         biased;
-        got = std::future::poll_fn(|cx| guarded.poll_request_bytes(cx)) => got,
+        peeked = stream.try_peek(&mut byte) => matches!(peeked, Ok(true)),
         _ = shutdown.changed() => false,
     }
 }
@@ -213,7 +210,7 @@ async fn request_bytes(guarded: &mut guard::Guarded, shutdown: &ShutdownWatch) -
 /// reads the answer).
 async fn refuse(stream: &mut Stream, server: Option<&str>) {
     let bytes = guard::raw_response(&GatewayError::TooManyConnections, server);
-    let _ = tokio::time::timeout(std::time::Duration::from_millis(500), async {
+    let _ = tokio::time::timeout(Duration::from_millis(500), async {
         stream.write_all(&bytes).await?;
         stream.flush().await
     })

@@ -11,7 +11,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use pingora_proxy::Session;
+use pingora_core::protocols::http::ServerSession;
 
 use super::disagg::body::Layout;
 use crate::error::GatewayError;
@@ -106,7 +106,7 @@ impl Upload {
     /// it by the path or `default_model`. A `multipart/form-data` body is routed by its `model`
     /// form field.
     pub async fn preread(
-        session: &mut Session,
+        session: &mut ServerSession,
         limit: u64,
         capture: Capture,
         body_timeout: Duration,
@@ -184,7 +184,7 @@ impl Upload {
 
     /// Reads the rest of the body into the held bytes (a disaggregated request needs all of it
     /// twice); more than [`RETRY_BODY_LIMIT`] is a 413.
-    pub async fn read_all(&mut self, session: &mut Session) -> Result<(), GatewayError> {
+    pub async fn read_all(&mut self, session: &mut ServerSession) -> Result<(), GatewayError> {
         let too_large = GatewayError::PayloadTooLarge {
             limit: RETRY_BODY_LIMIT,
         };
@@ -320,7 +320,10 @@ impl Upload {
         self.scanner.model()
     }
 
-    async fn next_chunk(&mut self, session: &mut Session) -> Result<Option<Bytes>, GatewayError> {
+    async fn next_chunk(
+        &mut self,
+        session: &mut ServerSession,
+    ) -> Result<Option<Bytes>, GatewayError> {
         loop {
             if self.done {
                 return Ok(None);
@@ -358,7 +361,7 @@ impl Upload {
     /// while under [`RETRY_BODY_LIMIT`]. A second top-level `model` is a 400.
     pub async fn next_for_upstream(
         &mut self,
-        session: &mut Session,
+        session: &mut ServerSession,
     ) -> Result<Option<Bytes>, GatewayError> {
         let Some(chunk) = self.next_chunk(session).await? else {
             self.finish_scan()?;
@@ -386,7 +389,7 @@ impl Upload {
     }
 }
 
-fn content_length(session: &Session) -> Result<Option<u64>, GatewayError> {
+fn content_length(session: &ServerSession) -> Result<Option<u64>, GatewayError> {
     let req = session.req_header();
     let mut values = req.headers.get_all("content-length").iter();
     let Some(first) = values.next() else {
@@ -410,7 +413,7 @@ fn content_length(session: &Session) -> Result<Option<u64>, GatewayError> {
         .ok_or(GatewayError::BadRequest("invalid Content-Length"))
 }
 
-fn expects_continue(session: &Session) -> bool {
+fn expects_continue(session: &ServerSession) -> bool {
     session
         .req_header()
         .headers

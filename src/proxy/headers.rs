@@ -1,7 +1,9 @@
 //! Header handling on the request path: request ids, hop-by-hop stripping (RFC 9110 §7.6.1),
 //! the upstream request, and the route receipt on responses.
 //!
-//! Unknown headers pass through both ways untouched; `Authorization` is forwarded unchanged.
+//! Unknown headers pass through both ways untouched. The client's `Authorization` / `api-key`
+//! reach a backend only when authentication is off or `auth.pass_authorization` is set; a
+//! backend's own `api_key` replaces them ([`set_credentials`]).
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -117,6 +119,32 @@ pub fn upstream_request(
         }
     }
     up
+}
+
+/// The upstream request's credentials: the client's API key is removed unless authentication
+/// passes it on (`strip_client` false), and a backend's own `api_key` (vLLM `--api-key`)
+/// replaces it.
+pub fn set_credentials(req: &mut RequestHeader, strip_client: bool, backend_key: Option<&str>) {
+    if strip_client {
+        req.remove_header("authorization");
+        req.remove_header("api-key");
+    }
+    if let Some(key) = backend_key {
+        let _ = req.insert_header("authorization", format!("Bearer {key}"));
+    }
+}
+
+/// W3C Trace Context upstream: the backend's parent is the gateway's span.
+pub fn set_trace(req: &mut RequestHeader, trace: &crate::telemetry::TraceContext) {
+    let _ = req.insert_header("traceparent", trace.header_value());
+    match &trace.tracestate {
+        Some(state) => {
+            let _ = req.insert_header("tracestate", state.as_str());
+        }
+        None => {
+            req.remove_header("tracestate");
+        }
+    }
 }
 
 /// Strip hop-by-hop headers from a backend response and add the route receipt.

@@ -13,12 +13,15 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use pingora_core::connectors::http::v1::Connector;
+use pingora_core::protocols::http::ServerSession;
 use pingora_http::RequestHeader;
 use rand::Rng;
 
+use super::body::Upload;
+use super::forward::Leg;
+use super::headers;
 use crate::metrics::METRICS;
 use crate::routing::Pool;
-use crate::state::Snapshot;
 
 /// Shared by every shadow copy of this process.
 pub struct Shadows {
@@ -47,19 +50,17 @@ fn count(model: &str, result: &str) {
         .inc();
 }
 
-/// Start the shadow copy of a request whose whole body is `body` (model already spliced).
-pub fn send(
-    shadows: &Shadows,
-    snapshot: &Arc<Snapshot>,
-    source: &Pool,
-    req: &RequestHeader,
-    body: Option<Bytes>,
-) {
+/// Start the shadow copy of the request `leg` just sent: the client's header (without the
+/// primary backend's path prefix) and the whole body with `model` spliced to the shadow pool's
+/// served name. Skipped when the body was too large to keep, or over `max_concurrency`.
+pub fn send(shadows: &Shadows, session: &ServerSession, leg: &Leg<'_>, upload: &Upload) {
+    let source = leg.pool;
     let Some(cfg) = &source.shadow else { return };
-    let Some(target) = snapshot.pool(&cfg.model).cloned() else {
+    let Some(target) = leg.snapshot.pool(&cfg.model).cloned() else {
         return;
     };
-    let Some(body) = body else {
+    let served = target.served_model_name.as_deref().unwrap_or(&target.name);
+    let Some(body) = upload.body_with_model(served) else {
         count(&target.name, "skipped");
         return;
     };
@@ -69,13 +70,12 @@ pub fn send(
         count(&target.name, "skipped");
         return;
     }
-    let mut header = req.clone();
+    let client = session.client_addr().and_then(|a| a.as_inet()).copied();
+    let mut header =
+        headers::upstream_request(session.req_header(), "", &leg.head.request_id, client);
+    let _ = header.insert_header("traceparent", leg.head.trace.header_value());
     // Same rules as the primary: the client's key stays at the gateway unless passed on.
-    if snapshot
-        .tenants
-        .as_ref()
-        .is_some_and(|t| !t.pass_authorization)
-    {
+    if leg.snapshot.strips_authorization() {
         header.remove_header("authorization");
         header.remove_header("api-key");
     }

@@ -17,10 +17,11 @@
 //! - **A sweeper per thread** (a task on that thread's runtime, alive only while the pool holds
 //!   connections) closes expired and dead ones every second, so an idle gateway does not keep
 //!   half-closed sockets to backends that went quiet.
-//! - **Coalescing.** While [`hold`] is on, writes collect in a small buffer and `flush` does
-//!   nothing; turning it off lets the next flush send header and body in one `send`, as nginx's
-//!   `writev` does. Only used when the whole (small) body is in hand; past [`HOLD_MAX`] bytes it
-//!   stops holding and writes through.
+//! - **Coalescing.** While [`Pooled::hold`] is on, writes collect in a small buffer and `flush`
+//!   does nothing; turning it off lets the next flush send header and body in one `send`, as
+//!   nginx's `writev` does. Only used when the whole (small) body is in hand; past [`HOLD_MAX`]
+//!   bytes it stops holding and writes through. The switch is an `Arc` kept beside the boxed
+//!   stream in the pool entry, so neither holding nor releasing needs the stream's type.
 //!
 //! [`UPSTREAM_IDLE_POOL`]: crate::routing::pool::UPSTREAM_IDLE_POOL
 
@@ -29,6 +30,7 @@ use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -64,52 +66,85 @@ impl Default for Upstream {
     }
 }
 
+/// A session on an upstream connection of this module, with its write-coalescing switch.
+pub struct Pooled {
+    pub http: UpstreamSession,
+    /// The connection came from the idle pool (it may have been closed by the backend since).
+    pub reused: bool,
+    switch: Arc<Switch>,
+}
+
+/// The coalescing state a connection's [`Coalesce`] wrapper shares with its pool entry.
+#[derive(Debug, Default)]
+struct Switch {
+    /// Writes are held back.
+    hold: AtomicBool,
+    /// Bytes are held and not sent yet.
+    pending: AtomicBool,
+}
+
+/// Holds writes until dropped (see the module doc).
+pub struct Hold(Arc<Switch>);
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        self.0.hold.store(false, Ordering::Relaxed);
+    }
+}
+
+impl Pooled {
+    /// Hold this connection's writes until the returned guard drops; the next flush then sends
+    /// them together.
+    pub fn hold(&self) -> Hold {
+        self.switch.hold.store(true, Ordering::Relaxed);
+        Hold(Arc::clone(&self.switch))
+    }
+}
+
 impl Upstream {
-    /// A session on an idle pooled connection to `peer` (`true`), or on a new one (`false`).
-    /// `key` is `peer.reuse_hash()` (kept by the caller, not hashed per request). The connect
-    /// timeout is the peer's `connection_timeout`.
-    pub async fn session(
-        &self,
-        peer: &HttpPeer,
-        key: u64,
-    ) -> pingora_error::Result<(UpstreamSession, bool)> {
-        if let Some(conn) = take(key) {
-            return Ok((UpstreamSession::new_with_options(conn, peer), true));
-        }
-        let stream = self.connector.new_stream(peer).await?;
-        let conn: Stream = Box::new(Coalesce::new(stream));
-        Ok((UpstreamSession::new_with_options(conn, peer), false))
+    /// A session on an idle pooled connection to `peer`, or on a new one. `key` is
+    /// `peer.reuse_hash()` (kept by the caller, not hashed per request). The connect timeout is
+    /// the peer's `connection_timeout`.
+    pub async fn session(&self, peer: &HttpPeer, key: u64) -> pingora_error::Result<Pooled> {
+        let (conn, switch, reused) = match take(key) {
+            Some((conn, switch)) => (conn, switch, true),
+            None => {
+                let stream = self.connector.new_stream(peer).await?;
+                let switch = Arc::new(Switch::default());
+                let conn: Stream = Box::new(Coalesce::new(stream, Arc::clone(&switch)));
+                (conn, switch, false)
+            }
+        };
+        Ok(Pooled {
+            http: UpstreamSession::new_with_options(conn, peer),
+            reused,
+            switch,
+        })
     }
 
     /// Return a finished exchange's connection to this thread's pool, or close it (not
     /// keep-alive, body not fully read, bytes still held, or the backend already sent more).
-    pub async fn release(&self, mut session: UpstreamSession, key: u64) {
+    pub async fn release(&self, pooled: Pooled, key: u64) {
+        let Pooled {
+            http: mut session,
+            switch,
+            ..
+        } = pooled;
         session.respect_keepalive();
-        let Some(stream) = session.reuse().await else {
+        let Some(mut stream) = session.reuse().await else {
             return;
         };
-        let Ok(mut conn) = stream.into_any().downcast::<Coalesce>() else {
-            return;
-        };
-        if !conn.held.is_empty() || !reusable(&mut conn) {
+        if switch.pending.load(Ordering::Relaxed) || !reusable(&mut stream) {
             return;
         }
-        put(key, conn);
-    }
-}
-
-/// Coalesce writes on `session`'s connection (`true`) or send what was held at the next flush
-/// (`false`). No effect on a connection this module did not open.
-pub fn hold(session: &UpstreamSession, on: bool) {
-    if let Some(conn) = session.stream().as_any().downcast_ref::<Coalesce>() {
-        conn.hold.store(on, Ordering::Relaxed);
+        put(key, stream, switch);
     }
 }
 
 /// Idle connections of this thread.
 #[derive(Default)]
 struct Idle {
-    by_peer: HashMap<u64, VecDeque<(Box<Coalesce>, Instant)>>,
+    by_peer: HashMap<u64, VecDeque<(Stream, Arc<Switch>, Instant)>>,
     total: usize,
     sweeping: bool,
 }
@@ -120,13 +155,13 @@ thread_local! {
 
 /// The most recently returned live connection to `key`, closing dead and expired ones met on
 /// the way.
-fn take(key: u64) -> Option<Stream> {
+fn take(key: u64) -> Option<(Stream, Arc<Switch>)> {
     IDLE.with(|idle| {
         let mut idle = idle.borrow_mut();
         let idle = &mut *idle;
         let queue = idle.by_peer.get_mut(&key)?;
         let mut found = None;
-        while let Some((mut conn, since)) = queue.pop_back() {
+        while let Some((mut conn, switch, since)) = queue.pop_back() {
             idle.total -= 1;
             if since.elapsed() >= UPSTREAM_IDLE_POOL {
                 // Everything older sits in front of it: close the lot.
@@ -135,7 +170,7 @@ fn take(key: u64) -> Option<Stream> {
                 break;
             }
             if reusable(&mut conn) {
-                found = Some(conn as Stream);
+                found = Some((conn, switch));
                 break;
             }
         }
@@ -147,7 +182,7 @@ fn take(key: u64) -> Option<Stream> {
 }
 
 /// Keep `conn` for reuse; start this thread's sweeper if it is not running.
-fn put(key: u64, conn: Box<Coalesce>) {
+fn put(key: u64, conn: Stream, switch: Arc<Switch>) {
     let start_sweeper = IDLE.with(|idle| {
         let mut idle = idle.borrow_mut();
         let idle = &mut *idle;
@@ -160,7 +195,7 @@ fn put(key: u64, conn: Box<Coalesce>) {
         } else {
             idle.total += 1;
         }
-        queue.push_back((conn, Instant::now()));
+        queue.push_back((conn, switch, Instant::now()));
         !std::mem::replace(&mut idle.sweeping, true)
     });
     if start_sweeper {
@@ -194,8 +229,9 @@ fn sweep() -> usize {
         let mut idle = idle.borrow_mut();
         let mut total = 0;
         idle.by_peer.retain(|_, queue| {
-            queue
-                .retain_mut(|(conn, since)| since.elapsed() < UPSTREAM_IDLE_POOL && reusable(conn));
+            queue.retain_mut(|(conn, _, since)| {
+                since.elapsed() < UPSTREAM_IDLE_POOL && reusable(conn)
+            });
             total += queue.len();
             !queue.is_empty()
         });
@@ -207,9 +243,9 @@ fn sweep() -> usize {
 /// Whether an idle connection is still open and quiet: a one-byte read that would block. EOF,
 /// an error or unexpected bytes (the backend never speaks first) mean it must be closed. No
 /// system call unless the socket became readable.
-fn reusable(conn: &mut Coalesce) -> bool {
+fn reusable(conn: &mut Stream) -> bool {
     let mut byte = [0u8; 1];
-    tokio::task::unconstrained(conn.inner.read(&mut byte))
+    tokio::task::unconstrained(conn.read(&mut byte))
         .now_or_never()
         .is_none()
 }
@@ -217,7 +253,7 @@ fn reusable(conn: &mut Coalesce) -> bool {
 /// An upstream connection whose writes can be held back and sent together.
 pub struct Coalesce {
     inner: Stream,
-    hold: AtomicBool,
+    switch: Arc<Switch>,
     held: Vec<u8>,
     /// Bytes of `held` already written.
     sent: usize,
@@ -232,10 +268,10 @@ impl std::fmt::Debug for Coalesce {
 }
 
 impl Coalesce {
-    fn new(inner: Stream) -> Self {
+    fn new(inner: Stream, switch: Arc<Switch>) -> Self {
         Coalesce {
             inner,
-            hold: AtomicBool::new(false),
+            switch,
             held: Vec::new(),
             sent: 0,
         }
@@ -243,19 +279,25 @@ impl Coalesce {
 
     /// Write out what is held.
     fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        crate::io_wrap::poll_send_held(&mut self.inner, &mut self.held, &mut self.sent, cx)
+        let sent =
+            crate::io_wrap::poll_send_held(&mut self.inner, &mut self.held, &mut self.sent, cx);
+        if self.held.is_empty() {
+            self.switch.pending.store(false, Ordering::Relaxed);
+        }
+        sent
     }
 
     /// Take `len` more bytes into the hold buffer, unless that would pass [`HOLD_MAX`] (then
     /// holding stops for this exchange).
     fn holds(&mut self, len: usize) -> bool {
-        if !self.hold.load(Ordering::Relaxed) {
+        if !self.switch.hold.load(Ordering::Relaxed) {
             return false;
         }
         if self.held.len() + len > HOLD_MAX {
-            self.hold.store(false, Ordering::Relaxed);
+            self.switch.hold.store(false, Ordering::Relaxed);
             return false;
         }
+        self.switch.pending.store(true, Ordering::Relaxed);
         true
     }
 }
@@ -304,7 +346,7 @@ impl AsyncWrite for Coalesce {
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = &mut *self;
-        if this.hold.load(Ordering::Relaxed) {
+        if this.switch.hold.load(Ordering::Relaxed) {
             return Poll::Ready(Ok(()));
         }
         std::task::ready!(this.poll_drain(cx))?;
@@ -344,20 +386,20 @@ mod tests {
         let client = tokio::net::TcpStream::connect(addr).await.unwrap();
         let (server, _) = listener.accept().await.unwrap();
         let stream: Stream = Box::new(pingora_core::protocols::l4::stream::Stream::from(client));
-        (Coalesce::new(stream), server)
+        (Coalesce::new(stream, Arc::default()), server)
     }
 
     #[tokio::test]
     async fn held_writes_leave_together_at_the_flush_after_release() {
         let (mut conn, mut server) = pair().await;
-        conn.hold.store(true, Ordering::Relaxed);
+        conn.switch.hold.store(true, Ordering::Relaxed);
         conn.write_all(b"head ").await.unwrap();
         conn.flush().await.unwrap();
         conn.write_all(b"body").await.unwrap();
         // Nothing on the wire while holding, even after a flush.
         let mut byte = [0u8; 1];
         assert!(server.read(&mut byte).now_or_never().is_none());
-        conn.hold.store(false, Ordering::Relaxed);
+        conn.switch.hold.store(false, Ordering::Relaxed);
         conn.flush().await.unwrap();
         let mut got = [0u8; 9];
         server.read_exact(&mut got).await.unwrap();
@@ -368,11 +410,11 @@ mod tests {
     #[tokio::test]
     async fn a_big_write_stops_holding_and_keeps_the_order() {
         let (mut conn, mut server) = pair().await;
-        conn.hold.store(true, Ordering::Relaxed);
+        conn.switch.hold.store(true, Ordering::Relaxed);
         conn.write_all(b"head").await.unwrap();
         let big = vec![b'x'; HOLD_MAX];
         conn.write_all(&big).await.unwrap();
-        assert!(!conn.hold.load(Ordering::Relaxed));
+        assert!(!conn.switch.hold.load(Ordering::Relaxed));
         conn.flush().await.unwrap();
         let mut got = vec![0u8; 4 + HOLD_MAX];
         server.read_exact(&mut got).await.unwrap();
@@ -382,7 +424,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_connection_closed_by_the_peer_is_not_reusable() {
-        let (mut conn, server) = pair().await;
+        let (conn, server) = pair().await;
+        let mut conn: Stream = Box::new(conn);
         assert!(reusable(&mut conn));
         drop(server);
         // Wait until the FIN has been seen (readiness set), bounded.
@@ -402,7 +445,7 @@ mod tests {
         let (a, _sa) = pair().await;
         let (b, sb) = pair().await;
         let (a_id, b_id) = (a.inner.id(), b.inner.id());
-        let mut b = b;
+        let (a, mut b): (Stream, Stream) = (Box::new(a), Box::new(b));
         drop(sb);
         // Wait (bounded) until b has seen the FIN.
         for _ in 0..200 {
@@ -412,10 +455,10 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         assert!(!reusable(&mut b));
-        put(7, Box::new(a));
-        put(7, Box::new(b));
+        put(7, a, Arc::default());
+        put(7, b, Arc::default());
         // b (the newest) is dead: a is returned instead.
-        let got = take(7).expect("a live connection");
+        let (got, _) = take(7).expect("a live connection");
         assert_eq!(got.id(), a_id);
         assert_ne!(got.id(), b_id);
         assert!(take(7).is_none());

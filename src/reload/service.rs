@@ -85,7 +85,7 @@ impl BackgroundService for ReloadService {
             }
         };
         let mut file = if self.watch_file {
-            match watch::watch(&self.publisher.path()) {
+            match watch::watch(self.publisher.path()) {
                 Ok(w) => Some(w),
                 Err(e) => {
                     warn!(error = %e, path = %self.publisher.path().display(), "cannot watch the config file; reload with SIGHUP");

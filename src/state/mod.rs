@@ -47,8 +47,8 @@ pub struct Snapshot {
     pub capture: Capture,
     /// `admin.token` (reloadable).
     pub admin_token: Option<String>,
-    /// `server_header`.
-    pub server_header: Option<String>,
+    /// `server_header` (`None`: no `Server` header).
+    pub server_header: Option<Arc<str>>,
     /// API keys (`None`: authentication off).
     pub tenants: Option<Arc<Tenants>>,
     /// `limits:`.
@@ -105,7 +105,7 @@ impl Snapshot {
             default_model: config.default_model.clone(),
             capture: capture(config),
             admin_token: config.admin_token.clone(),
-            server_header: config.server_header.clone(),
+            server_header: config.server_header.as_deref().map(Arc::from),
             limits: config.limits,
             tenants: config.auth.as_ref().map(|a| {
                 Arc::new(Tenants::build(
@@ -119,6 +119,12 @@ impl Snapshot {
     /// The pool serving `model` (a configured name or an alias), if any.
     pub fn pool(&self, model: &str) -> Option<&Arc<Pool>> {
         self.by_name.get(model).and_then(|&i| self.pools.get(i))
+    }
+
+    /// Whether the client's API key stays at the gateway (authentication on, and
+    /// `pass_authorization` off).
+    pub fn strips_authorization(&self) -> bool {
+        self.tenants.as_ref().is_some_and(|t| !t.pass_authorization)
     }
 
     /// Ready = every pool has completed its first probe round and at least one pool has a

@@ -12,40 +12,36 @@
 pub mod body;
 pub mod prefill;
 
-use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::Bytes;
+use pingora_core::protocols::http::ServerSession;
 use pingora_http::ResponseHeader;
-use pingora_proxy::Session;
 
 use super::body::Upload;
-use super::ctx::RequestCtx;
-use super::forward::{self, Outcome};
-use super::shadow::Shadows;
-use super::upstream::Upstream;
+use super::forward::{self, Exchanged, Leg, Outcome};
 use super::{headers, policy};
 use crate::error::GatewayError;
-use crate::routing::Pool;
+use crate::routing::Affinity;
 
-/// Serves one request of a disaggregated model; `pool` is its decode side.
+/// Serves one request: a plain one with [`forward::forward`], a disaggregated model's with its
+/// two legs (`leg.pool` is its decode side).
 pub async fn forward(
-    session: &mut Session,
-    ctx: &mut RequestCtx,
-    pool: &Arc<Pool>,
+    session: &mut ServerSession,
+    leg: &Leg<'_>,
     upload: &mut Upload,
-    connector: &Upstream,
-    shadows: &Shadows,
+    out: &mut Exchanged,
 ) -> Outcome {
-    let Some(prefill_pool) = pool.prefill.clone() else {
-        return forward::forward(session, ctx, pool, upload, connector, shadows).await;
+    let Some(prefill_pool) = leg.pool.prefill.as_ref() else {
+        return forward::forward(session, leg, upload, out).await;
     };
     if let Err(e) = upload.read_all(session).await {
         return Outcome::Failed(e);
     }
-    ctx.bytes_in = upload.read;
-    ctx.prompt = policy::prompt_blocks(&prefill_pool, upload);
+    out.bytes_in = upload.read;
     let whole = upload.whole();
     // The backends may know the model under another id: splice just the value.
+    let pool = leg.pool;
     let expected = pool.served_model_name.as_deref().unwrap_or(&pool.name);
     let served = (upload.model() != Some(expected))
         .then(|| serde_json::to_vec(expected).ok())
@@ -56,46 +52,61 @@ pub async fn forward(
         ));
     };
     let prefill_body = Bytes::from(body::prefill(&whole, &layout));
-    let params = match prefill::run(session, ctx, &prefill_pool, &prefill_body, connector).await {
+    let prompt = policy::prompt_blocks(prefill_pool, upload);
+    let prefill_leg = Leg {
+        pool: prefill_pool,
+        affinity: Affinity {
+            key: None,
+            prompt: prompt.as_ref(),
+        },
+        ..*leg
+    };
+    let params = match prefill::run(session, &prefill_leg, &prefill_body, out).await {
         prefill::End::Params(p) => p,
-        prefill::End::Answer(header, body) => return relay(session, ctx, header, body).await,
+        prefill::End::Answer(header, body) => return relay(session, leg, out, header, body).await,
         prefill::End::Failed(e) => return Outcome::Failed(e),
         prefill::End::ClientGone => return Outcome::Cut("client_gone"),
     };
     let decode_body = Bytes::from(body::decode(&whole, &layout, &params));
-    // The decode side's policy gets its own prompt blocks (none unless it is cache_aware).
-    ctx.prompt = policy::prompt_blocks(pool, upload);
+    // The decode side's policy gets its own prompt blocks (none unless it is cache_aware), and
+    // its own budget, from the prefill leg's end.
+    let prompt = policy::prompt_blocks(pool, upload);
+    let prefill_took = out.prefill.as_ref().map(|p| p.duration).unwrap_or_default();
+    let decode_leg = Leg {
+        affinity: Affinity {
+            key: leg.affinity.key,
+            prompt: prompt.as_ref(),
+        },
+        deadline: leg.head.started + prefill_took + pool.timeouts.request,
+        ..*leg
+    };
     let mut decode = Upload::from_body(decode_body);
-    forward::forward(session, ctx, pool, &mut decode, connector, shadows).await
+    forward::forward(session, &decode_leg, &mut decode, out).await
 }
 
 /// Relays a prefill server's non-retryable answer (its own error, e.g. a 400) to the client.
 async fn relay(
-    session: &mut Session,
-    ctx: &mut RequestCtx,
+    session: &mut ServerSession,
+    leg: &Leg<'_>,
+    out: &mut Exchanged,
     mut header: Box<ResponseHeader>,
     body: Bytes,
 ) -> Outcome {
-    let backend = ctx
+    let backend = out
         .prefill
         .as_ref()
         .map(|p| format!("prefill={}", p.backend))
         .unwrap_or_default();
-    headers::downstream_response(&mut header, &backend, ctx.attempts, &ctx.request_id);
+    headers::downstream_response(&mut header, &backend, out.attempts, &leg.head.request_id);
     header.remove_header("transfer-encoding");
     let _ = header.insert_header("content-length", body.len());
-    headers::set_server(
-        &mut header,
-        ctx.snapshot
-            .as_ref()
-            .and_then(|s| s.server_header.as_deref()),
-    );
-    ctx.status = header.status.as_u16();
-    ctx.response_started = true;
-    ctx.first_byte = Some(std::time::Instant::now());
-    ctx.bytes_out += body.len() as u64;
-    if session.write_response_header(header, false).await.is_err()
-        || session.write_response_body(Some(body), true).await.is_err()
+    headers::set_server(&mut header, leg.snapshot.server_header.as_deref());
+    out.status = header.status.as_u16();
+    out.response_started = true;
+    out.first_byte = Some(Instant::now());
+    out.bytes_out += body.len() as u64;
+    if session.write_response_header(header).await.is_err()
+        || session.write_response_body(body, true).await.is_err()
     {
         return Outcome::Cut("client_gone");
     }
@@ -103,8 +114,8 @@ async fn relay(
 }
 
 /// `x-modelgate-backend` of a response: the backend, or both legs' for a disaggregated one.
-pub fn receipt(ctx: &RequestCtx, backend: &str) -> Option<String> {
-    ctx.prefill
+pub fn receipt(out: &Exchanged, backend: &str) -> Option<String> {
+    out.prefill
         .as_ref()
         .map(|p| format!("prefill={};decode={backend}", p.backend))
 }

@@ -11,18 +11,16 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use pingora_core::protocols::http::v1::client::HttpSession as UpstreamSession;
+use pingora_core::protocols::http::ServerSession;
 use pingora_http::{RequestHeader, ResponseHeader};
-use pingora_proxy::Session;
 use pingora_timeout::fast_timeout::fast_timeout;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use tracing::warn;
 
-use super::super::ctx::RequestCtx;
-use super::super::forward::{self, AttemptError};
-use super::super::upstream::Upstream;
+use super::super::forward::{self, AttemptError, Exchanged, Leg};
 use crate::error::GatewayError;
-use crate::routing::{Affinity, BackendState, Pool};
+use crate::routing::{BackendState, Pool};
 
 /// A prefill answer carries one token and the transfer parameters: far below this.
 pub const MAX_PREFILL_ANSWER: usize = 1 << 20;
@@ -51,52 +49,48 @@ pub enum End {
 /// One finished exchange: status, header and the whole body.
 type Answer = (Box<ResponseHeader>, Bytes);
 
-/// Runs the prefill leg on `pool` (the prefill side) with `body`.
+/// Runs the prefill leg on `leg.pool` (the prefill side) with `body`; records it in
+/// `out.prefill`.
 pub async fn run(
-    session: &mut Session,
-    ctx: &mut RequestCtx,
-    pool: &Pool,
+    session: &mut ServerSession,
+    leg: &Leg<'_>,
     body: &Bytes,
-    connector: &Upstream,
+    out: &mut Exchanged,
 ) -> End {
+    let pool = leg.pool;
     let started = Instant::now();
     let deadline = started + pool.timeouts.request;
     let mut tried: Vec<usize> = Vec::with_capacity(2);
     let mut last: Option<GatewayError> = None;
-    let mut leg = PrefillLeg {
+    let mut leg_record = PrefillLeg {
         backend: String::new(),
         attempts: 0,
         duration: Duration::ZERO,
     };
     let end = loop {
-        if leg.attempts >= pool.retries.max_attempts {
+        if leg_record.attempts >= pool.retries.max_attempts {
             break End::Failed(last.unwrap_or(GatewayError::Upstream));
         }
-        let prompt = ctx.prompt.take();
-        let affinity = Affinity {
-            key: None,
-            prompt: prompt.as_ref(),
-        };
-        let acquired = forward::acquire(pool, &tried, &affinity, leg.attempts == 0, deadline).await;
-        ctx.prompt = prompt;
+        let first = leg_record.attempts == 0;
+        let acquired = forward::acquire(pool, &tried, &leg.affinity, first, deadline).await;
         let (pick, mut slot) = match acquired {
             Ok(picked) => picked,
-            Err(e) => break End::Failed(last.filter(|_| leg.attempts > 0).unwrap_or(e)),
+            Err(e) => break End::Failed(last.filter(|_| !first).unwrap_or(e)),
         };
         let backend = &pool.backends[pick.index];
         tried.push(pick.index);
-        leg.attempts += 1;
-        leg.backend.clone_from(&backend.config.name);
+        leg_record.attempts += 1;
+        leg_record.backend.clone_from(&backend.config.name);
         backend.metrics.attempts.inc();
-        let req = forward::request_header(session, ctx, backend, Some(body.len() as u64), 0);
+        let req = forward::request_header(session, leg, backend, Some(body.len() as u64), 0);
         let t = Instant::now();
         let result = tokio::select! {
-            r = exchange(connector, pool, backend, req, body, deadline) => r,
+            r = exchange(leg, backend, req, body, deadline) => r,
             () = forward::client_gone(session) => break End::ClientGone,
         };
         slot.first_byte();
-        record(ctx, backend, &result, t.elapsed());
-        let more = leg.attempts < pool.retries.max_attempts && Instant::now() < deadline;
+        record(leg.head.endpoint, backend, &result, t.elapsed());
+        let more = leg_record.attempts < pool.retries.max_attempts && Instant::now() < deadline;
         match judge(pool, result, more) {
             Judged::Done(end) => break end,
             Judged::Retry(error, cause) => {
@@ -106,8 +100,8 @@ pub async fn run(
             }
         }
     };
-    leg.duration = started.elapsed();
-    ctx.prefill = Some(leg);
+    leg_record.duration = started.elapsed();
+    out.prefill = Some(leg_record);
     end
 }
 
@@ -166,7 +160,7 @@ fn params(body: &[u8]) -> End {
 
 /// Per-backend metrics of the attempt (the prefill backend's series).
 fn record(
-    ctx: &RequestCtx,
+    endpoint: usize,
     backend: &BackendState,
     result: &Result<Answer, AttemptError>,
     took: Duration,
@@ -177,21 +171,22 @@ fn record(
         Err(_) => 502,
     };
     let m = &backend.metrics;
-    m.request(ctx.endpoint, crate::metrics::status_class(status));
+    m.request(endpoint, crate::metrics::status_class(status));
     m.duration.observe(took.as_secs_f64());
 }
 
 /// Sends `body` with `req` to `backend` and reads the whole answer, within the side's connect,
 /// first-byte and idle timeouts and the leg's deadline.
 async fn exchange(
-    connector: &Upstream,
-    pool: &Pool,
+    leg: &Leg<'_>,
     backend: &BackendState,
     req: RequestHeader,
     body: &Bytes,
     deadline: Instant,
 ) -> Result<Answer, AttemptError> {
-    let (mut up, _) = forward::connect(connector, pool, backend, deadline).await?;
+    let pool = leg.pool;
+    let mut pooled = forward::connect(leg.upstream, pool, backend, deadline).await?;
+    let up = &mut pooled.http;
     let send = async {
         up.write_request_header(Box::new(req)).await?;
         up.write_body(body).await?;
@@ -208,8 +203,8 @@ async fn exchange(
         Ok(Err(_)) => return Err(AttemptError::Connection { stale: false }),
         Err(_) => return Err(AttemptError::Timeout),
     };
-    let body = read_body(&mut up, pool, deadline).await?;
-    connector.release(up, backend.reuse_key).await;
+    let body = read_body(up, pool, deadline).await?;
+    leg.upstream.release(pooled, backend.reuse_key).await;
     Ok((header, body))
 }
 
