@@ -19,6 +19,7 @@ use pingora_http::RequestHeader;
 use tokio::task::AbortHandle;
 use tracing::{info, warn};
 
+use crate::oneshot::{self, OneShotError};
 use crate::routing::{BackendState, Pool, ProbeRecord};
 use crate::state::Publisher;
 
@@ -56,23 +57,7 @@ pub async fn probe(
     model: &str,
     timeout: Duration,
 ) -> ProbeResult {
-    match tokio::time::timeout(timeout, probe_inner(connector, backend, path, model)).await {
-        Ok(r) => r,
-        Err(_) => Err(ProbeError::Timeout(timeout)),
-    }
-}
-
-async fn probe_inner(
-    connector: &Connector,
-    backend: &BackendState,
-    path: &str,
-    model: &str,
-) -> ProbeResult {
     let full_path = format!("{}{}", backend.config.path_prefix, path);
-    let (mut session, _reused) = connector
-        .get_http_session(&backend.peer)
-        .await
-        .map_err(|e| ProbeError::Connect(e.etype().as_str().to_string()))?;
     let mut req = RequestHeader::build("GET", full_path.as_bytes(), Some(3))
         .map_err(|e| ProbeError::Io(e.to_string()))?;
     let _ = req.insert_header("host", backend.config.authority.as_str());
@@ -82,41 +67,23 @@ async fn probe_inner(
         let _ = req.insert_header("authorization", format!("Bearer {key}"));
     }
     let _ = req.insert_header("accept", "application/json");
-    session
-        .write_request_header(Box::new(req))
+    let keep = oneshot::Body::Keep(MAX_PROBE_BODY);
+    let answer = oneshot::exchange(connector, &backend.peer, req, None, keep, timeout)
         .await
-        .map_err(|e| ProbeError::Io(e.to_string()))?;
-    session
-        .finish_body()
-        .await
-        .map_err(|e| ProbeError::Io(e.to_string()))?;
-    let resp = session
-        .read_resp_header_parts()
-        .await
-        .map_err(|e| ProbeError::Io(e.to_string()))?;
-    let status = resp.status.as_u16();
-    let mut body = Vec::new();
-    while let Some(chunk) = session
-        .read_body_bytes()
-        .await
-        .map_err(|e| ProbeError::Io(e.to_string()))?
-    {
-        if body.len() + chunk.len() > MAX_PROBE_BODY {
-            return Err(ProbeError::Json("body larger than 1 MiB".into()));
-        }
-        body.extend_from_slice(&chunk);
-    }
-    connector
-        .release_http_session(session, &backend.peer, Some(Duration::from_secs(4)))
-        .await;
-    if status != 200 {
-        return Err(ProbeError::Status(status));
+        .map_err(|e| match e {
+            OneShotError::Connect(e) => ProbeError::Connect(e),
+            OneShotError::Timeout(t) => ProbeError::Timeout(t),
+            OneShotError::TooLarge(_) => ProbeError::Json("body larger than 1 MiB".into()),
+            other => ProbeError::Io(other.to_string()),
+        })?;
+    if answer.status != 200 {
+        return Err(ProbeError::Status(answer.status));
     }
     if path != crate::config::DEFAULT_HEALTH_PATH {
         // A custom path (e.g. vLLM's /health) proves liveness only.
         return Ok(None);
     }
-    model_card(&body, model)
+    model_card(&answer.body, model)
 }
 
 /// Find `model` in an OpenAI model list; the entry is the backend's card for it.

@@ -31,6 +31,7 @@ pub mod logging;
 pub mod metrics;
 #[cfg(feature = "mock")]
 pub mod mock;
+pub mod oneshot;
 pub mod proxy;
 pub mod reload;
 pub mod routing;

@@ -9,7 +9,6 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use pingora_core::connectors::http::v1::Connector;
@@ -21,6 +20,7 @@ use super::body::Upload;
 use super::forward::Leg;
 use super::headers;
 use crate::metrics::METRICS;
+use crate::oneshot;
 use crate::routing::Pool;
 
 /// Shared by every shadow copy of this process.
@@ -85,16 +85,10 @@ pub fn send(shadows: &Shadows, session: &ServerSession, leg: &Leg<'_>, upload: &
     let connector = Arc::clone(&shadows.connector);
     tokio::spawn(async move {
         let _slot = Slot(&live.shadows);
-        let result = tokio::time::timeout(
-            target.timeouts.request,
-            exchange(&connector, &target, header, body),
-        )
-        .await;
-        let label = match result {
-            Ok(Ok(status)) if status < 400 => "ok",
-            Ok(Ok(_)) => "error_status",
-            Ok(Err(())) => "failed",
-            Err(_) => "timeout",
+        let label = match exchange(&connector, &target, header, body).await {
+            Ok(status) if status < 400 => "ok",
+            Ok(_) => "error_status",
+            Err(label) => label,
         };
         count(&target.name, label);
     });
@@ -108,19 +102,18 @@ impl Drop for Slot<'_> {
     }
 }
 
-/// One shadow exchange: any eligible backend, response read and dropped.
+/// One shadow exchange, within the shadow pool's request timeout: any eligible backend,
+/// response read and dropped. Its status, or the result label of a failure.
 async fn exchange(
     connector: &Connector,
     pool: &Pool,
     mut header: RequestHeader,
     body: Bytes,
-) -> Result<u16, ()> {
-    let index = pool.select(&[], None, true).ok_or(())?;
+) -> Result<u16, &'static str> {
+    let index = pool.select(&[], None, true).ok_or("failed")?;
     let backend = &pool.backends[index];
-    let _guard = backend.try_track().ok_or(())?;
-    if let Some(key) = &backend.config.api_key {
-        let _ = header.insert_header("authorization", format!("Bearer {key}"));
-    }
+    let _guard = backend.try_track().ok_or("failed")?;
+    headers::set_credentials(&mut header, false, backend.config.api_key.as_deref());
     if !backend.config.path_prefix.is_empty() {
         let pq = header
             .uri
@@ -131,20 +124,10 @@ async fn exchange(
             header.set_uri(uri);
         }
     }
-    let (mut up, _) = connector
-        .get_http_session(&backend.peer)
-        .await
-        .map_err(|_| ())?;
-    up.write_request_header(Box::new(header))
-        .await
-        .map_err(|_| ())?;
-    up.write_body(&body).await.map_err(|_| ())?;
-    up.finish_body().await.map_err(|_| ())?;
-    let resp = up.read_resp_header_parts().await.map_err(|_| ())?;
-    let status = resp.status.as_u16();
-    while up.read_body_bytes().await.map_err(|_| ())?.is_some() {}
-    connector
-        .release_http_session(up, &backend.peer, Some(Duration::from_secs(4)))
-        .await;
-    Ok(status)
+    let (keep, timeout) = (oneshot::Body::Discard, pool.timeouts.request);
+    match oneshot::exchange(connector, &backend.peer, header, Some(&body), keep, timeout).await {
+        Ok(answer) => Ok(answer.status),
+        Err(oneshot::OneShotError::Timeout(_)) => Err("timeout"),
+        Err(_) => Err("failed"),
+    }
 }

@@ -17,6 +17,8 @@ use pingora_core::connectors::http::v1::Connector;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_http::RequestHeader;
 
+use crate::oneshot;
+
 /// Requests in the engine's running batch. Summed over label sets.
 pub const RUNNING_METRIC: &str = "vllm:num_requests_running";
 /// Requests queued by the scheduler. Summed over label sets.
@@ -36,10 +38,6 @@ pub const METRICS_PATH: &str = "/metrics";
 /// Cap on a scrape's body: vLLM's histograms make a scrape a few hundred KiB (more with many
 /// LoRA adapters or engines); anything past this is not a vLLM scrape.
 pub const MAX_METRICS_BODY: usize = 4 * 1024 * 1024;
-/// How long a scrape connection may idle in the pool: under uvicorn's default 5 s keep-alive,
-/// so the pool drops it before vLLM closes it under our next request (as `health` does).
-const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(4);
-
 /// What one scrape says about a backend's load, without the time it was taken.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct LoadMetrics {
@@ -100,76 +98,26 @@ pub async fn fetch(
     path_prefix: &str,
     timeout: Duration,
 ) -> Result<LoadReport, String> {
-    match tokio::time::timeout(timeout, scrape(connector, peer, authority, path_prefix)).await {
-        Ok(Ok(body)) => parse(&body)
-            .map(|metrics| metrics.at(Instant::now()))
-            .ok_or_else(|| format!("scrape has neither {RUNNING_METRIC} nor {WAITING_METRIC}")),
-        Ok(Err(e)) => Err(e),
-        Err(_) => Err(format!("timed out after {timeout:?}")),
-    }
-}
-
-/// One `GET /metrics` exchange; returns the body of a 200.
-async fn scrape(
-    connector: &Connector,
-    peer: &HttpPeer,
-    authority: &str,
-    path_prefix: &str,
-) -> Result<Vec<u8>, String> {
     // A prefix is stored without a trailing slash; trimming keeps `/v/` from making `/v//metrics`.
     let path = format!("{}{METRICS_PATH}", path_prefix.trim_end_matches('/'));
-    let (mut session, _reused) = connector
-        .get_http_session(peer)
-        .await
-        .map_err(|e| format!("connect failed: {}", e.etype().as_str()))?;
     let mut req = RequestHeader::build("GET", path.as_bytes(), Some(3))
         .map_err(|e| format!("bad request for {path}: {e}"))?;
     req.insert_header("host", authority)
         .map_err(|e| format!("bad authority: {e}"))?;
-    req.insert_header("user-agent", "modelgate-load")
-        .map_err(|e| format!("request failed: {e}"))?;
+    let _ = req.insert_header("user-agent", "modelgate-load");
     // The classic text format: `prometheus_client` answers OpenMetrics only when asked, and
     // compresses only when `accept-encoding` allows it, which we never send.
-    req.insert_header("accept", "text/plain")
-        .map_err(|e| format!("request failed: {e}"))?;
-    session
-        .write_request_header(Box::new(req))
+    let _ = req.insert_header("accept", "text/plain");
+    let keep = oneshot::Body::Keep(MAX_METRICS_BODY);
+    let answer = oneshot::exchange(connector, peer, req, None, keep, timeout)
         .await
-        .map_err(|e| format!("request failed: {e}"))?;
-    session
-        .finish_body()
-        .await
-        .map_err(|e| format!("request failed: {e}"))?;
-    let status = session
-        .read_resp_header_parts()
-        .await
-        .map_err(|e| format!("response failed: {e}"))?
-        .status
-        .as_u16();
-    let mut body = Vec::new();
-    while let Some(chunk) = session
-        .read_body_bytes()
-        .await
-        .map_err(|e| format!("response body failed: {e}"))?
-    {
-        if body.len() + chunk.len() > MAX_METRICS_BODY {
-            // Dropping the session closes the connection: the rest is never read.
-            return Err(format!(
-                "{path} body larger than {} MiB",
-                MAX_METRICS_BODY / (1024 * 1024)
-            ));
-        }
-        body.extend_from_slice(&chunk);
+        .map_err(|e| format!("{path}: {e}"))?;
+    if answer.status != 200 {
+        return Err(format!("{path} answered HTTP {}", answer.status));
     }
-    // The body was read to its end, so the connection is reusable (Pingora still checks
-    // keep-alive before pooling it).
-    connector
-        .release_http_session(session, peer, Some(POOL_IDLE_TIMEOUT))
-        .await;
-    if status != 200 {
-        return Err(format!("{path} answered HTTP {status}"));
-    }
-    Ok(body)
+    parse(&answer.body)
+        .map(|metrics| metrics.at(Instant::now()))
+        .ok_or_else(|| format!("scrape has neither {RUNNING_METRIC} nor {WAITING_METRIC}"))
 }
 
 /// Reads vLLM's load gauges from a Prometheus text exposition (format 0.0.4; OpenMetrics and
