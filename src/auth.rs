@@ -1,8 +1,10 @@
-//! Secrets: constant-time comparison (request path and admin).
+//! API keys, tenants and secrets (request path and admin): the one Bearer parser
+//! ([`bearer`]), constant-time comparison ([`secret_eq`]), tenants and their lock-free quotas
+//! ([`Tenants`], [`Gcra`]), built per snapshot from [`AuthConfig`].
 //!
-//! Both sides are hashed with SHA-256 first and the digests compared with a fold over every
-//! byte, so the time taken depends neither on where the inputs first differ nor on their
-//! lengths.
+//! Secrets are hashed with SHA-256 first and the digests compared with a fold over every byte,
+//! so the time taken depends neither on where the inputs first differ nor on their lengths.
+//! Nothing here locks, does I/O or reads the config.
 
 use sha2::{Digest, Sha256};
 

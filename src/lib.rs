@@ -1,17 +1,25 @@
-//! modelgate: an OpenAI-compatible edge gateway for fleets of vLLM model servers, on Pingora.
+//! modelgate: an OpenAI-compatible edge gateway for fleets of vLLM model servers, on
+//! pingora-core. `ARCHITECTURE.md` is the one-page map; in short:
 //!
 //! ```text
-//!  client ──► proxy (public listener, request path)
-//!              │ route::classify → body::Upload::preread (scan "model") → Snapshot::pool
-//!              └ forward: select healthy backend → send → relay chunks (retry only before 1st byte)
-//!  control plane: config::load → Snapshot::build → ArcSwap ◄─ health prober (atomics per backend)
-//!  discovery: DNS (hickory) per `discover:` entry → Registry::record → Snapshot::build_from
-//!  admin listener: /health /ready /status
+//! request path (one task per client connection)
+//!   conn::Front (ServerApp: per-IP cap, header guard, keep-alive loop)
+//!     └ proxy::Gateway (HttpServerApp), per request:
+//!         head → admit → preread → decide → exchange (forward / disagg) → settle → observe → reuse
+//!         reads one state::Snapshot (ArcSwap load); routing::Pool picks; proxy::upstream pools
+//! control plane (Pingora background services)
+//!   config::load → ModelConfig::pool_config … → state::Publisher::apply_config ─┐
+//!   reload (SIGHUP, file watch) ─────────────────────────────────────────────────┤ build lock,
+//!   discovery (DNS) → Publisher::apply_addresses ───────────────────────────────┘ graveyard
+//!   health (probes, load scrapes: oneshot) → atomics on each backend's live state
+//!   lifecycle (signals, drain, upgrade: lifecycle::Traffic)   admin (/ready /status /metrics)
 //! ```
 //!
-//! The request path loads one immutable [`state::Snapshot`] per request and never locks or does
-//! I/O besides the client and backend sockets. The control plane builds snapshots and publishes
-//! them; health state lives in atomics on each pool's backends.
+//! The module graph runs one way (checked by `tests/module_graph.rs`): `config` makes runtime
+//! types (`routing::settings`, `conn::Limits`, `auth::AuthConfig`), `state` builds snapshots
+//! from them, the request path (`conn`, `proxy`, `routing`, …) reads snapshots and never
+//! imports `config`; `conn` never imports `proxy`. The request path never locks or does I/O
+//! besides the client and backend sockets; the control plane builds and publishes.
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 

@@ -2,8 +2,10 @@
 //!
 //! Three stages: `spec` (serde mirror of the file), `validate` (every issue collected with its
 //! path), and the typed structs below that the snapshot is built from. Startup, `--test` and
-//! (later) reload all go through [`load`], so they accept and reject exactly the same files.
-//! Nothing here runs on the request path.
+//! reload all go through [`parse_at`], so they accept and reject exactly the same files.
+//! Validated values the runtime needs are the runtime's own types (`routing::settings`,
+//! `conn::Limits`, `auth::AuthConfig`, `logging::LogFormat`): config makes them, the state
+//! publisher builds snapshots from them. Nothing here runs on the request path.
 
 pub mod discover;
 pub mod spec;

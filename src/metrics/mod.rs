@@ -6,7 +6,8 @@
 //! ([`handles::ModelMetrics`], [`handles::BackendMetrics`]); series that depend on the request
 //! (endpoint × status class, cut cause, retry cause) are resolved once on first use and cached
 //! in the handle. Gauges that mirror live state (in-flight, health, config generation) are set
-//! at scrape time from the snapshot, so they never drift and removed backends disappear.
+//! by admin at scrape time from the snapshot, so they never drift and removed backends vanish.
+//! Imports nothing from the crate but `api` (endpoint labels).
 //!
 //! Labels are bounded: `model` is a configured model name, `__unknown__` (a name no pool
 //! serves) or `__none__` (no model in the request); `backend` is a configured backend name or

@@ -1,7 +1,10 @@
-//! Routing: model name → [`Pool`], and the pools themselves (request path, read-only).
+//! Pools and backend selection (request path, read-only): one [`Pool`] per model (or side of
+//! a disaggregated model) with its backends' live state and its policy, and the runtime types a
+//! pool is built from ([`settings`], made by `config` in the control plane).
 //!
-//! Later issues add aliases, default models and canaries here; the request path only ever asks
-//! [`crate::state::Snapshot::pool`] for a model's pool.
+//! The request path asks the snapshot for a model's pool and the pool for a backend: no locks,
+//! no I/O. The one exception, [`vllm_load::fetch`], is the control plane's `load_aware` scrape.
+//! Must not import `config` or `state`.
 
 pub mod cache_aware;
 pub mod pool;

@@ -1,8 +1,11 @@
-//! The immutable [`Snapshot`] the request path reads, and the [`SharedState`] holding it.
+//! The immutable [`Snapshot`] the request path reads, the [`SharedState`] holding it, and its
+//! one [`Publisher`] (control plane).
 //!
-//! The control plane builds a whole new snapshot off the request path and publishes it with one
-//! `store`; a request loads it once and keeps the `Arc`, so it sees one version from start to
-//! end even across a reload. Nothing here locks.
+//! The publisher builds a whole new snapshot from the validated config (through the runtime
+//! types `config` makes) off the request path and publishes it with one `store`; a request
+//! loads it once and keeps the `Arc`, so it sees one version from start to end even across a
+//! reload. Reading a snapshot never locks; only the publisher's build lock does, on the control
+//! plane.
 
 use std::collections::HashMap;
 use std::sync::Arc;

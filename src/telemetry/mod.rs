@@ -50,10 +50,10 @@
 //! service_name: "modelgate"}`, call [`Exporter::start`]`(endpoint, service_name)` from inside
 //! a tokio runtime that lives as long as the exporter (the background task runs there; do not
 //! start it from `--test` or from a short-lived startup runtime). Its `Err(String)` is a
-//! one-line message suitable for a config issue. The handle is an `Arc` inside, so it can live
-//! in the `Snapshot`; on reload keep the old handle when [`Exporter::endpoint`] and
-//! [`Exporter::service_name`] are unchanged. Dropping the last handle flushes queued spans and
-//! stops the task. [`Exporter::dropped`], [`Exporter::failed_batches`] and
+//! one-line message suitable for a config issue. [`Spans`] holds the exporter in force:
+//! [`Spans::configure`] keeps a running one whose [`Exporter::endpoint`] and
+//! [`Exporter::service_name`] are unchanged (the reloader calls it); the request path reads
+//! [`Spans::exporter`]. Dropping the last handle flushes queued spans and stops the task. [`Exporter::dropped`], [`Exporter::failed_batches`] and
 //! [`Exporter::exported`] are counters for metrics.
 //!
 //! Propagation works whether or not an exporter is configured.
