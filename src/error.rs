@@ -103,6 +103,14 @@ struct Body<'a> {
     code: Option<&'a str>,
 }
 
+/// `message`, `type`, `param` and `code` of an error's JSON body.
+type Fields = (
+    String,
+    &'static str,
+    Option<&'static str>,
+    Option<&'static str>,
+);
+
 impl GatewayError {
     /// HTTP status of this error.
     pub fn status(&self) -> u16 {
@@ -148,7 +156,20 @@ impl GatewayError {
     }
 
     fn body(&self) -> Body<'static> {
-        let (message, kind, param, code) = match self {
+        let (message, kind, param, code) =
+            self.request_body().unwrap_or_else(|| self.service_body());
+        Body {
+            message,
+            kind,
+            param,
+            code,
+        }
+    }
+
+    /// The fields of an error of the request itself (framing, body, route, size) or of the
+    /// connection's limits, if it is one.
+    fn request_body(&self) -> Option<Fields> {
+        Some(match self {
             GatewayError::BadBody(e) => (
                 e.to_string(),
                 "invalid_request_error",
@@ -218,6 +239,13 @@ impl GatewayError {
                 None,
                 Some("request_too_large"),
             ),
+            _ => return None,
+        })
+    }
+
+    /// The fields of an error of authentication, quota, capacity or the backends.
+    fn service_body(&self) -> Fields {
+        match self {
             GatewayError::NoHealthyBackend { model } => (
                 format!("No healthy backend is available for model `{model}`; retry shortly"),
                 "server_error",
@@ -260,12 +288,12 @@ impl GatewayError {
                 None,
                 Some("bad_prefill_response"),
             ),
-        };
-        Body {
-            message,
-            kind,
-            param,
-            code,
+            _ => (
+                "The gateway could not answer".into(),
+                "server_error",
+                None,
+                None,
+            ),
         }
     }
 

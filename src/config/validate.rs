@@ -10,9 +10,9 @@ use std::time::Duration;
 
 use super::discover::DiscoverEntry;
 use super::spec::{
-    AuthSpec, BackendSpec, DefaultsSpec, DrainSpec, FileSpec, HealthCheckSpec, KeySpec,
-    KeysFileSpec, LoadBalancerSpec, LogSpec, ModelSpec, RetriesSpec, ServerSpec, SideSpec,
-    TimeoutsSpec, TracingSpec,
+    AdminSpec, AuthSpec, BackendSpec, CanarySpec, DefaultsSpec, DrainSpec, FileSpec,
+    HealthCheckSpec, KeySpec, KeysFileSpec, LimitsSpec, LoadBalancerSpec, LogSpec, ModelSpec,
+    RetriesSpec, ServerSpec, ShadowSpec, SideSpec, TimeoutsSpec, TracingSpec,
 };
 use super::*;
 use indexmap::IndexMap;
@@ -40,61 +40,7 @@ pub(super) fn validate(
         "listen",
         &mut issues,
     );
-    let admin_listen = socket_addr(
-        spec.admin
-            .as_ref()
-            .and_then(|a| a.listen.as_deref())
-            .unwrap_or(DEFAULT_ADMIN_LISTEN),
-        "admin.listen",
-        &mut issues,
-    );
-    if let (Some(public), Some(admin)) = (listen, admin_listen) {
-        if public.port() == admin.port() && public.port() != 0 {
-            issues.push(
-                "admin.listen",
-                format!("must differ from listen ({public}); the admin API must never be served on the public port"),
-            );
-        }
-    }
-    let allow_remote = spec
-        .admin
-        .as_ref()
-        .and_then(|a| a.allow_remote)
-        .unwrap_or(false);
-    let admin_token = spec
-        .admin
-        .as_ref()
-        .and_then(|a| admin_token(a, dir, &mut issues));
-    if let Some(t) = &admin_token {
-        if t.len() < 16 || !t.bytes().all(|b| b.is_ascii_graphic()) {
-            issues.push(
-                "admin.token",
-                "must be at least 16 visible ASCII characters",
-            );
-        }
-        let lower = t.to_ascii_lowercase();
-        if lower.contains("replace-with") || lower.contains("change-me") {
-            issues.push(
-                "admin.token",
-                "is still the example placeholder; generate one: openssl rand -hex 32",
-            );
-        }
-    }
-    if let Some(admin) = admin_listen {
-        if !admin.ip().is_loopback() {
-            if !allow_remote {
-                issues.push(
-                    "admin.listen",
-                    format!("{admin} is not a loopback address; set admin.allow_remote: true (and admin.token) to expose /metrics, /status and /config off this host"),
-                );
-            } else if admin_token.is_none() {
-                issues.push(
-                    "admin.token",
-                    "required with admin.allow_remote: true (clients send Authorization: Bearer <token> for /metrics, /status, /config)",
-                );
-            }
-        }
-    }
+    let (admin_listen, admin_token) = admin(spec.admin.as_ref(), listen, dir, &mut issues);
     let server_header = match spec.server_header {
         None => Some("modelgate".to_string()),
         Some(h) if h.is_empty() => None,
@@ -109,62 +55,7 @@ pub(super) fn validate(
         }
     };
     let auth = spec.auth.map(|a| auth_config(a, dir, &mut issues));
-    let l = spec.limits.unwrap_or_default();
-    let limits = Limits {
-        max_header_bytes: bounded(
-            l.max_header_bytes,
-            DEFAULT_MAX_HEADER_BYTES,
-            (1024, PINGORA_MAX_HEADER_BYTES),
-            "limits.max_header_bytes",
-            &mut issues,
-        ),
-        max_headers: bounded(
-            l.max_headers,
-            DEFAULT_MAX_HEADERS,
-            (8, PINGORA_MAX_HEADERS),
-            "limits.max_headers",
-            &mut issues,
-        ),
-        header_timeout: millis(
-            l.header_timeout_ms,
-            None,
-            DEFAULT_HEADER_TIMEOUT_MS,
-            "limits.header_timeout_ms".into(),
-            &mut issues,
-        ),
-        idle_timeout: millis(
-            l.idle_timeout_ms,
-            None,
-            DEFAULT_CLIENT_IDLE_TIMEOUT_MS,
-            "limits.idle_timeout_ms".into(),
-            &mut issues,
-        ),
-        body_timeout: millis(
-            l.body_timeout_ms,
-            None,
-            DEFAULT_BODY_TIMEOUT_MS,
-            "limits.body_timeout_ms".into(),
-            &mut issues,
-        ),
-        client_write_timeout: millis(
-            l.client_write_timeout_ms,
-            None,
-            DEFAULT_CLIENT_WRITE_TIMEOUT_MS,
-            "limits.client_write_timeout_ms".into(),
-            &mut issues,
-        ),
-        max_connections_per_ip: match l.max_connections_per_ip {
-            None => None,
-            Some(n) if (1..=u64::from(u32::MAX)).contains(&n) => Some(n as u32),
-            Some(_) => {
-                issues.push(
-                    "limits.max_connections_per_ip",
-                    "must be at least 1 (omit it for no cap)",
-                );
-                None
-            }
-        },
-    };
+    let limits = limits(spec.limits.unwrap_or_default(), &mut issues);
     let max_body_bytes = spec.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES);
     if max_body_bytes == 0 {
         issues.push("max_body_bytes", "must be at least 1");
@@ -172,24 +63,7 @@ pub(super) fn validate(
     let defaults = spec.defaults.unwrap_or_default();
     check_defaults(&defaults, &mut issues);
 
-    let mut models = Vec::new();
-    match spec.models {
-        None => issues.push(
-            "models",
-            "no models configured; add at least one model with backends",
-        ),
-        Some(map) if map.is_empty() => issues.push(
-            "models",
-            "no models configured; add at least one model with backends",
-        ),
-        Some(map) => {
-            for (name, model) in map {
-                if let Some(m) = model_config(name, model, &defaults, &mut issues) {
-                    models.push(m);
-                }
-            }
-        }
-    }
+    let models = models(spec.models, &defaults, &mut issues);
 
     cross_check(&models, &mut issues);
     let aliases = aliases(spec.aliases.unwrap_or_default(), &models, &mut issues);
@@ -225,6 +99,150 @@ pub(super) fn validate(
         }),
         _ => Err(issues.0),
     }
+}
+
+/// `admin:`: the listener (never the public port; off loopback only with `allow_remote` and a
+/// token) and the token.
+fn admin(
+    spec: Option<&AdminSpec>,
+    listen: Option<SocketAddr>,
+    dir: Option<&std::path::Path>,
+    issues: &mut Issues,
+) -> (Option<SocketAddr>, Option<String>) {
+    let admin_listen = socket_addr(
+        spec.and_then(|a| a.listen.as_deref())
+            .unwrap_or(DEFAULT_ADMIN_LISTEN),
+        "admin.listen",
+        issues,
+    );
+    if let (Some(public), Some(admin)) = (listen, admin_listen) {
+        if public.port() == admin.port() && public.port() != 0 {
+            issues.push(
+                "admin.listen",
+                format!("must differ from listen ({public}); the admin API must never be served on the public port"),
+            );
+        }
+    }
+    let allow_remote = spec.and_then(|a| a.allow_remote).unwrap_or(false);
+    let admin_token = spec.and_then(|a| admin_token(a, dir, issues));
+    if let Some(t) = &admin_token {
+        if t.len() < 16 || !t.bytes().all(|b| b.is_ascii_graphic()) {
+            issues.push(
+                "admin.token",
+                "must be at least 16 visible ASCII characters",
+            );
+        }
+        let lower = t.to_ascii_lowercase();
+        if lower.contains("replace-with") || lower.contains("change-me") {
+            issues.push(
+                "admin.token",
+                "is still the example placeholder; generate one: openssl rand -hex 32",
+            );
+        }
+    }
+    if let Some(admin) = admin_listen {
+        if !admin.ip().is_loopback() {
+            if !allow_remote {
+                issues.push(
+                    "admin.listen",
+                    format!("{admin} is not a loopback address; set admin.allow_remote: true (and admin.token) to expose /metrics, /status and /config off this host"),
+                );
+            } else if admin_token.is_none() {
+                issues.push(
+                    "admin.token",
+                    "required with admin.allow_remote: true (clients send Authorization: Bearer <token> for /metrics, /status, /config)",
+                );
+            }
+        }
+    }
+    (admin_listen, admin_token)
+}
+
+/// `limits:`, each within its bounds.
+fn limits(l: LimitsSpec, issues: &mut Issues) -> Limits {
+    Limits {
+        max_header_bytes: bounded(
+            l.max_header_bytes,
+            DEFAULT_MAX_HEADER_BYTES,
+            (1024, PINGORA_MAX_HEADER_BYTES),
+            "limits.max_header_bytes",
+            issues,
+        ),
+        max_headers: bounded(
+            l.max_headers,
+            DEFAULT_MAX_HEADERS,
+            (8, PINGORA_MAX_HEADERS),
+            "limits.max_headers",
+            issues,
+        ),
+        header_timeout: millis(
+            l.header_timeout_ms,
+            None,
+            DEFAULT_HEADER_TIMEOUT_MS,
+            "limits.header_timeout_ms".into(),
+            issues,
+        ),
+        idle_timeout: millis(
+            l.idle_timeout_ms,
+            None,
+            DEFAULT_CLIENT_IDLE_TIMEOUT_MS,
+            "limits.idle_timeout_ms".into(),
+            issues,
+        ),
+        body_timeout: millis(
+            l.body_timeout_ms,
+            None,
+            DEFAULT_BODY_TIMEOUT_MS,
+            "limits.body_timeout_ms".into(),
+            issues,
+        ),
+        client_write_timeout: millis(
+            l.client_write_timeout_ms,
+            None,
+            DEFAULT_CLIENT_WRITE_TIMEOUT_MS,
+            "limits.client_write_timeout_ms".into(),
+            issues,
+        ),
+        max_connections_per_ip: match l.max_connections_per_ip {
+            None => None,
+            Some(n) if (1..=u64::from(u32::MAX)).contains(&n) => Some(n as u32),
+            Some(_) => {
+                issues.push(
+                    "limits.max_connections_per_ip",
+                    "must be at least 1 (omit it for no cap)",
+                );
+                None
+            }
+        },
+    }
+}
+
+/// `models:`, in file order (at least one).
+fn models(
+    spec: Option<IndexMap<String, ModelSpec>>,
+    defaults: &DefaultsSpec,
+    issues: &mut Issues,
+) -> Vec<ModelConfig> {
+    let mut models = Vec::new();
+    match spec {
+        None => issues.push(
+            "models",
+            "no models configured; add at least one model with backends",
+        ),
+        Some(map) if map.is_empty() => issues.push(
+            "models",
+            "no models configured; add at least one model with backends",
+        ),
+        Some(map) => {
+            for (name, model) in map {
+                if let Some(m) = model_config(name, model, defaults, issues) {
+                    models.push(m);
+                }
+            }
+        }
+    }
+
+    models
 }
 
 /// Canary and shadow targets must be other configured models.
@@ -544,44 +562,8 @@ fn model_config(
         issues.push(&base, "model name must not contain control characters");
     }
 
-    let mut names = HashSet::new();
     let disaggregated = spec.prefill.is_some() || spec.decode.is_some();
-    let (backends, discover, decode_lb) = if disaggregated {
-        if spec.backends.is_some() {
-            issues.push(
-                format!("{base}.backends"),
-                "a model has either backends, or prefill and decode (disaggregated serving), not both",
-            );
-        }
-        let (list, lb) = spec.decode.map(SideSpec::into_parts).unwrap_or_default();
-        let (b, d) = backend_list(list, &format!("{base}.decode"), &mut names, issues);
-        (b, d, lb)
-    } else {
-        let (b, d) = backend_list(
-            spec.backends,
-            &format!("{base}.backends"),
-            &mut names,
-            issues,
-        );
-        (b, d, None)
-    };
-    let prefill = spec.prefill.map(|side| {
-        let (list, lb) = side.into_parts();
-        let (b, d) = backend_list(list, &format!("{base}.prefill"), &mut names, issues);
-        (b, d, lb)
-    });
-    if disaggregated && prefill.is_none() {
-        issues.push(
-            format!("{base}.prefill"),
-            "missing; a disaggregated model lists prefill backends and decode backends",
-        );
-    }
-    if disaggregated && (spec.canary.is_some() || spec.shadow.is_some()) {
-        issues.push(
-            &base,
-            "canary and shadow are not supported on a disaggregated (prefill/decode) model",
-        );
-    }
+    let (backends, discover, decode_lb, prefill) = model_backends(&mut spec, &base, issues);
     let model_lb = spec.load_balancer.clone();
     // The decode side's own `load_balancer` wins over the model's.
     spec.load_balancer = decode_lb
@@ -643,47 +625,10 @@ fn model_config(
     }
     let queue_timeout =
         Duration::from_millis(spec.queue_timeout_ms.unwrap_or(DEFAULT_QUEUE_TIMEOUT_MS));
-    let canary = spec.canary.map(|c| {
-        let p = format!("{base}.canary");
-        let sticky_on = c.sticky_on.as_deref().and_then(|k| {
-            let parsed = KeySource::parse(k);
-            if parsed.is_none() {
-                issues.push(
-                    format!("{p}.sticky_on"),
-                    format!("{k:?}: expected header:<name>, body:user or prompt_prefix"),
-                );
-            }
-            parsed
-        });
-        Canary {
-            model: required_model(c.model, &format!("{p}.model"), issues),
-            percent: percent(c.percent, &format!("{p}.percent"), issues),
-            sticky_on,
-        }
-    });
-    let shadow = spec.shadow.map(|sh| {
-        let p = format!("{base}.shadow");
-        Shadow {
-            model: required_model(sh.model, &format!("{p}.model"), issues),
-            percent: percent(sh.percent, &format!("{p}.percent"), issues),
-            max_concurrency: sh
-                .max_concurrency
-                .map_or(DEFAULT_SHADOW_CONCURRENCY, |n| n as usize),
-        }
-    });
+    let canary = spec.canary.map(|c| canary(c, &base, issues));
+    let shadow = spec.shadow.map(|sh| shadow(sh, &base, issues));
     let prefill = prefill.and_then(|(backends, discover, lb)| {
-        let lb = lb
-            .or(model_lb)
-            .unwrap_or_else(|| side_default(Policy::CacheAware));
-        let path = format!("{base}.prefill");
-        let policy = self::policy(&lb, defaults_lb(defaults), &path, issues);
-        let options = lb_options(&lb, defaults_lb(defaults), policy, &path, issues);
-        Some(Side {
-            backends,
-            discover,
-            policy: policy?,
-            lb: options?,
-        })
+        prefill_side(backends, discover, lb.or(model_lb), defaults, &base, issues)
     });
     if issues.0.len() != before {
         return None;
@@ -703,6 +648,125 @@ fn model_config(
         timeouts: timeouts?,
         retries: retries?,
         health: health?,
+    })
+}
+
+/// The backends of the model at `base`, taken out of `spec`: `backends`, or for a
+/// disaggregated model the decode side's (with its own `load_balancer`) and the prefill side's.
+/// Backend names are unique across both sides.
+fn model_backends(spec: &mut ModelSpec, base: &str, issues: &mut Issues) -> ModelBackends {
+    let mut names = HashSet::new();
+    let disaggregated = spec.prefill.is_some() || spec.decode.is_some();
+    let (backends, discover, decode_lb) = if disaggregated {
+        if spec.backends.is_some() {
+            issues.push(
+                format!("{base}.backends"),
+                "a model has either backends, or prefill and decode (disaggregated serving), not both",
+            );
+        }
+        let (list, lb) = spec
+            .decode
+            .take()
+            .map(SideSpec::into_parts)
+            .unwrap_or_default();
+        let (b, d) = backend_list(list, &format!("{base}.decode"), &mut names, issues);
+        (b, d, lb)
+    } else {
+        let (b, d) = backend_list(
+            spec.backends.take(),
+            &format!("{base}.backends"),
+            &mut names,
+            issues,
+        );
+        (b, d, None)
+    };
+    let prefill = spec.prefill.take().map(|side| {
+        let (list, lb) = side.into_parts();
+        let (b, d) = backend_list(list, &format!("{base}.prefill"), &mut names, issues);
+        (b, d, lb)
+    });
+    if disaggregated && prefill.is_none() {
+        issues.push(
+            format!("{base}.prefill"),
+            "missing; a disaggregated model lists prefill backends and decode backends",
+        );
+    }
+    if disaggregated && (spec.canary.is_some() || spec.shadow.is_some()) {
+        issues.push(
+            base,
+            "canary and shadow are not supported on a disaggregated (prefill/decode) model",
+        );
+    }
+    (backends, discover, decode_lb, prefill)
+}
+
+/// A model's backends: fixed, discovered, the decode side's own `load_balancer`, and the
+/// prefill side's backends, discovered backends and `load_balancer`.
+type ModelBackends = (
+    Vec<BackendConfig>,
+    Vec<DiscoverEntry>,
+    Option<LoadBalancerSpec>,
+    Option<SideBackends>,
+);
+
+/// One side's backends, discovered backends and `load_balancer`.
+type SideBackends = (
+    Vec<BackendConfig>,
+    Vec<DiscoverEntry>,
+    Option<LoadBalancerSpec>,
+);
+
+/// `canary:` of the model at `base`.
+fn canary(c: CanarySpec, base: &str, issues: &mut Issues) -> Canary {
+    let p = format!("{base}.canary");
+    let sticky_on = c.sticky_on.as_deref().and_then(|k| {
+        let parsed = KeySource::parse(k);
+        if parsed.is_none() {
+            issues.push(
+                format!("{p}.sticky_on"),
+                format!("{k:?}: expected header:<name>, body:user or prompt_prefix"),
+            );
+        }
+        parsed
+    });
+    Canary {
+        model: required_model(c.model, &format!("{p}.model"), issues),
+        percent: percent(c.percent, &format!("{p}.percent"), issues),
+        sticky_on,
+    }
+}
+
+/// `shadow:` of the model at `base`.
+fn shadow(sh: ShadowSpec, base: &str, issues: &mut Issues) -> Shadow {
+    let p = format!("{base}.shadow");
+    Shadow {
+        model: required_model(sh.model, &format!("{p}.model"), issues),
+        percent: percent(sh.percent, &format!("{p}.percent"), issues),
+        max_concurrency: sh
+            .max_concurrency
+            .map_or(DEFAULT_SHADOW_CONCURRENCY, |n| n as usize),
+    }
+}
+
+/// The prefill side of the disaggregated model at `base`: its own backends and load balancer
+/// (`lb`: the side's own, else the model's, else `cache_aware`).
+fn prefill_side(
+    backends: Vec<BackendConfig>,
+    discover: Vec<DiscoverEntry>,
+    lb: Option<LoadBalancerSpec>,
+    defaults: &DefaultsSpec,
+    base: &str,
+    issues: &mut Issues,
+) -> Option<Side> {
+    let lb = lb.unwrap_or_else(|| side_default(Policy::CacheAware));
+    let path = format!("{base}.prefill");
+    let policy = self::policy(&lb, defaults_lb(defaults), &path, issues);
+    let options = lb_options(&lb, defaults_lb(defaults), policy, &path, issues);
+    Some(Side {
+        backends,
+        discover,
+        policy: policy?,
+        lb: options?,
     })
 }
 

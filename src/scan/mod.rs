@@ -564,40 +564,12 @@ impl ModelScanner {
                     }
                     _ => return Err(Stop::Syntax(offset)),
                 },
-                State::FirstKey | State::NextKey => match byte {
-                    b'"' => {
-                        self.key_at = offset;
-                        self.key.reset();
-                        self.state = State::Str {
-                            target: Target::Key,
-                            escape: Escape::None,
-                        };
-                    }
-                    b'}' if self.state == State::FirstKey => {
-                        self.object_end = Some(offset);
-                        self.state = State::Trailing;
-                    }
-                    _ => return Err(Stop::Syntax(offset)),
-                },
+                State::FirstKey | State::NextKey => self.key_start(byte, offset)?,
                 State::Colon => match byte {
                     b':' => self.state = State::Value,
                     _ => return Err(Stop::Syntax(offset)),
                 },
-                State::Value if self.member == Member::Model => match byte {
-                    b'"' => {
-                        self.span_start = offset;
-                        self.raw_model.clear();
-                        self.pending_high = 0;
-                        self.state = State::Str {
-                            target: Target::Model,
-                            escape: Escape::None,
-                        };
-                    }
-                    b'{' | b'[' | b'-' | b'0'..=b'9' | b't' | b'f' | b'n' => {
-                        return Err(Stop::Reject(ScanError::ModelNotString))
-                    }
-                    _ => return Err(Stop::Syntax(offset)),
-                },
+                State::Value if self.member == Member::Model => self.model_value(byte, offset)?,
                 State::Value => self.start_member_value(byte, offset)?,
                 State::Nested => match byte {
                     b',' => self.seek.comma(self.depth),
@@ -613,20 +585,7 @@ impl ModelScanner {
                         Action::Capture => self.start_string(Target::Prompt),
                     },
                 },
-                State::AfterValue => {
-                    if let Span::Open(start) = self.prompt_span {
-                        self.prompt_span = Span::Closed(start, offset);
-                    }
-                    self.end_member(offset);
-                    match byte {
-                        b',' => self.state = State::NextKey,
-                        b'}' => {
-                            self.object_end = Some(offset);
-                            self.state = State::Trailing;
-                        }
-                        _ => return Err(Stop::Syntax(offset)),
-                    }
-                }
+                State::AfterValue => self.after_member(byte, offset)?,
                 State::Literal { literal, matched } => {
                     let expected = LITERALS.get(usize::from(literal)).copied().unwrap_or(b"");
                     if expected.get(usize::from(matched)) != Some(&byte) {
@@ -642,6 +601,66 @@ impl ModelScanner {
                 State::Trailing => return Err(Stop::Syntax(offset)),
             }
             i += 1;
+        }
+        Ok(())
+    }
+
+    /// A byte where a top-level key (or the closing brace of an empty object) may start.
+    #[inline]
+    fn key_start(&mut self, byte: u8, offset: usize) -> Result<(), Stop> {
+        match byte {
+            b'"' => {
+                self.key_at = offset;
+                self.key.reset();
+                self.state = State::Str {
+                    target: Target::Key,
+                    escape: Escape::None,
+                };
+            }
+            b'}' if self.state == State::FirstKey => {
+                self.object_end = Some(offset);
+                self.state = State::Trailing;
+            }
+            _ => return Err(Stop::Syntax(offset)),
+        }
+        Ok(())
+    }
+
+    /// The first byte of the top-level `model` value: it must open a string.
+    #[inline]
+    fn model_value(&mut self, byte: u8, offset: usize) -> Result<(), Stop> {
+        match byte {
+            b'"' => {
+                self.span_start = offset;
+                self.raw_model.clear();
+                self.pending_high = 0;
+                self.state = State::Str {
+                    target: Target::Model,
+                    escape: Escape::None,
+                };
+                Ok(())
+            }
+            b'{' | b'[' | b'-' | b'0'..=b'9' | b't' | b'f' | b'n' => {
+                Err(Stop::Reject(ScanError::ModelNotString))
+            }
+            _ => Err(Stop::Syntax(offset)),
+        }
+    }
+
+    /// The byte after a top-level member's value: `,` or the closing brace.
+    #[inline]
+    fn after_member(&mut self, byte: u8, offset: usize) -> Result<(), Stop> {
+        if let Span::Open(start) = self.prompt_span {
+            self.prompt_span = Span::Closed(start, offset);
+        }
+        self.end_member(offset);
+        match byte {
+            b',' => self.state = State::NextKey,
+            b'}' => {
+                self.object_end = Some(offset);
+                self.state = State::Trailing;
+            }
+            _ => return Err(Stop::Syntax(offset)),
         }
         Ok(())
     }
