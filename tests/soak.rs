@@ -96,11 +96,14 @@ async fn soak_ci_mode_meets_the_targets() {
         "hostile requests answered otherwise than expected"
     );
     assert_eq!(report.panics, Vec::<String>::new(), "gateway panics");
+    // Descriptors under load follow the faults on at the time, and this mode has no two
+    // windows at the same point of the schedule (the full mode compares those): a leak is
+    // judged here on the idle levels before and after the load.
     assert_eq!(
-        report.fds.within_10_percent(),
+        report.fds_idle.within_10_percent(),
         Some(true),
-        "descriptors: {:?}",
-        report.fds
+        "idle descriptors: {:?}",
+        report.fds_idle
     );
     assert_eq!(
         report.rss_kib.within_10_percent(),

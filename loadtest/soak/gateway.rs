@@ -211,6 +211,16 @@ pub fn rss_and_fds(pid: u32) -> Option<(u64, u64)> {
     Some((rss, fds))
 }
 
+/// CPU seconds (user + system) `pid` has used so far, `None` once it is gone.
+pub fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after "(comm)": state is the 1st, utime the 12th, stime the 13th.
+    let rest: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: f64 = rest.get(11)?.parse::<f64>().ok()? + rest.get(12)?.parse::<f64>().ok()?;
+    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK).ok()??;
+    Some(ticks / hz as f64)
+}
+
 /// Sum of the samples of metric `name` whose labels contain every `labels` pair, in a
 /// Prometheus text exposition.
 pub fn metric_sum(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {

@@ -97,6 +97,9 @@ pub struct Report {
     pub error_lines: Vec<String>,
     pub rss_kib: Level,
     pub fds: Level,
+    /// Descriptors with nothing in flight: before the load, and after it once the requests
+    /// ended, old processes exited and upstream keep-alives expired.
+    pub fds_idle: Level,
     pub minutes: Vec<Minute>,
     pub p99_ratio: Option<f64>,
     pub reloads_written: usize,
@@ -399,6 +402,10 @@ pub fn analyze(opts: &Options, c: &Collected) -> Report {
         warm: fds_warm,
         end: fds_end,
     };
+    r.fds_idle = Level {
+        warm: c.idle_before.map(|(_, fds)| fds as f64),
+        end: c.idle_after.map(|(_, fds)| fds as f64),
+    };
 
     // Reloads: each saved config seen in force (in /status) within 3 s.
     for w in ex.configs.iter().filter(|w| w.k > 0) {
@@ -488,7 +495,19 @@ pub fn analyze(opts: &Options, c: &Collected) -> Report {
         Target {
             name: "open file descriptors back within 10 % of their level after warm-up".into(),
             measured: level_text(&r.fds, "", 1.0),
-            met: r.fds.within_10_percent(),
+            // Under load the count follows the faults on at the time (hung requests hold
+            // connections, malformed answers close them). The full mode's two windows are 10
+            // minutes apart at the same point of the schedule; the 60-second mode has no two
+            // such windows, so there the idle comparison below is the judged one.
+            met: match opts.mode {
+                Mode::Full => r.fds.within_10_percent(),
+                Mode::Ci => None,
+            },
+        },
+        Target {
+            name: "open file descriptors, idle after the load within 10 % of idle before it".into(),
+            measured: level_text(&r.fds_idle, "", 1.0),
+            met: r.fds_idle.within_10_percent(),
         },
         Target {
             name: "no panic".into(),
@@ -507,6 +526,22 @@ pub fn analyze(opts: &Options, c: &Collected) -> Report {
                 Mode::Full => r.p99_ratio.map(|x| x <= 1.5),
                 Mode::Ci => None,
             },
+        },
+        Target {
+            // Both minutes have the same faults; a hung backend costs its requests the 2 s
+            // first-byte timeout before the retry, which then sets p99. This row is the same
+            // comparison without them (requests served in one attempt), shown, not judged.
+            name: "(shown) p99 of short requests served in one attempt, last ÷ first minute".into(),
+            measured: match (r.minutes.first(), r.minutes.last()) {
+                (Some(f), Some(l)) if r.minutes.len() >= 2 => format!(
+                    "{:.1} ms vs {:.1} ms = {:.2} ×",
+                    l.p99_first_attempt_ms,
+                    f.p99_first_attempt_ms,
+                    l.p99_first_attempt_ms / f.p99_first_attempt_ms
+                ),
+                _ => "n/a (one minute)".into(),
+            },
+            met: None,
         },
     ];
     r
@@ -537,16 +572,17 @@ pub fn write_raw(opts: &Options, c: &Collected) -> Result<(), String> {
         records.push('\n');
     }
     std::fs::write(dir.join("records.jsonl"), records).map_err(err)?;
-    let mut samples = String::from("t_s,pid,current,rss_kib,fds\n");
+    let mut samples = String::from("t_s,pid,current,rss_kib,fds,cpu_s\n");
     for s in &c.watched.samples {
         let _ = writeln!(
             samples,
-            "{:.1},{},{},{},{}",
+            "{:.1},{},{},{},{},{:.2}",
             s.t_ms / 1000.0,
             s.pid,
             s.current,
             s.rss_kib,
-            s.fds
+            s.fds,
+            s.cpu_s
         );
     }
     std::fs::write(dir.join("samples.csv"), samples).map_err(err)?;
@@ -601,6 +637,15 @@ pub fn markdown(opts: &Options, c: &Collected, r: &Report) -> String {
         m,
         "- load average: start {}, end {}",
         c.load_average.0, c.load_average.1
+    );
+    let _ = writeln!(
+        m,
+        "- CPU over the run: gateway processes {:.0} s, mock processes {:.0} s, driver (clients) {:.0} s, for {:.0} s of load ({:.2} cores in all)",
+        c.cpu.2,
+        c.cpu.1,
+        c.cpu.0,
+        c.load_end_ms / 1000.0,
+        (c.cpu.0 + c.cpu.1 + c.cpu.2) / (c.load_end_ms / 1000.0)
     );
     let _ = writeln!(
         m,

@@ -13,7 +13,7 @@ use nix::sys::signal::Signal;
 use serde::Serialize;
 
 use super::fleet::Fleet;
-use super::gateway::{alive, rss_and_fds, signal, Gateway};
+use super::gateway::{alive, cpu_seconds, rss_and_fds, signal, Gateway};
 use super::load::{self, Clock, Load, Record};
 use super::plan::{schedule, Action, ConfigState, Options, Step, FAULTY};
 use super::report::{self, Report};
@@ -81,6 +81,8 @@ pub struct Sample {
     pub current: bool,
     pub rss_kib: u64,
     pub fds: u64,
+    /// CPU seconds the process used so far.
+    pub cpu_s: f64,
 }
 
 /// What the monitor saw.
@@ -164,6 +166,7 @@ async fn monitor(shared: Arc<Shared>, gw: Arc<Gateway>, sample_every: Duration) 
                         current: pid == current,
                         rss_kib,
                         fds,
+                        cpu_s: cpu_seconds(pid).unwrap_or(0.0),
                     });
                 }
             }
@@ -359,6 +362,9 @@ pub struct Collected {
     pub idle_after: Option<(u64, u64)>,
     pub load_end_ms: f64,
     pub load_average: (String, String),
+    /// CPU seconds: this driver (clients and analysis), the mock processes, and the gateway
+    /// processes (last sample of each, so up to one sampling period short).
+    pub cpu: (f64, f64, f64),
 }
 
 /// Run the soak and analyse it. Writes `report.md` and the raw data into `opts.out_dir`.
@@ -457,10 +463,12 @@ pub async fn run(opts: Options) -> Result<Report, String> {
     shared.log("load stopped; waiting for requests in flight".into());
     let bound = opts.stream_length() * 2 + Duration::from_secs(30);
     let until = Instant::now() + bound;
-    for g in generators {
+    for mut g in generators {
         let left = until.saturating_duration_since(Instant::now());
-        if tokio::time::timeout(left, g).await.is_err() {
-            shared.log("a generator did not finish in time".into());
+        if tokio::time::timeout(left, &mut g).await.is_err() {
+            // Its requests are lost from the records; the log says so.
+            shared.log("a generator did not finish in time; aborted".into());
+            g.abort();
         }
     }
     for f in followers {
@@ -516,7 +524,31 @@ pub async fn run(opts: Options) -> Result<Report, String> {
     let mut gateway = Arc::try_unwrap(gw).map_err(|_| "gateway handle still shared".to_owned())?;
     gateway.reap();
     fleet.stop().await;
-    let records = collector.await.map_err(|e| e.to_string())?;
+    let cpu = {
+        use nix::sys::resource::{getrusage, UsageWho};
+        let secs = |who| {
+            getrusage(who).map_or(0.0, |u| {
+                let t =
+                    |tv: nix::sys::time::TimeVal| tv.tv_sec() as f64 + tv.tv_usec() as f64 / 1e6;
+                t(u.user_time()) + t(u.system_time())
+            })
+        };
+        let mut last: HashMap<u32, f64> = HashMap::new();
+        for s in &shared.watched.lock().unwrap().samples {
+            last.insert(s.pid, s.cpu_s);
+        }
+        (
+            secs(UsageWho::RUSAGE_SELF),
+            // Reaped children: the mocks and the first gateway process, counted below.
+            (secs(UsageWho::RUSAGE_CHILDREN) - last.get(&first_pid).copied().unwrap_or(0.0))
+                .max(0.0),
+            last.values().sum(),
+        )
+    };
+    let records = tokio::time::timeout(Duration::from_secs(30), collector)
+        .await
+        .map_err(|_| "the request records were not all handed in".to_owned())?
+        .map_err(|e| e.to_string())?;
     let gateway_log = std::fs::read_to_string(&gateway.log_path).unwrap_or_default();
     let executed = std::mem::take(&mut *shared.executed.lock().unwrap());
     let watched = std::mem::take(&mut *shared.watched.lock().unwrap());
@@ -529,6 +561,7 @@ pub async fn run(opts: Options) -> Result<Report, String> {
         idle_after,
         load_end_ms,
         load_average: (load_start, load_end),
+        cpu,
     };
     report::write_raw(&opts, &collected)?;
     let report = report::analyze(&opts, &collected);
