@@ -254,6 +254,21 @@ async fn send_json(
     Ok(())
 }
 
+/// Send what a cut response already wrote, then close the write side (FIN). Pingora buffers a
+/// `Content-Length` response's header and body until the body ends, and a session dropped on
+/// an error is not flushed: without this a non-stream answer the backend breaks off reaches
+/// the client as nothing at all, which clients take for a connection failure and retry.
+/// Bounded by the client write timeout (the client may not be reading).
+async fn flush_cut_response(session: &mut Session, ctx: &RequestCtx) {
+    let limit = ctx
+        .snapshot
+        .as_ref()
+        .map_or(std::time::Duration::from_secs(1), |s| {
+            s.limits.client_write_timeout
+        });
+    let _ = pingora_timeout::timeout(limit, session.downstream_session.shutdown()).await;
+}
+
 /// Render a gateway error to the client. The connection is closed afterwards when the request
 /// body was not read to its end (so no stray body bytes are parsed as the next request).
 async fn send_error(session: &mut Session, ctx: &mut RequestCtx, error: &GatewayError) {
@@ -329,6 +344,9 @@ impl ProxyHttp for Gateway {
             Err(Outcome::Cut(cause)) => {
                 // Bytes may already have gone out: end by closing the connection, never with an
                 // error body or a clean terminator (fail_to_proxy writes nothing then).
+                if ctx.response_started && cause != "client_gone" {
+                    flush_cut_response(session, ctx).await;
+                }
                 ctx.cause = Some(cause);
                 ctx.cut = true;
                 if ctx.status == 0 {
