@@ -18,10 +18,14 @@ pub struct ServerMetrics {
     pub prompt_tokens: f64,
     pub generation_tokens: f64,
     pub requests: f64,
+    /// The simulator's own: simulated seconds its engines were busy, and simulated seconds
+    /// steps started late because the host did not keep up.
+    pub sim_busy_seconds: f64,
+    pub sim_late_seconds: f64,
 }
 
-/// The metric each field comes from (vLLM's names).
-const NAMES: [&str; 9] = [
+/// The metric each field comes from (vLLM's names, then the simulator's).
+const NAMES: [&str; 11] = [
     "vllm:num_requests_running",
     "vllm:num_requests_waiting",
     "vllm:kv_cache_usage_perc",
@@ -31,6 +35,8 @@ const NAMES: [&str; 9] = [
     "vllm:prompt_tokens_total",
     "vllm:generation_tokens_total",
     "vllm:request_success_total",
+    "modelgate_mock_sim_busy_seconds_total",
+    "modelgate_mock_sim_late_seconds_total",
 ];
 
 impl ServerMetrics {
@@ -56,7 +62,7 @@ impl ServerMetrics {
                 sums[i] += v;
             }
         }
-        let [running, waiting, kv_usage, prefix_queries, prefix_hits, preemptions, prompt_tokens, generation_tokens, requests] =
+        let [running, waiting, kv_usage, prefix_queries, prefix_hits, preemptions, prompt_tokens, generation_tokens, requests, sim_busy_seconds, sim_late_seconds] =
             sums;
         ServerMetrics {
             running,
@@ -68,6 +74,8 @@ impl ServerMetrics {
             prompt_tokens,
             generation_tokens,
             requests,
+            sim_busy_seconds,
+            sim_late_seconds,
         }
     }
 
@@ -83,6 +91,8 @@ impl ServerMetrics {
             prompt_tokens: self.prompt_tokens - before.prompt_tokens,
             generation_tokens: self.generation_tokens - before.generation_tokens,
             requests: self.requests - before.requests,
+            sim_busy_seconds: self.sim_busy_seconds - before.sim_busy_seconds,
+            sim_late_seconds: self.sim_late_seconds - before.sim_late_seconds,
         }
     }
 }
@@ -179,6 +189,9 @@ pub struct FleetDelta {
     pub generation_tokens: f64,
     /// Each server's own hit rate, to see where the cache worked.
     pub server_hit_rates: Vec<Option<f64>>,
+    /// Simulated seconds of late steps ÷ busy seconds over the fleet: how much the host fell
+    /// behind the simulated clock (well under 1 % = the machine kept up).
+    pub sim_late_fraction: Option<f64>,
 }
 
 impl FleetDelta {
@@ -196,6 +209,10 @@ impl FleetDelta {
                 .iter()
                 .map(|m| super::stats::ratio(m.prefix_hits, m.prefix_queries))
                 .collect(),
+            sim_late_fraction: super::stats::ratio(
+                sum(|m| m.sim_late_seconds),
+                sum(|m| m.sim_busy_seconds),
+            ),
         }
     }
 }

@@ -232,6 +232,7 @@ impl<'a> Report<'a> {
                 );
             }
         }
+        self.render_health(out, scenario);
         let _ = writeln!(
             out,
             "\nGoodput (highest offered load with TTFT p99 ≤ SLO; `≥` = the ladder ended on a \
@@ -261,6 +262,29 @@ impl<'a> Report<'a> {
             );
         }
         let _ = writeln!(out);
+    }
+
+    /// Whether the machine kept up: the simulator's late share, the load generator's CPU and
+    /// the whole machine's, worst point of the scenario.
+    fn render_health(&self, out: &mut String, scenario: &str) {
+        let points: Vec<&PointRecord> = self
+            .points
+            .iter()
+            .filter(|p| p.labels.scenario == scenario && p.labels.phase != "unavailable")
+            .collect();
+        let max = |f: &dyn Fn(&PointRecord) -> Option<f64>| {
+            points.iter().filter_map(|p| f(p)).reduce(f64::max)
+        };
+        let lag = max(&|p| p.send_lag_p99);
+        let _ = writeln!(
+            out,
+            "\nHost check, worst point: simulator late steps {} of busy time; load generator \
+             {} CPU cores, send lag p99 {} s; whole machine {} cores busy.",
+            pct(max(&|p| p.sim_late_fraction)),
+            num(max(&|p| Some(p.client_cpu)), 2),
+            num(lag, 3),
+            num(max(&|p| p.machine_cpus), 2),
+        );
     }
 
     fn render_targets(&self, out: &mut String) {

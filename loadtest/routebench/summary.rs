@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use super::fleet::FleetDelta;
 use super::run::PointRun;
 use super::stats::{ratio, skew, Quantiles};
 
@@ -60,6 +61,8 @@ pub struct PointRecord {
     /// `null` without backend headers or repeated keys).
     pub servers_per_key: Option<f64>,
     pub preemptions: f64,
+    /// The simulator's late steps ÷ busy time over the measured window (host fell behind).
+    pub sim_late_fraction: Option<f64>,
     /// First measured due time to the last measured answer, simulated seconds.
     pub window_s: f64,
     /// How late the generator sent requests, p99, simulated seconds.
@@ -135,16 +138,11 @@ impl PointRecord {
         let e2e = Quantiles::of(measured.iter().map(|r| r.outcome.e2e).collect());
         let lag = Quantiles::of(measured.iter().map(|r| Some(r.lag)).collect());
         let mut notes = run.notes.clone();
-        let (hit_rate, server_hit_rates, server_requests, preemptions) = match &run.fleet {
-            Ok(f) => (
-                f.hit_rate,
-                f.server_hit_rates.clone(),
-                f.requests.clone(),
-                f.preemptions,
-            ),
+        let fleet = match &run.fleet {
+            Ok(f) => f.clone(),
             Err(e) => {
                 notes.push(format!("server counters unavailable: {e}"));
-                (None, Vec::new(), Vec::new(), 0.0)
+                FleetDelta::default()
             }
         };
         let slo_ok = ttft.p99.is_some_and(|p| p <= labels.slo_ttft_p99);
@@ -157,14 +155,15 @@ impl PointRecord {
             e2e,
             out_tok_s: ratio(out_tokens as f64, window_s),
             in_tok_s: ratio(prompt as f64, window_s),
-            hit_rate,
-            server_hit_rates,
+            hit_rate: fleet.hit_rate,
+            server_hit_rates: fleet.server_hit_rates,
             hit_rate_usage: ratio(cached as f64, prompt as f64),
-            skew: skew(&server_requests),
-            server_requests,
+            skew: skew(&fleet.requests),
+            server_requests: fleet.requests,
             backend_requests,
             servers_per_key,
-            preemptions,
+            preemptions: fleet.preemptions,
+            sim_late_fraction: fleet.sim_late_fraction,
             window_s,
             send_lag_p99: lag.p99,
             client_cpu: ratio(run.cpu_seconds, run.wall_seconds).unwrap_or(0.0),
@@ -180,7 +179,7 @@ impl PointRecord {
         let s = |v: Option<f64>| v.map_or("inf".to_owned(), |v| format!("{v:.3}"));
         format!(
             "slo={} scenario={} arm={} rate={:.2} ttft_p50={} ttft_p99={} e2e_p99={} ok={}/{} \
-             hit={} skew={} out_tok_s={} cpu={:.2} machine_cpus={} wall={:.0}s",
+             hit={} skew={} out_tok_s={} late={} cpu={:.2} machine_cpus={} wall={:.0}s",
             if self.slo_ok { "pass" } else { "fail" },
             self.labels.scenario,
             self.labels.arm,
@@ -193,6 +192,7 @@ impl PointRecord {
             s(self.hit_rate),
             s(self.skew),
             s(self.out_tok_s),
+            s(self.sim_late_fraction),
             self.client_cpu,
             s(self.machine_cpus),
             self.wall_s,
