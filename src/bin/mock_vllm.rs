@@ -1,5 +1,6 @@
 //! `modelgate-mock`: runs one mock vLLM server (see `modelgate::mock`) for the demo, manual
-//! testing and load tests.
+//! testing and load tests, or (`--sim`) a fleet of simulated vLLM servers for routing
+//! benchmarks (see `modelgate::mock::sim`).
 //!
 //! Control plane only: parses flags, starts the server on a multi-threaded runtime, prints one
 //! readiness line to stderr, and stops cleanly on SIGTERM/SIGINT. Must not implement any
@@ -11,14 +12,19 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 use modelgate::mock::dns::MockDns;
+use modelgate::mock::sim::{
+    DEFAULT_BLOCK_SIZE, DEFAULT_KV_BLOCKS, DEFAULT_MAX_NUM_BATCHED_TOKENS, DEFAULT_MAX_NUM_SEQS,
+    DEFAULT_STEP_BASE_US, DEFAULT_STEP_DECODE_US, DEFAULT_STEP_PREFILL_US,
+};
 use modelgate::mock::{
-    FailMode, MockConfig, MockLoad, MockServer, DEFAULT_MAX_MODEL_LEN, DEFAULT_MODEL,
-    DEFAULT_TOKENS,
+    FailMode, MockConfig, MockLoad, MockServer, SimConfig, StepCost, DEFAULT_MAX_MODEL_LEN,
+    DEFAULT_MODEL, DEFAULT_TOKENS,
 };
 use tracing_subscriber::EnvFilter;
 
 /// Mock vLLM OpenAI-compatible server (no GPU): canned tokens with configurable latency and
-/// failures.
+/// failures, or with --sim a simulated vLLM engine per port (continuous batching, prefix
+/// caching, preemption, step-time model) for routing benchmarks.
 #[derive(Debug, Parser)]
 #[command(name = "modelgate-mock", version)]
 struct Args {
@@ -56,12 +62,13 @@ struct Args {
     #[arg(long, default_value_t = DEFAULT_MAX_MODEL_LEN)]
     max_model_len: u32,
     /// Time to first token, in milliseconds.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, conflicts_with = "sim")]
     ttft_ms: u64,
     /// Inter-token latency of streams, in milliseconds.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, conflicts_with = "sim")]
     itl_ms: u64,
-    /// Completion tokens per answer (capped by the request's max_tokens).
+    /// Completion tokens per answer (capped by the request's max_tokens). With --sim: tokens
+    /// generated when a request sets no max_tokens (otherwise exactly max_tokens).
     #[arg(long, default_value_t = DEFAULT_TOKENS)]
     tokens: usize,
     /// Failure to inject into every POST: none, an HTTP status (500, 503, 429, ...), hang,
@@ -82,6 +89,116 @@ struct Args {
     /// Report this KV-cache usage fraction (0 to 1) in /metrics (see --running).
     #[arg(long, value_parser = parse_fraction)]
     kv_usage: Option<f64>,
+    #[command(flatten)]
+    sim: SimArgs,
+}
+
+/// The simulator's flags (`--sim` and what only applies with it).
+#[derive(Debug, clap::Args)]
+struct SimArgs {
+    /// Simulate one vLLM engine per port (Llama-3.1-8B on one H100 by default): requests are
+    /// scheduled with continuous batching, chunked prefill and prefix caching, and tokens come
+    /// out at the simulated steps' ends. Adds POST /reset_prefix_cache, GET /model_info and
+    /// /server_info, and vLLM's scheduler and cache metrics.
+    #[arg(id = "sim", long = "sim", conflicts_with_all = ["running", "waiting", "kv_usage"])]
+    enabled: bool,
+    /// With --sim: wall-clock seconds per simulated second (2 = everything twice as slow, for
+    /// a loaded machine). Reported durations stay in simulated seconds.
+    #[arg(long, default_value_t = 1.0, value_parser = parse_positive, requires = "sim")]
+    time_scale: f64,
+    /// With --sim: KV-cache capacity per server, in blocks (default: Llama-3.1-8B on one H100,
+    /// as measured by BLIS).
+    #[arg(long, default_value_t = DEFAULT_KV_BLOCKS, requires = "sim",
+          value_parser = clap::value_parser!(u32).range(1..))]
+    kv_blocks: u32,
+    /// With --sim: tokens per KV block (prefix-cache granularity).
+    #[arg(long, default_value_t = DEFAULT_BLOCK_SIZE, requires = "sim",
+          value_parser = clap::value_parser!(u32).range(1..))]
+    block_size: u32,
+    /// With --sim: most requests in a server's running batch.
+    #[arg(long, default_value_t = DEFAULT_MAX_NUM_SEQS, requires = "sim",
+          value_parser = clap::value_parser!(u32).range(1..))]
+    max_num_seqs: u32,
+    /// With --sim: token budget of one step (prefill chunk tokens plus one per decode).
+    #[arg(long, default_value_t = DEFAULT_MAX_NUM_BATCHED_TOKENS, requires = "sim",
+          value_parser = clap::value_parser!(u32).range(1..))]
+    max_num_batched_tokens: u32,
+    /// With --sim: fixed cost of a step, in microseconds (BLIS fit, Llama-3.1-8B / H100).
+    #[arg(long, default_value_t = DEFAULT_STEP_BASE_US, value_parser = parse_non_negative,
+          requires = "sim")]
+    step_base_us: f64,
+    /// With --sim: cost of each prefill token in a step, in microseconds.
+    #[arg(long, default_value_t = DEFAULT_STEP_PREFILL_US, value_parser = parse_non_negative,
+          requires = "sim")]
+    step_prefill_us: f64,
+    /// With --sim: cost of each decode token in a step, in microseconds.
+    #[arg(long, default_value_t = DEFAULT_STEP_DECODE_US, value_parser = parse_non_negative,
+          requires = "sim")]
+    step_decode_us: f64,
+    /// With --sim: per-server slowdown factors, one per port in --ports order, cycling
+    /// (1,1,1,2 = the fourth server's steps take twice as long).
+    #[arg(long, value_delimiter = ',', default_value = "1", value_parser = parse_positive,
+          requires = "sim")]
+    sim_slowdown: Vec<f64>,
+}
+
+impl SimArgs {
+    /// The simulated engine of the server on the `k`-th port, with --sim.
+    fn sim_config(&self, k: usize) -> Option<SimConfig> {
+        if !self.enabled {
+            return None;
+        }
+        let slowdown = match self.sim_slowdown.as_slice() {
+            [] => 1.0,
+            factors => factors[k % factors.len()],
+        };
+        Some(SimConfig {
+            kv_blocks: self.kv_blocks,
+            block_size: self.block_size,
+            max_num_seqs: self.max_num_seqs,
+            max_num_batched_tokens: self.max_num_batched_tokens,
+            step: StepCost {
+                base_us: self.step_base_us,
+                prefill_us: self.step_prefill_us,
+                decode_us: self.step_decode_us,
+            },
+            slowdown,
+            time_scale: self.time_scale,
+        })
+    }
+
+    /// One line describing the simulated fleet, printed before the readiness lines.
+    fn sim_summary(&self) -> String {
+        let slowdown: Vec<String> = self.sim_slowdown.iter().map(f64::to_string).collect();
+        format!(
+            "modelgate-mock sim: {} KV blocks of {} tokens, max_num_seqs {}, \
+             max_num_batched_tokens {}, step {} us + {} us/prefill token + {} us/decode token, \
+             slowdown {}, time scale {} (wall s per simulated s)",
+            self.kv_blocks,
+            self.block_size,
+            self.max_num_seqs,
+            self.max_num_batched_tokens,
+            self.step_base_us,
+            self.step_prefill_us,
+            self.step_decode_us,
+            slowdown.join(","),
+            self.time_scale,
+        )
+    }
+}
+
+fn parse_positive(value: &str) -> Result<f64, String> {
+    match value.parse::<f64>() {
+        Ok(f) if f.is_finite() && f > 0.0 => Ok(f),
+        _ => Err("expected a positive number, such as 1 or 2.5".to_owned()),
+    }
+}
+
+fn parse_non_negative(value: &str) -> Result<f64, String> {
+    match value.parse::<f64>() {
+        Ok(f) if f.is_finite() && f >= 0.0 => Ok(f),
+        _ => Err("expected a number of microseconds, 0 or more".to_owned()),
+    }
 }
 
 fn parse_fraction(value: &str) -> Result<f64, String> {
@@ -191,6 +308,9 @@ async fn run(args: Args) -> std::io::Result<()> {
         (Some(addr), Some(zone)) => Some(serve_dns(*addr, zone.clone()).await?),
         _ => None,
     };
+    if args.sim.enabled {
+        eprintln!("{}", args.sim.sim_summary());
+    }
     let mut servers = Vec::with_capacity(usize::from(args.ports));
     for k in 0..args.ports {
         let port = if args.port == 0 {
@@ -216,8 +336,11 @@ async fn run(args: Args) -> std::io::Result<()> {
             (None, port) => format!("mock-{port}"),
         };
         let (name, models) = (config.name.clone(), config.models.join(","));
-        let server = MockServer::start_on(config, addr)
-            .await
+        let started = match args.sim.sim_config(usize::from(k)) {
+            Some(sim) => MockServer::start_sim_on(config, sim, addr).await,
+            None => MockServer::start_on(config, addr).await,
+        };
+        let server = started
             .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
         // The readiness line scripts wait for (one per port); printed, not logged, so its
         // format is fixed.

@@ -1,5 +1,6 @@
 //! Routes one mock request and builds its answer: health, models, metrics, generations
-//! (whole or SSE), embeddings, pass-through `POST`s, vLLM-style errors, injected failures.
+//! (whole or SSE, paced by fixed delays or by the simulated engine), embeddings, pass-through
+//! `POST`s, vLLM-style errors, injected failures, and the simulator's own routes.
 //!
 //! Runs per mock request on the connection's task. Reads the config once per request from its
 //! `ArcSwap`, so a runtime change (`set_fail`, ...) applies to the next request, never half of
@@ -7,6 +8,7 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
@@ -19,14 +21,18 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use super::responses::{self, Endpoint, Generation, MetricValues};
+use super::sim::prompt::Prompt;
+use super::sim::{self, routes, Progress, SimHandle, Submission};
 use super::stats::{MockStats, PostGuard};
-use super::stream::{self, MidFailure, MockBody, StreamPlan};
+use super::stream::{self, MidFailure, MockBody, Pace, StreamPlan};
 use super::{FailMode, MockConfig, MockLoad};
 
 /// State shared by every connection of one mock server.
 pub(crate) struct Shared {
     pub(crate) config: ArcSwap<MockConfig>,
     pub(crate) stats: Arc<MockStats>,
+    /// The simulated engine, in sim mode.
+    pub(crate) sim: Option<SimHandle>,
 }
 
 const X_MOCK_BACKEND: HeaderName = HeaderName::from_static("x-mock-backend");
@@ -79,28 +85,46 @@ fn get(shared: &Shared, config: &MockConfig, path: &str) -> Response<MockBody> {
         }
         "/metrics" => {
             shared.stats.count_metrics();
-            let load = config.load.unwrap_or_else(|| {
-                let running = shared.stats.in_flight();
-                MockLoad {
-                    running,
-                    // The mock never queues: every POST is answered as it arrives.
-                    waiting: 0,
-                    // Pretend each running request holds 1% of the KV cache.
-                    kv_cache_usage: (running as f64 / 100.0).min(1.0),
-                }
-            });
-            let values = MetricValues {
-                load,
-                prompt_tokens: shared.stats.prompt_tokens(),
-                generation_tokens: shared.stats.generation_tokens(),
-            };
-            let model = config.models.first().map_or("", String::as_str);
-            let text = responses::metrics_text(model, &values);
             let content_type = HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8");
+            let text = metrics_text(shared, config);
             respond(StatusCode::OK, Some(content_type), Bytes::from(text))
         }
-        _ => detail(StatusCode::NOT_FOUND),
+        _ => match &shared.sim {
+            Some(sim) => {
+                let model = config.models.first().map_or("", String::as_str);
+                match routes::info_json(path, model, sim.config()) {
+                    Some(body) => json(StatusCode::OK, body),
+                    None => detail(StatusCode::NOT_FOUND),
+                }
+            }
+            None => detail(StatusCode::NOT_FOUND),
+        },
     }
+}
+
+/// The simulated engine's metrics, else the load override or the one derived from the `POST`s
+/// in flight.
+fn metrics_text(shared: &Shared, config: &MockConfig) -> String {
+    if let Some(sim) = &shared.sim {
+        return sim.metrics_text();
+    }
+    let load = config.load.unwrap_or_else(|| {
+        let running = shared.stats.in_flight();
+        MockLoad {
+            running,
+            // The mock never queues: every POST is answered as it arrives.
+            waiting: 0,
+            // Pretend each running request holds 1% of the KV cache.
+            kv_cache_usage: (running as f64 / 100.0).min(1.0),
+        }
+    });
+    let values = MetricValues {
+        load,
+        prompt_tokens: shared.stats.prompt_tokens(),
+        generation_tokens: shared.stats.generation_tokens(),
+    };
+    let model = config.models.first().map_or("", String::as_str);
+    responses::metrics_text(model, &values)
 }
 
 /// Reads the body, records it, and answers (or fails as configured).
@@ -132,7 +156,7 @@ async fn post(shared: &Shared, config: &MockConfig, req: Request<Incoming>) -> R
     shared.stats.record_post(&path, sha256, body.len(), headers);
     let body_len = body.len();
 
-    let mut response = answer(config, &path, &parts.headers, body, guard).await;
+    let mut response = answer(shared, config, &path, &parts.headers, body, guard).await;
     let headers = response.headers_mut();
     if let Ok(sha) = sha_header {
         headers.insert(X_MOCK_BODY_SHA256, sha);
@@ -144,13 +168,16 @@ async fn post(shared: &Shared, config: &MockConfig, req: Request<Incoming>) -> R
 /// What a successful `POST` produces before failures and delays are applied.
 enum Answer {
     Whole(Bytes),
-    Stream(Generation),
+    Stream(Generation, Pace),
+    /// A non-stream generation queued in the simulated engine: answered once it is done.
+    Simulated(Generation, tokio::sync::watch::Receiver<Progress>),
 }
 
 /// Applies the failure mode, then routes by path. Whole answers wait `ttft` before their head;
 /// streams send their head at once and wait inside the body. `guard` ends up either finished
 /// here or owned by the body, so in-flight and abort counts follow the body's life.
 async fn answer(
+    shared: &Shared,
     config: &MockConfig,
     path: &str,
     headers: &HeaderMap,
@@ -173,6 +200,11 @@ async fn answer(
         FailMode::CloseMidStream { after_chunks } => Some((after_chunks, MidFailure::Close)),
         FailMode::HangMidStream { after_chunks } => Some((after_chunks, MidFailure::Hang)),
     };
+    let sim = shared.sim.as_ref();
+    if let (Some(sim), "/reset_prefix_cache") = (sim, path) {
+        guard.finish();
+        return reset_prefix_cache(sim).await;
+    }
 
     let stats = guard.stats();
     let request_id = headers
@@ -180,8 +212,10 @@ async fn answer(
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
     let result = match path {
-        "/v1/chat/completions" => generation(config, Endpoint::Chat, &body, request_id, stats),
-        "/v1/completions" => generation(config, Endpoint::Completion, &body, request_id, stats),
+        "/v1/chat/completions" => generation(config, sim, Endpoint::Chat, &body, request_id, stats),
+        "/v1/completions" => {
+            generation(config, sim, Endpoint::Completion, &body, request_id, stats)
+        }
         "/v1/embeddings" => embeddings(config, &body, request_id),
         _ => passthrough(config, path, &body),
     };
@@ -193,36 +227,63 @@ async fn answer(
         }
     };
     match answer {
-        Answer::Stream(generation) => {
+        Answer::Stream(generation, pace) => {
             guard.stats().count_stream();
             let plan = StreamPlan {
-                ttft: config.ttft,
-                itl: config.itl,
+                pace,
                 fail: mid_failure,
             };
             let mut response = Response::new(stream::sse(generation, plan, guard));
             response.headers_mut().insert(CONTENT_TYPE, EVENT_STREAM);
             response
         }
-        Answer::Whole(bytes) => {
-            if !config.ttft.is_zero() {
-                tokio::time::sleep(config.ttft).await;
-            }
-            match mid_failure {
-                None => {
-                    guard.finish();
-                    json(StatusCode::OK, bytes)
-                }
-                Some((_, failure)) => {
-                    let len = bytes.len();
-                    let mut response = Response::new(stream::half_then(bytes, failure, guard));
-                    let headers = response.headers_mut();
-                    headers.insert(CONTENT_TYPE, APPLICATION_JSON);
-                    headers.insert(CONTENT_LENGTH, HeaderValue::from(len));
-                    response
-                }
-            }
+        Answer::Whole(bytes) => whole(bytes, config.ttft, mid_failure, guard).await,
+        Answer::Simulated(mut generation, mut progress) => {
+            let tokens = u32::try_from(generation.completion_tokens).unwrap_or(u32::MAX);
+            let Some(done) = sim::wait_for_tokens(&mut progress, tokens).await else {
+                guard.finish();
+                return error(StatusCode::SERVICE_UNAVAILABLE, ENGINE_STOPPED, None);
+            };
+            generation.cached_tokens = done.cached_tokens.map(u64::from);
+            guard.stats().add_generation_tokens(u64::from(tokens));
+            whole(generation.full_json(), Duration::ZERO, mid_failure, guard).await
         }
+    }
+}
+
+const ENGINE_STOPPED: &str = "the simulated engine has stopped";
+
+/// A whole answer after `delay`, or its first half then the injected failure.
+async fn whole(
+    bytes: Bytes,
+    delay: Duration,
+    mid_failure: Option<(usize, MidFailure)>,
+    mut guard: PostGuard,
+) -> Response<MockBody> {
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+    match mid_failure {
+        None => {
+            guard.finish();
+            json(StatusCode::OK, bytes)
+        }
+        Some((_, failure)) => {
+            let len = bytes.len();
+            let mut response = Response::new(stream::half_then(bytes, failure, guard));
+            let headers = response.headers_mut();
+            headers.insert(CONTENT_TYPE, APPLICATION_JSON);
+            headers.insert(CONTENT_LENGTH, HeaderValue::from(len));
+            response
+        }
+    }
+}
+
+/// vLLM's dev endpoint: 200 with an empty body once the engine dropped its free cached blocks.
+async fn reset_prefix_cache(sim: &SimHandle) -> Response<MockBody> {
+    match sim.reset_prefix_cache().await {
+        Some(_) => respond(StatusCode::OK, None, Bytes::new()),
+        None => error(StatusCode::SERVICE_UNAVAILABLE, ENGINE_STOPPED, None),
     }
 }
 
@@ -255,6 +316,7 @@ struct StreamOptions {
 
 fn generation(
     config: &MockConfig,
+    sim: Option<&SimHandle>,
     endpoint: Endpoint,
     body: &[u8],
     request_id: Option<String>,
@@ -294,13 +356,7 @@ fn generation(
             Some("max_tokens"),
         ));
     }
-    let cap = max_tokens.map_or(usize::MAX, |m| usize::try_from(m).unwrap_or(usize::MAX));
-    let completion_tokens = config.tokens.min(cap);
-    let finish_reason = if cap <= config.tokens {
-        "length"
-    } else {
-        "stop"
-    };
+    let (completion_tokens, finish_reason) = completion_length(config, sim, max_tokens);
     let prefix = match endpoint {
         Endpoint::Chat => "chatcmpl",
         Endpoint::Completion => "cmpl",
@@ -309,26 +365,96 @@ fn generation(
         "{prefix}-{}",
         request_id.unwrap_or_else(responses::random_hex)
     );
+    let prompt = sim.map(|s| Prompt::from_body(endpoint, body, s.config().block_size));
     let generation = Generation {
         endpoint,
         id_json: responses::json_string(&id),
         model_json: responses::json_string(model),
         created: responses::unix_now(),
-        prompt_tokens: prompt_tokens(body),
+        prompt_tokens: prompt
+            .as_ref()
+            .map_or_else(|| prompt_tokens(body), |p| u64::from(p.tokens)),
         completion_tokens,
         finish_reason,
         include_usage: req
             .stream_options
             .is_some_and(|o| o.include_usage.unwrap_or(true)),
+        cached_tokens: None,
     };
     stats.add_prompt_tokens(generation.prompt_tokens);
-    if stream {
-        // Generation tokens are counted as the stream produces them.
-        Ok(Answer::Stream(generation))
-    } else {
-        stats.add_generation_tokens(completion_tokens as u64);
-        Ok(Answer::Whole(generation.full_json()))
+    match (sim, prompt) {
+        (Some(sim), Some(prompt)) => simulate(sim, generation, prompt, stream),
+        _ if stream => {
+            // Generation tokens are counted as the stream produces them.
+            let pace = Pace::Fixed {
+                ttft: config.ttft,
+                itl: config.itl,
+            };
+            Ok(Answer::Stream(generation, pace))
+        }
+        _ => {
+            stats.add_generation_tokens(completion_tokens as u64);
+            Ok(Answer::Whole(generation.full_json()))
+        }
     }
+}
+
+/// Completion tokens and `finish_reason`. The plain mock generates `config.tokens`, cut to
+/// `max_tokens` (`length`) or not (`stop`); a simulated engine ignores EOS and generates exactly
+/// `max_tokens` (`length`), or `config.tokens` without a cap (`stop`).
+fn completion_length(
+    config: &MockConfig,
+    sim: Option<&SimHandle>,
+    max_tokens: Option<u64>,
+) -> (usize, &'static str) {
+    let cap = max_tokens.map_or(usize::MAX, |m| usize::try_from(m).unwrap_or(usize::MAX));
+    match (sim, max_tokens) {
+        (Some(_), Some(_)) => (cap, "length"),
+        (Some(_), None) => (config.tokens, "stop"),
+        (None, _) if cap <= config.tokens => (cap, "length"),
+        (None, _) => (config.tokens, "stop"),
+    }
+}
+
+/// Queues a generation in the simulated engine, refusing one that could never fit its KV cache.
+fn simulate(
+    sim: &SimHandle,
+    generation: Generation,
+    prompt: Prompt,
+    stream: bool,
+) -> Result<Answer, Rejection> {
+    let completion = generation.completion_tokens as u64;
+    let config = sim.config();
+    if !config.fits(u64::from(prompt.tokens), completion) {
+        let capacity = u64::from(config.kv_blocks) * u64::from(config.block_size);
+        let message = format!(
+            "This request needs {} tokens of KV cache ({} in the prompt, {completion} in the \
+             completion), but the simulated server holds {capacity} ({} blocks of {} tokens). \
+             Please reduce the length of the prompt or completion.",
+            u64::from(prompt.tokens) + completion,
+            prompt.tokens,
+            config.kv_blocks,
+            config.block_size,
+        );
+        return Err(reject(StatusCode::BAD_REQUEST, &message, None));
+    }
+    let submission = Submission {
+        prompt,
+        max_tokens: u32::try_from(completion).unwrap_or(u32::MAX),
+        finish_reason: generation.finish_reason,
+    };
+    let Some(progress) = sim.submit(submission) else {
+        return Err(reject(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ENGINE_STOPPED,
+            None,
+        ));
+    };
+    Ok(if stream {
+        Answer::Stream(generation, Pace::Engine(progress))
+    } else {
+        Answer::Simulated(generation, progress)
+    })
 }
 
 #[derive(Deserialize)]

@@ -14,6 +14,12 @@
 //! - any other `POST` path answers `{"object":"mock","path":..,"model":..}` once the model is
 //!   known, so pass-through of arbitrary endpoints can be tested.
 //!
+//! With a [`SimConfig`] ([`MockServer::start_sim`], `modelgate-mock --sim`) a server simulates a
+//! vLLM engine instead of answering after fixed delays: continuous batching, prefix caching,
+//! preemption and a step-time model decide when each token is produced; it also serves
+//! `POST /reset_prefix_cache`, SGLang's `/model_info` and `/server_info`, and the engine's own
+//! `/metrics`. See [`sim`].
+//!
 //! [`dns::MockDns`] is a small authoritative DNS server (A, AAAA, SRV; runtime changes, TTL,
 //! failure modes) for the gateway's DNS discovery.
 //!
@@ -25,6 +31,7 @@ pub mod dns;
 mod handler;
 mod responses;
 mod server;
+pub mod sim;
 mod stats;
 mod stream;
 
@@ -34,6 +41,7 @@ mod tests;
 use std::time::Duration;
 
 pub use server::MockServer;
+pub use sim::{SimConfig, StepCost};
 pub use stats::MockStats;
 pub use stream::MockBodyError;
 

@@ -260,6 +260,10 @@ pub(crate) struct Generation {
     pub(crate) completion_tokens: usize,
     pub(crate) finish_reason: &'static str,
     pub(crate) include_usage: bool,
+    /// `usage.prompt_tokens_details.cached_tokens` (prefix-cache hit), in the whole body and
+    /// the stream's usage chunk. Only a simulated server knows it; `None` renders vLLM's
+    /// default (`prompt_tokens_details: null`, absent from the stream's usage).
+    pub(crate) cached_tokens: Option<u64>,
 }
 
 /// The text of token `k`: the stream's deltas concatenate to the non-stream content.
@@ -268,13 +272,15 @@ pub(crate) fn token_text(k: usize) -> String {
 }
 
 impl Generation {
-    fn usage_json(&self, with_details: bool) -> String {
+    /// The `usage` object; `whole` for the non-stream body, which always has
+    /// `prompt_tokens_details`.
+    fn usage_json(&self, whole: bool) -> String {
         let completion = self.completion_tokens as u64;
         let total = self.prompt_tokens + completion;
-        let details = if with_details {
-            ",\"prompt_tokens_details\":null"
-        } else {
-            ""
+        let details = match self.cached_tokens {
+            Some(cached) => format!(",\"prompt_tokens_details\":{{\"cached_tokens\":{cached}}}"),
+            None if whole => ",\"prompt_tokens_details\":null".to_owned(),
+            None => String::new(),
         };
         format!(
             "{{\"prompt_tokens\":{},\"total_tokens\":{total},\"completion_tokens\":{completion}{details}}}",

@@ -20,6 +20,7 @@ use tokio::task::{JoinHandle, JoinSet};
 use tracing::debug;
 
 use super::handler::{self, Shared};
+use super::sim::{SimConfig, SimHandle};
 use super::{FailMode, MockConfig, MockLoad, MockStats};
 
 /// Pending connections the kernel queues for us; load tests open many at once.
@@ -33,6 +34,8 @@ pub struct MockServer {
     shared: Arc<Shared>,
     shutdown: Option<oneshot::Sender<()>>,
     accept: Option<JoinHandle<()>>,
+    /// The simulated engine's task, in sim mode.
+    engine: Option<JoinHandle<()>>,
 }
 
 impl MockServer {
@@ -45,11 +48,46 @@ impl MockServer {
     /// port freed by [`MockServer::stop`] can be bound again at once. Fails if the address is
     /// in use or cannot be bound. Must be called inside a tokio runtime.
     pub async fn start_on(cfg: MockConfig, addr: SocketAddr) -> io::Result<MockServer> {
+        MockServer::start_with(cfg, None, addr).await
+    }
+
+    /// Starts a simulated vLLM server (see [`super::sim`]) on `127.0.0.1` with a port chosen by
+    /// the kernel.
+    pub async fn start_sim(cfg: MockConfig, sim: SimConfig) -> io::Result<MockServer> {
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
+        MockServer::start_with(cfg, Some(sim), addr).await
+    }
+
+    /// Starts a simulated vLLM server on `addr`: generations are scheduled by its own engine
+    /// task instead of `cfg`'s fixed delays (`ttft`, `itl` and `load` are ignored), and the
+    /// simulator's routes and metrics are served. Fails like [`MockServer::start_on`].
+    pub async fn start_sim_on(
+        cfg: MockConfig,
+        sim: SimConfig,
+        addr: SocketAddr,
+    ) -> io::Result<MockServer> {
+        MockServer::start_with(cfg, Some(sim), addr).await
+    }
+
+    async fn start_with(
+        cfg: MockConfig,
+        sim: Option<SimConfig>,
+        addr: SocketAddr,
+    ) -> io::Result<MockServer> {
         let listener = bind(addr)?;
         let addr = listener.local_addr()?;
+        let (sim, engine) = match sim {
+            Some(sim) => {
+                let model = cfg.models.first().map_or("", String::as_str);
+                let (handle, task) = SimHandle::start(sim, model).map_err(io::Error::other)?;
+                (Some(handle), Some(task))
+            }
+            None => (None, None),
+        };
         let shared = Arc::new(Shared {
             config: ArcSwap::from_pointee(cfg),
             stats: Arc::new(MockStats::default()),
+            sim,
         });
         let (shutdown, shutdown_rx) = oneshot::channel();
         let accept = tokio::spawn(accept_loop(listener, Arc::clone(&shared), shutdown_rx));
@@ -58,6 +96,7 @@ impl MockServer {
             shared,
             shutdown: Some(shutdown),
             accept: Some(accept),
+            engine,
         })
     }
 
@@ -133,6 +172,9 @@ impl MockServer {
                 debug!(error = %e, "mock accept loop ended abnormally");
             }
         }
+        if let Some(engine) = self.engine.take() {
+            engine.abort();
+        }
     }
 }
 
@@ -141,6 +183,9 @@ impl Drop for MockServer {
         // Aborting the loop drops its listener and its JoinSet, which aborts every connection.
         if let Some(accept) = self.accept.take() {
             accept.abort();
+        }
+        if let Some(engine) = self.engine.take() {
+            engine.abort();
         }
     }
 }

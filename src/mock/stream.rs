@@ -3,7 +3,8 @@
 //!
 //! Runs per mock request. A stream is generated lazily as hyper polls it, one chunk per frame,
 //! so a chunk is flushed before the next one is produced, and a client that goes away drops
-//! the stream (and stops generation) at once. Must not buffer a whole stream.
+//! the stream (and stops generation) at once. Its pace is either fixed delays or, on a
+//! simulated server, the engine's progress. Must not buffer a whole stream.
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -13,8 +14,10 @@ use futures_util::stream;
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::Frame;
+use tokio::sync::watch;
 
 use super::responses::{Event, Generation};
+use super::sim::{self, Progress};
 use super::stats::PostGuard;
 
 /// Body type of every mock response.
@@ -27,6 +30,9 @@ pub enum MockBodyError {
     /// [`FailMode::CloseMidStream`](super::FailMode::CloseMidStream) cut the answer.
     #[error("mock backend closed the connection mid-answer (injected failure)")]
     InjectedClose,
+    /// The simulated engine stopped (its server is shutting down) before the answer ended.
+    #[error("simulated engine stopped mid-answer")]
+    EngineStopped,
 }
 
 /// A failure to inject part-way through a body.
@@ -73,13 +79,19 @@ pub(crate) fn half_then(bytes: Bytes, failure: MidFailure, guard: PostGuard) -> 
     StreamBody::new(body).boxed_unsync()
 }
 
+/// What paces the events of one SSE stream.
+#[derive(Debug)]
+pub(crate) enum Pace {
+    /// `ttft` before the first event, `itl` before each token after the first.
+    Fixed { ttft: Duration, itl: Duration },
+    /// Each event waits until the simulated engine has produced the tokens it shows.
+    Engine(watch::Receiver<Progress>),
+}
+
 /// Timing and failure of one SSE stream.
-#[derive(Clone, Copy, Debug)]
+#[derive(Debug)]
 pub(crate) struct StreamPlan {
-    /// Delay before the first event.
-    pub(crate) ttft: Duration,
-    /// Delay before each token after the first.
-    pub(crate) itl: Duration,
+    pub(crate) pace: Pace,
     /// Events sent before the failure, and which failure.
     pub(crate) fail: Option<(usize, MidFailure)>,
 }
@@ -89,6 +101,44 @@ struct StreamState {
     plan: StreamPlan,
     next: usize,
     guard: PostGuard,
+}
+
+impl StreamState {
+    /// Waits until event `i` may be sent.
+    async fn pace(&mut self, i: usize, event: Event) -> Result<(), MockBodyError> {
+        let (ttft, itl) = match &mut self.plan.pace {
+            Pace::Fixed { ttft, itl } => (*ttft, *itl),
+            Pace::Engine(progress) => {
+                let needed = tokens_shown(event, self.generation.completion_tokens);
+                if progress.borrow().tokens >= needed {
+                    tokio::task::yield_now().await;
+                }
+                let seen = sim::wait_for_tokens(progress, needed)
+                    .await
+                    .ok_or(MockBodyError::EngineStopped)?;
+                self.generation.cached_tokens = seen.cached_tokens.map(u64::from);
+                return Ok(());
+            }
+        };
+        match event {
+            _ if i == 0 => sleep_or_yield(ttft).await,
+            Event::Token(k) if k > 0 => sleep_or_yield(itl).await,
+            // Yield so that hyper flushes the previous chunk as its own write.
+            _ => tokio::task::yield_now().await,
+        }
+        Ok(())
+    }
+}
+
+/// Generated tokens an event needs to exist: the role chunk comes with the first token (as
+/// vLLM sends it), token `k` needs `k + 1`, and the end needs them all.
+fn tokens_shown(event: Event, completion_tokens: usize) -> u32 {
+    let tokens = match event {
+        Event::Role => 1,
+        Event::Token(k) => k + 1,
+        Event::Finish | Event::Usage | Event::Done => completion_tokens,
+    };
+    u32::try_from(tokens).unwrap_or(u32::MAX)
 }
 
 /// The SSE body of `generation`: `data: {json}\n\n` events, one frame each, ending with
@@ -124,11 +174,10 @@ pub(crate) fn sse(generation: Generation, plan: StreamPlan, guard: PostGuard) ->
                 }
             }
         }
-        match event {
-            _ if i == 0 => sleep_or_yield(st.plan.ttft).await,
-            Event::Token(k) if k > 0 => sleep_or_yield(st.plan.itl).await,
-            // Yield so that hyper flushes the previous chunk as its own write.
-            _ => tokio::task::yield_now().await,
+        if let Err(e) = st.pace(i, event).await {
+            // Past the end: the next poll (if any) ends the stream.
+            st.next = usize::MAX;
+            return Some((Err(e), st));
         }
         match event {
             Event::Token(_) => st.guard.stats().add_generation_tokens(1),

@@ -18,12 +18,12 @@ fn config(tokens: usize) -> MockConfig {
     }
 }
 
-fn client() -> reqwest::Client {
+pub(crate) fn client() -> reqwest::Client {
     reqwest::Client::new()
 }
 
 /// Polls `condition` until it holds or `deadline` passes.
-async fn eventually(deadline: Duration, mut condition: impl FnMut() -> bool) -> bool {
+pub(crate) async fn eventually(deadline: Duration, mut condition: impl FnMut() -> bool) -> bool {
     let end = tokio::time::Instant::now() + deadline;
     while tokio::time::Instant::now() < end {
         if condition() {
@@ -35,14 +35,14 @@ async fn eventually(deadline: Duration, mut condition: impl FnMut() -> bool) -> 
 }
 
 /// The `data:` payloads of an SSE body, in order.
-fn sse_events(body: &str) -> Vec<String> {
+pub(crate) fn sse_events(body: &str) -> Vec<String> {
     body.split("\n\n")
         .filter_map(|event| event.strip_prefix("data: "))
         .map(str::to_owned)
         .collect()
 }
 
-async fn post(server: &MockServer, path: &str, body: &Value) -> reqwest::Response {
+pub(crate) async fn post(server: &MockServer, path: &str, body: &Value) -> reqwest::Response {
     client()
         .post(format!("{}{path}", server.url()))
         .json(body)
@@ -468,7 +468,7 @@ async fn peak_in_flight_counts_concurrent_posts_and_resets_to_current() {
     assert_eq!(stats.peak_in_flight(), 1);
 }
 
-async fn scrape(server: &MockServer) -> String {
+pub(crate) async fn scrape(server: &MockServer) -> String {
     client()
         .get(format!("{}/metrics", server.url()))
         .send()
