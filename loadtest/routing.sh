@@ -20,17 +20,20 @@
 #
 # Usage:
 #   loadtest/routing.sh                          # full run (hours; see ROUTING.md for the budget)
-#   QUICK=1 loadtest/routing.sh                  # ~10 min: shared_prefix, 5 arms, 0.8x and 1.2x
+#   QUICK=1 loadtest/routing.sh                  # ~10 min: shared_prefix, 6 arms, 0.8x and 1.2x
 #   SCENARIOS="zipf" ARMS="round_robin cache_aware" KNEE_zipf=40 loadtest/routing.sh
 #   MODELGATE=/path/to/modelgate loadtest/routing.sh    # another build of the gateway
 # Knobs: SCENARIOS, ARMS (default: per scenario), QUICK, SEED, TIME_SCALE, OUT, SERVERS,
-#   KV_BLOCKS, PREFIX_GROUPS, WARMUP, MEASURED, MULTIPLES, KNEE_<scenario>, BASE_PORT, MODELGATE, MOCK,
+#   KV_BLOCKS, PREFIX_GROUPS, WARMUP, MEASURED, WARMUP_<scenario>, MULTIPLES, KNEE_<scenario>, BASE_PORT, MODELGATE, MOCK,
 #   VENV (peers' venv, default loadtest/.venv; created and filled by `PEERS_INSTALL=1`),
 #   CACHE_AWARE_LB (the cache_aware arms' load_balancer flow map, default "{policy: cache_aware}").
 # Bounded: every point has a request count and per-request deadline (routebench), every wait
 # here is capped, and every process started here is stopped by PID on exit (SIGTERM, then
 # SIGKILL after 5 s), Ctrl-C included. Only 127.0.0.1, ports BASE_PORT..BASE_PORT+40.
 set -euo pipefail
+# Everything runs inside main, which bash parses whole before running: editing this file while a
+# run is going on cannot change what that run executes.
+main() {
 cd "$(dirname "$0")/.."
 repo=$PWD
 
@@ -48,8 +51,8 @@ SLO=${SLO:-2}
 CACHE_AWARE_LB=${CACHE_AWARE_LB:-"{policy: cache_aware}"}
 if [[ $QUICK == 1 ]]; then
   SCENARIOS=${SCENARIOS:-shared_prefix}
-  WARMUP=${WARMUP:-200}
-  MEASURED=${MEASURED:-400}
+  WARMUP=${WARMUP:-400}
+  MEASURED=${MEASURED:-600}
   MULTIPLES=${MULTIPLES:-0.8 1.2}
   BASE_MULTIPLES=${BASE_MULTIPLES:-0.8 1.2}
 else
@@ -67,12 +70,12 @@ LOG=${OUT%.md}.log
 
 # RR's knee per scenario (simulated req/s) measured by the full run documented in ROUTING.md;
 # QUICK uses them instead of calibrating. CALIBRATE=1 always calibrates.
-declare -A KNEE_DEFAULT=([shared_prefix]=40 [zipf]=40 [multi_turn]=40 [no_reuse]=40 [hetero]=30)
+declare -gA KNEE_DEFAULT=([shared_prefix]=100 [zipf]=110 [multi_turn]=100 [no_reuse]=120 [hetero]=80)
 CALIBRATE=${CALIBRATE:-$((1 - QUICK))}
 
 default_arms() { # scenario
   if [[ $QUICK == 1 ]]; then
-    echo "round_robin consistent_hash_prefix cache_aware sglang_cache_aware oracle"
+    echo "round_robin consistent_hash_prefix cache_aware sglang_cache_aware vllm_cache_aware oracle"
     return
   fi
   case $1 in
@@ -290,6 +293,14 @@ stop_arm() {
 }
 
 # ---------------------------------------------------------------- points
+# Multi-turn sessions live ~15 simulated s (5 turns, 1-3 s think time): its warm-up must cover
+# that long at the knee's rate to reach a steady state of active sessions.
+warmup_of() { # scenario
+  local var="WARMUP_$1"
+  if [[ -n ${!var:-} ]]; then echo "${!var}"
+  elif [[ $1 == multi_turn ]]; then echo $((WARMUP > 1500 ? WARMUP : 1500))
+  else echo "$WARMUP"; fi
+}
 bench() { # scenario arm subcommand args...: routebench with the scenario's common arguments
   local scenario=$1 arm=$2 sub=$3 targets=() t
   shift 3
@@ -297,7 +308,7 @@ bench() { # scenario arm subcommand args...: routebench with the scenario's comm
   ((ARM_ORACLE)) && targets+=(--oracle)
   # shellcheck disable=SC2046 # the workload's argument list splits on purpose
   timeout 7200 "$BENCH" "$sub" $(workload_args "$scenario") --seed "$SEED" --model "$MODEL" \
-    --servers "$SERVER_URLS" --time-scale "$TIME_SCALE" --warmup "$WARMUP" --measured "$MEASURED" \
+    --servers "$SERVER_URLS" --time-scale "$TIME_SCALE" --warmup "$(warmup_of "$scenario")" --measured "$MEASURED" \
     --slo "$SLO" --scenario "$scenario" --arm "$arm" --out "$RAW" "${targets[@]}" "$@"
 }
 find_knee() { # scenario: sets KNEE
@@ -354,3 +365,5 @@ load1=$(cut -d' ' -f1-3 /proc/loadavg)
   "$BENCH" report "$RAW"
 } >"$OUT"
 log "report written to $OUT (raw: $RAW)"
+}
+main "$@"; exit

@@ -16,7 +16,8 @@ use std::fmt::Write as _;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Kind {
-    /// Groups of requests sharing one system prompt; the group of each request uniform at random.
+    /// Groups of requests sharing one system prompt; the group of each request uniform at random
+    /// (after a first shuffled pass over every group, for the warm-up).
     SharedPrefix,
     /// As shared-prefix, but group popularity ∝ 1 / rank^alpha.
     Zipf,
@@ -192,6 +193,16 @@ impl Discrete {
     }
 }
 
+/// `0..n` in a random order (Fisher-Yates).
+fn shuffled(n: usize, rng: &mut SplitMix64) -> Vec<usize> {
+    let mut v: Vec<usize> = (0..n).collect();
+    for i in (1..n).rev() {
+        let j = rng.below(i as u64 + 1) as usize;
+        v.swap(i, j);
+    }
+    v
+}
+
 /// Append `s` as a JSON string literal.
 fn push_json_str(out: &mut String, s: &str) {
     // A String always serialises; the fallback is never taken.
@@ -264,6 +275,12 @@ impl Spec {
             _ => self.group_texts(),
         };
         let sampler = self.group_weights().map(|w| Discrete::new(&w));
+        // The first `groups` requests are one shuffled pass over every group, so the warm-up
+        // offers the whole working set once on every arm before the measured window.
+        let first_pass = match &sampler {
+            Some(_) => shuffled(self.groups as usize, &mut choice),
+            None => Vec::new(),
+        };
         let mut at = 0.0;
         (0..count)
             .map(|index| {
@@ -272,7 +289,10 @@ impl Spec {
                 let question = text(&mut q, self.question_tokens);
                 let (key, body) = match &sampler {
                     Some(sampler) => {
-                        let g = sampler.sample(&mut choice);
+                        let g = match first_pass.get(index as usize) {
+                            Some(&g) => g,
+                            None => sampler.sample(&mut choice),
+                        };
                         let messages = [("system", &*groups[g]), ("user", question.as_str())];
                         (
                             g as u64,
@@ -479,6 +499,17 @@ mod tests {
         assert_eq!(by_group.len(), 16, "400 uniform draws hit every group");
         let distinct: std::collections::HashSet<_> = by_group.values().collect();
         assert_eq!(distinct.len(), 16);
+    }
+
+    #[test]
+    fn the_first_requests_visit_every_group_once() {
+        for kind in [Kind::SharedPrefix, Kind::Zipf] {
+            let reqs = single(spec(kind).plan(40));
+            let mut first: Vec<u64> = reqs[..16].iter().map(|r| r.key).collect();
+            assert_ne!(first, (0..16).collect::<Vec<_>>(), "shuffled");
+            first.sort_unstable();
+            assert_eq!(first, (0..16).collect::<Vec<_>>(), "{kind:?}");
+        }
     }
 
     #[test]
