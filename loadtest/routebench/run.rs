@@ -8,6 +8,7 @@
 //! bounded: a cap on requests in flight (over it a request is counted as `client_cap`, not
 //! sent), a per-request deadline, and a final deadline after which stragglers are aborted.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -258,25 +259,81 @@ type Snapshot = Option<Result<Vec<ServerMetrics>, String>>;
 /// Extra real time, beyond the last request's deadline, before stragglers are aborted.
 const JOIN_SLACK: Duration = Duration::from_secs(5);
 
-/// Collects finished tasks until `deadline`, then aborts the rest and records them as
-/// `aborted`.
-async fn join_all(
-    tasks: &mut JoinSet<Vec<RequestRecord>>,
-    deadline: Instant,
-    records: &mut Vec<RequestRecord>,
-) {
-    let deadline = tokio::time::Instant::from_std(deadline);
-    loop {
-        match tokio::time::timeout_at(deadline, tasks.join_next()).await {
-            Ok(Some(Ok(mut r))) => records.append(&mut r),
-            Ok(Some(Err(e))) => eprintln!("routebench: request task failed: {e}"),
-            Ok(None) => return,
-            Err(_) => {
-                let n = tasks.len();
-                tasks.abort_all();
-                eprintln!("routebench: aborted {n} task(s) past the point's deadline");
-                while tasks.join_next().await.is_some() {}
-                return;
+/// The point's running units (a request or a session each), with the record to keep for a
+/// unit that never reports: one failed request (`aborted` past the point's deadline, `panic`).
+struct Running {
+    set: JoinSet<Vec<RequestRecord>>,
+    pending: HashMap<tokio::task::Id, RequestRecord>,
+}
+
+impl Running {
+    fn new() -> Self {
+        Running {
+            set: JoinSet::new(),
+            pending: HashMap::new(),
+        }
+    }
+
+    fn spawn<Fut>(&mut self, unit: Fut, measured: bool, key: u64, due: f64)
+    where
+        Fut: std::future::Future<Output = Vec<RequestRecord>> + Send + 'static,
+    {
+        let id = self.set.spawn(unit).id();
+        let placeholder = RequestRecord {
+            measured,
+            key,
+            due,
+            lag: 0.0,
+            outcome: Outcome::default(),
+        };
+        self.pending.insert(id, placeholder);
+    }
+
+    fn take(
+        &mut self,
+        done: Result<(tokio::task::Id, Vec<RequestRecord>), tokio::task::JoinError>,
+        records: &mut Vec<RequestRecord>,
+    ) {
+        match done {
+            Ok((id, mut r)) => {
+                self.pending.remove(&id);
+                records.append(&mut r);
+            }
+            Err(e) => {
+                let kind = if e.is_panic() { "panic" } else { "aborted" };
+                if let Some(mut r) = self.pending.remove(&e.id()) {
+                    r.outcome.error = Some(kind.to_owned());
+                    records.push(r);
+                }
+            }
+        }
+    }
+
+    /// Collects the units already finished, without waiting.
+    fn reap(&mut self, records: &mut Vec<RequestRecord>) {
+        while let Some(done) = self.set.try_join_next_with_id() {
+            self.take(done, records);
+        }
+    }
+
+    /// Collects every unit until `deadline`, then aborts the rest (each recorded as failed).
+    async fn finish(&mut self, deadline: Instant, records: &mut Vec<RequestRecord>) {
+        let deadline = tokio::time::Instant::from_std(deadline);
+        loop {
+            match tokio::time::timeout_at(deadline, self.set.join_next_with_id()).await {
+                Ok(Some(done)) => self.take(done, records),
+                Ok(None) => return,
+                Err(_) => {
+                    eprintln!(
+                        "routebench: aborting {} unit(s) past the point's deadline",
+                        self.set.len()
+                    );
+                    self.set.abort_all();
+                    while let Some(done) = self.set.join_next_with_id().await {
+                        self.take(done, records);
+                    }
+                    return;
+                }
             }
         }
     }
@@ -288,7 +345,7 @@ async fn join_all(
 async fn schedule<T, F, Fut>(
     shared: &Arc<Shared>,
     fleet: &Fleet,
-    units: impl IntoIterator<Item = (f64, bool, T)>,
+    units: impl IntoIterator<Item = (f64, bool, u64, T)>,
     start_unit: F,
     tail: f64,
 ) -> (Vec<RequestRecord>, Snapshot)
@@ -296,11 +353,11 @@ where
     F: Fn(Arc<Shared>, T, bool, f64, Instant) -> Fut,
     Fut: std::future::Future<Output = Vec<RequestRecord>> + Send + 'static,
 {
-    let mut tasks = JoinSet::new();
+    let mut running = Running::new();
     let mut records = Vec::new();
     let mut before = None;
     let mut last_due = shared.start;
-    for (due_sim, measured, unit) in units {
+    for (due_sim, measured, key, unit) in units {
         let due = shared.at(due_sim);
         tokio::time::sleep_until(tokio::time::Instant::from_std(due)).await;
         if measured && before.is_none() {
@@ -308,17 +365,13 @@ where
             before = Some(tokio::spawn(async move { fleet.scrape().await }));
         }
         last_due = due;
-        tasks.spawn(start_unit(Arc::clone(shared), unit, measured, due_sim, due));
-        // Reap finished tasks as we go so the set stays small.
-        while let Some(done) = tasks.try_join_next() {
-            match done {
-                Ok(mut r) => records.append(&mut r),
-                Err(e) => eprintln!("routebench: request task failed: {e}"),
-            }
-        }
+        let task = start_unit(Arc::clone(shared), unit, measured, due_sim, due);
+        running.spawn(task, measured, key, due_sim);
+        // Reap finished units as we go so the set stays small.
+        running.reap(&mut records);
     }
     let deadline = last_due + Duration::from_secs_f64(tail * shared.cfg.scale) + JOIN_SLACK;
-    join_all(&mut tasks, deadline, &mut records).await;
+    running.finish(deadline, &mut records).await;
     let before = match before {
         Some(handle) => Some(handle.await.unwrap_or_else(|e| Err(e.to_string()))),
         None => None,
@@ -334,7 +387,7 @@ async fn run_single(
     let (warmup, rate) = (shared.cfg.warmup, shared.cfg.rate);
     let units = requests
         .into_iter()
-        .map(|r| (r.at / rate, r.index >= warmup, r));
+        .map(|r| (r.at / rate, r.index >= warmup, r.key, r));
     let start = |shared: Arc<Shared>, r: super::workload::Request, measured, due_sim, due| async move {
         let (lag, outcome) = shared.send(r.key, r.body, None, due, false).await;
         vec![RequestRecord {
@@ -357,7 +410,7 @@ async fn run_sessions(
     let rate = shared.cfg.rate;
     let units = sessions
         .into_iter()
-        .map(|s| (s.at / rate, s.index >= warmup, s));
+        .map(|s| (s.at / rate, s.index >= warmup, u64::from(s.index), s));
     let start = |shared: Arc<Shared>, s: Session, measured, _due_sim, due| async move {
         run_session(&shared, &s, measured, due).await
     };
@@ -404,4 +457,44 @@ async fn run_session(
         }
     }
     records
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn units_past_the_deadline_are_recorded_as_aborted() {
+        let mut running = Running::new();
+        let mut records = Vec::new();
+        let done = |key| async move {
+            vec![RequestRecord {
+                measured: true,
+                key,
+                due: 0.0,
+                lag: 0.0,
+                outcome: Outcome::default(),
+            }]
+        };
+        running.spawn(done(1), true, 1, 0.0);
+        running.spawn(
+            async {
+                std::future::pending::<()>().await;
+                Vec::new()
+            },
+            true,
+            2,
+            0.5,
+        );
+        running.spawn(done(3), false, 3, 1.0);
+        let deadline = Instant::now() + Duration::from_millis(50);
+        running.finish(deadline, &mut records).await;
+        records.sort_by_key(|r| r.key);
+        let keys: Vec<(u64, Option<&str>)> = records
+            .iter()
+            .map(|r| (r.key, r.outcome.error.as_deref()))
+            .collect();
+        assert_eq!(keys, [(1, None), (2, Some("aborted")), (3, None)]);
+        assert!(records[1].measured && records[1].due == 0.5);
+    }
 }
