@@ -28,6 +28,17 @@ pub const ARM_ORDER: [&str; 15] = [
     "oracle",
 ];
 
+/// A point whose simulator ran late for more than this share of its busy time, or whose
+/// generator sent requests later than `LAG_LIMIT` (p99, simulated seconds), is flagged: the
+/// host did not keep up, so its latencies are inflated.
+const LATE_LIMIT: f64 = 0.05;
+const LAG_LIMIT: f64 = 0.02;
+
+fn host_fell_behind(p: &PointRecord) -> bool {
+    p.sim_late_fraction.is_some_and(|l| l > LATE_LIMIT)
+        || p.send_lag_p99.is_some_and(|l| l > LAG_LIMIT)
+}
+
 /// The load at which TTFT and hit-rate targets are compared, × RR's knee.
 const COMPARE_AT: f64 = 0.8;
 
@@ -214,7 +225,7 @@ impl<'a> Report<'a> {
                 };
                 let _ = writeln!(
                     out,
-                    "| {arm} | {} | {:.2} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                    "| {arm} | {} | {:.2} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {}{} |",
                     num(p.labels.multiple, 2),
                     p.labels.rate,
                     secs(p.ttft.p50),
@@ -229,8 +240,23 @@ impl<'a> Report<'a> {
                     p.preemptions,
                     errors,
                     if p.slo_ok { "ok" } else { "miss" },
+                    if host_fell_behind(p) { " †" } else { "" },
                 );
             }
+        }
+        if self
+            .points
+            .iter()
+            .any(|p| p.labels.scenario == scenario && host_fell_behind(p))
+        {
+            let _ = writeln!(
+                out,
+                "\n† the host fell behind during this point (simulator late steps > {:.0} % of busy \
+                 time, or send lag p99 > {} ms): its latencies are inflated; rerun with a larger \
+                 `TIME_SCALE` on a quieter machine.",
+                LATE_LIMIT * 100.0,
+                LAG_LIMIT * 1000.0
+            );
         }
         self.render_health(out, scenario);
         let _ = writeln!(
