@@ -23,8 +23,9 @@
 #   QUICK=1 loadtest/routing.sh                  # ~10 min: shared_prefix, 6 arms, 0.8x and 1.2x
 #   SCENARIOS="zipf" ARMS="round_robin cache_aware" KNEE_zipf=40 loadtest/routing.sh
 #   MODELGATE=/path/to/modelgate loadtest/routing.sh    # another build of the gateway
-# Knobs: SCENARIOS, ARMS (default: per scenario), QUICK, SEED, TIME_SCALE, OUT, SERVERS,
-#   KV_BLOCKS, PREFIX_GROUPS, WARMUP, MEASURED, WARMUP_<scenario>, MULTIPLES, KNEE_<scenario>, BASE_PORT, MODELGATE, MOCK,
+# Knobs: SCENARIOS, ARMS (all scenarios) or ARMS_<scenario> (default: per scenario), QUICK,
+#   SEED, TIME_SCALE, OUT, SERVERS, KV_BLOCKS, PREFIX_GROUPS, WARMUP, MEASURED, WARMUP_<scenario>,
+#   MULTIPLES, KNEE_<scenario>, CALIBRATE, BASE_PORT, MODELGATE, MOCK,
 #   VENV (peers' venv, default loadtest/.venv; created and filled by `PEERS_INSTALL=1`),
 #   CACHE_AWARE_LB (the cache_aware arms' load_balancer flow map, default "{policy: cache_aware}").
 # Bounded: every point has a request count and per-request deadline (routebench), every wait
@@ -70,10 +71,12 @@ LOG=${OUT%.md}.log
 
 # RR's knee per scenario (simulated req/s) measured by the full run documented in ROUTING.md;
 # QUICK uses them instead of calibrating. CALIBRATE=1 always calibrates.
-declare -gA KNEE_DEFAULT=([shared_prefix]=100 [zipf]=110 [multi_turn]=100 [no_reuse]=120 [hetero]=80)
+declare -gA KNEE_DEFAULT=([shared_prefix]=95 [zipf]=110 [multi_turn]=100 [no_reuse]=120 [hetero]=46)
 CALIBRATE=${CALIBRATE:-$((1 - QUICK))}
 
 default_arms() { # scenario
+  local var="ARMS_$1"
+  if [[ -n ${!var:-} ]]; then echo "${!var}"; return; fi
   if [[ $QUICK == 1 ]]; then
     echo "round_robin consistent_hash_prefix cache_aware sglang_cache_aware vllm_cache_aware oracle"
     return
@@ -341,6 +344,15 @@ run_arm() { # scenario arm knee
   done
 }
 
+# The knobs of this run, as an environment prefix that repeats it.
+command_line() {
+  local v out=""
+  for v in QUICK SEED TIME_SCALE SERVERS KV_BLOCKS PREFIX_GROUPS WARMUP MEASURED MULTIPLES SCENARIOS ARMS \
+    $(compgen -v | grep -E '^(ARMS|KNEE|WARMUP)_[a-z_]+$' || true); do
+    [[ -n ${!v:-} ]] && out+="$v=\"${!v}\" "
+  done
+  echo "${out% }"
+}
 load0=$(cut -d' ' -f1-3 /proc/loadavg)
 log "routing benchmark: scenarios [$SCENARIOS], seed $SEED, time scale $TIME_SCALE, $SERVERS servers x $KV_BLOCKS KV blocks, raw $RAW"
 for scenario in $SCENARIOS; do
@@ -358,7 +370,7 @@ load1=$(cut -d' ' -f1-3 /proc/loadavg)
 {
   echo "## Routing benchmark run $(date -u '+%Y-%m-%d %H:%M UTC')"
   echo
-  echo "- command: \`QUICK=$QUICK SEED=$SEED TIME_SCALE=$TIME_SCALE SERVERS=$SERVERS KV_BLOCKS=$KV_BLOCKS PREFIX_GROUPS=$PREFIX_GROUPS WARMUP=$WARMUP MEASURED=$MEASURED SCENARIOS=\"$SCENARIOS\"${ARMS:+ ARMS=\"$ARMS\"} loadtest/routing.sh\`"
+  echo "- command: \`$(command_line) loadtest/routing.sh\`"
   echo "- modelgate $("$MODELGATE" --version 2>/dev/null | head -1) at $(git -C "$repo" rev-parse --short HEAD)$(git -C "$repo" diff --quiet HEAD -- src || echo ' (+ uncommitted src changes)'); sglang-router $("$VENV/bin/pip" show sglang-router 2>/dev/null | awk '/^Version/ {print $2}'); vllm-router $("$VENV/bin/pip" show vllm-router 2>/dev/null | awk '/^Version/ {print $2}')"
   echo "- machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); load average start $load0, end $load1"
   echo
