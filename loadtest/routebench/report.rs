@@ -441,16 +441,21 @@ impl<'a> Report<'a> {
             ),
             1.05,
         ));
-        for arm in ["load_aware", "cache_aware"] {
-            t.push(Target::at_most(
-                "hetero",
-                &format!("{arm} TTFT p99 ÷ round_robin's ≤ 0.7"),
-                ratio(
-                    self.ttft_p99("hetero", arm),
-                    self.ttft_p99("hetero", "round_robin"),
-                ),
-                0.7,
-            ));
+        // On the heterogeneous fleet RR's TTFT suffers only near its own knee (below it the slow
+        // server is slower but not yet queueing), so the target is read at 1.0x as well.
+        for multiple in [COMPARE_AT, 1.0] {
+            let p99 = |arm| {
+                self.at("hetero", arm, multiple)
+                    .and_then(|p: &PointRecord| p.ttft.p99)
+            };
+            for arm in ["load_aware", "cache_aware"] {
+                t.push(Target::at_most(
+                    "hetero",
+                    &format!("{arm} TTFT p99 ÷ round_robin's ≤ 0.7 (at {multiple}× knee)"),
+                    ratio(p99(arm), p99("round_robin")),
+                    0.7,
+                ));
+            }
         }
         t
     }
