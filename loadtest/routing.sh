@@ -24,8 +24,9 @@
 #   SCENARIOS="zipf" ARMS="round_robin cache_aware" KNEE_zipf=40 loadtest/routing.sh
 #   MODELGATE=/path/to/modelgate loadtest/routing.sh    # another build of the gateway
 # Knobs: SCENARIOS, ARMS (all scenarios) or ARMS_<scenario> (default: per scenario), QUICK,
-#   SEED, TIME_SCALE, OUT, SERVERS, KV_BLOCKS, PREFIX_GROUPS, WARMUP, MEASURED, WARMUP_<scenario>,
-#   MULTIPLES, KNEE_<scenario>, CALIBRATE, BASE_PORT, MODELGATE, MOCK,
+#   SEED, TIME_SCALE (or TIME_SCALE_<scenario>; no_reuse defaults to 2 x TIME_SCALE), OUT,
+#   SERVERS, KV_BLOCKS, PREFIX_GROUPS, WARMUP, MEASURED, WARMUP_<scenario>, MULTIPLES,
+#   KNEE_<scenario>, CALIBRATE, BASE_PORT, MODELGATE, MOCK,
 #   VENV (peers' venv, default loadtest/.venv; created and filled by `PEERS_INSTALL=1`),
 #   CACHE_AWARE_LB (the cache_aware arms' load_balancer flow map, default "{policy: cache_aware}").
 # Bounded: every point has a request count and per-request deadline (routebench), every wait
@@ -106,7 +107,7 @@ fleet_args() { # scenario
     slow=$(printf '1,%.0s' $(seq $((SERVERS - 1))))2
     slow="--sim-slowdown $slow"
   fi
-  echo "--sim --host 127.0.0.1 --port $BASE_PORT --ports $SERVERS --model $MODEL --time-scale $TIME_SCALE --kv-blocks $KV_BLOCKS $slow"
+  echo "--sim --host 127.0.0.1 --port $BASE_PORT --ports $SERVERS --model $MODEL --time-scale $SCALE --kv-blocks $KV_BLOCKS $slow"
 }
 
 if ((SERVERS < 2 || SERVERS > 16 || BASE_PORT < 10000 || BASE_PORT > 65000)); then
@@ -186,7 +187,7 @@ stop_fleet() {
 ARM_PIDS=()
 ARM_TARGETS=()
 ARM_ORACLE=0
-# modelgate config for a policy block; poll intervals are simulated 100 ms (x TIME_SCALE real).
+# modelgate config for a policy block; poll intervals are simulated 100 ms (x the scale, real).
 modelgate_config() { # file listen admin "load_balancer yaml flow map"
   local i
   {
@@ -208,7 +209,7 @@ modelgate_config() { # file listen admin "load_balancer yaml flow map"
 }
 policy_of() { # arm -> load_balancer flow map, or empty for non-modelgate arms
   local poll
-  poll=$(awk -v s="$TIME_SCALE" 'BEGIN { printf "%d", 100 * s }')
+  poll=$(awk -v s="$SCALE" 'BEGIN { printf "%d", 100 * s }')
   case $1 in
     round_robin | random | least_connections | power_of_two) echo "{policy: $1}" ;;
     load_aware) echo "{policy: load_aware, load_poll_ms: $poll}" ;;
@@ -311,7 +312,7 @@ bench() { # scenario arm subcommand args...: routebench with the scenario's comm
   ((ARM_ORACLE)) && targets+=(--oracle)
   # shellcheck disable=SC2046 # the workload's argument list splits on purpose
   timeout 7200 "$BENCH" "$sub" $(workload_args "$scenario") --seed "$SEED" --model "$MODEL" \
-    --servers "$SERVER_URLS" --time-scale "$TIME_SCALE" --warmup "$(warmup_of "$scenario")" --measured "$MEASURED" \
+    --servers "$SERVER_URLS" --time-scale "$SCALE" --warmup "$(warmup_of "$scenario")" --measured "$MEASURED" \
     --slo "$SLO" --scenario "$scenario" --arm "$arm" --out "$RAW" "${targets[@]}" "$@"
 }
 find_knee() { # scenario: sets KNEE
@@ -344,11 +345,21 @@ run_arm() { # scenario arm knee
   done
 }
 
+# The time scale of a scenario: TIME_SCALE_<scenario>, else TIME_SCALE; no_reuse's knee is
+# ~1.8x the others' request rate (no prefill saved anywhere, so the fleet is decode-bound at a
+# higher rate), and at scale 2 the simulator fell 10-40 % behind there on 2 cores: it gets
+# twice the scale by default.
+scale_of() { # scenario
+  local var="TIME_SCALE_$1"
+  if [[ -n ${!var:-} ]]; then echo "${!var}"
+  elif [[ $1 == no_reuse ]]; then awk -v s="$TIME_SCALE" 'BEGIN { print 2 * s }'
+  else echo "$TIME_SCALE"; fi
+}
 # The knobs of this run, as an environment prefix that repeats it.
 command_line() {
   local v out=""
   for v in QUICK SEED TIME_SCALE SERVERS KV_BLOCKS PREFIX_GROUPS WARMUP MEASURED MULTIPLES SCENARIOS ARMS \
-    $(compgen -v | grep -E '^(ARMS|KNEE|WARMUP)_[a-z_]+$' || true); do
+    $(compgen -v | grep -E '^(ARMS|KNEE|WARMUP|TIME_SCALE)_[a-z_]+$' || true); do
     [[ -n ${!v:-} ]] && out+="$v=\"${!v}\" "
   done
   echo "${out% }"
@@ -357,9 +368,10 @@ load0=$(cut -d' ' -f1-3 /proc/loadavg)
 log "routing benchmark: scenarios [$SCENARIOS], seed $SEED, time scale $TIME_SCALE, $SERVERS servers x $KV_BLOCKS KV blocks, raw $RAW"
 for scenario in $SCENARIOS; do
   workload_args "$scenario" >/dev/null
+  SCALE=$(scale_of "$scenario")
   start_fleet "$scenario"
   if ! find_knee "$scenario"; then stop_fleet; continue; fi
-  log "$scenario: knee $KNEE req/s"
+  log "$scenario: knee $KNEE req/s (time scale $SCALE)"
   for arm in ${ARMS:-$(default_arms "$scenario")}; do
     run_arm "$scenario" "$arm" "$KNEE"
   done
