@@ -183,6 +183,14 @@ struct CommonArgs {
     /// Requests measured.
     #[arg(long, default_value_t = 1000)]
     measured: u32,
+    /// At least this many simulated seconds of arrivals for the warm-up (raises --warmup to
+    /// rate × seconds). Multi-turn needs it: its steady state is the sessions alive at once,
+    /// which takes a session lifetime of arrivals whatever the rate.
+    #[arg(long, default_value_t = 0.0)]
+    warmup_seconds: f64,
+    /// At least this many simulated seconds of arrivals measured (raises --measured).
+    #[arg(long, default_value_t = 0.0)]
+    measured_seconds: f64,
     /// Longest time a request may take, simulated seconds.
     #[arg(long, default_value_t = 60.0)]
     timeout: f64,
@@ -258,12 +266,24 @@ impl CommonArgs {
             path: self.path.clone(),
             scale: self.time_scale,
             rate,
-            warmup: self.warmup,
-            measured: self.measured.max(1),
+            warmup: self.warmup_at(rate),
+            measured: self.measured_at(rate),
             timeout: self.timeout,
             max_inflight: self.max_inflight.max(1),
             idle_limit: Duration::from_secs(self.idle_wait),
         })
+    }
+
+    /// Warm-up requests at `rate`: `--warmup`, or more to cover `--warmup-seconds`.
+    fn warmup_at(&self, rate: f64) -> u32 {
+        self.warmup.max(requests_for(rate, self.warmup_seconds))
+    }
+
+    /// Measured requests at `rate`: `--measured`, or more to cover `--measured-seconds`.
+    fn measured_at(&self, rate: f64) -> u32 {
+        self.measured
+            .max(requests_for(rate, self.measured_seconds))
+            .max(1)
     }
 
     fn labels(&self, phase: &str, rate: f64, multiple: Option<f64>) -> Labels {
@@ -276,8 +296,8 @@ impl CommonArgs {
             seed: self.workload.seed,
             time_scale: self.time_scale,
             workload: self.workload.describe(),
-            warmup: self.warmup,
-            measured: self.measured,
+            warmup: self.warmup_at(rate),
+            measured: self.measured_at(rate),
             slo_ttft_p99: self.slo,
         }
     }
@@ -302,6 +322,11 @@ impl CommonArgs {
         }
         Ok(record)
     }
+}
+
+/// Requests arriving in `seconds` at `rate` (at most 1,000,000: a bound, not a target).
+fn requests_for(rate: f64, seconds: f64) -> u32 {
+    (rate * seconds).ceil().clamp(0.0, 1e6) as u32
 }
 
 fn append_line(path: &PathBuf, record: &PointRecord) -> Result<(), String> {

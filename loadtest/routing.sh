@@ -72,7 +72,7 @@ LOG=${OUT%.md}.log
 
 # RR's knee per scenario (simulated req/s) measured by the full run documented in ROUTING.md;
 # QUICK uses them instead of calibrating. CALIBRATE=1 always calibrates.
-declare -gA KNEE_DEFAULT=([shared_prefix]=95 [zipf]=110 [multi_turn]=100 [no_reuse]=171 [hetero]=46)
+declare -gA KNEE_DEFAULT=([shared_prefix]=95 [zipf]=110 [multi_turn]=150 [no_reuse]=171 [hetero]=46)
 CALIBRATE=${CALIBRATE:-$((1 - QUICK))}
 
 default_arms() { # scenario
@@ -95,7 +95,7 @@ workload_args() { # scenario
   case $1 in
     shared_prefix | hetero) echo "--workload shared-prefix --groups $PREFIX_GROUPS --sys-tokens 2048 --question-tokens 256 --output-tokens 128" ;;
     zipf) echo "--workload zipf --zipf-alpha 1.1 --groups $PREFIX_GROUPS --sys-tokens 2048 --question-tokens 256 --output-tokens 128" ;;
-    multi_turn) echo "--workload multi-turn --groups 8 --sys-tokens 1024 --question-tokens 256 --output-tokens 128 --turns 5 --think-min 1 --think-max 3" ;;
+    multi_turn) echo "--workload multi-turn --groups 8 --sys-tokens 1024 --question-tokens 256 --output-tokens 128 --turns 4 --think-min 0.5 --think-max 1.5 --warmup-seconds ${WARMUP_SECONDS:-10} --measured-seconds ${MEASURED_SECONDS:-20}" ;;
     no_reuse) echo "--workload no-reuse --question-tokens 1024 --output-tokens 128" ;;
     *) echo "unknown scenario $1" >&2; return 1 ;;
   esac
@@ -297,13 +297,12 @@ stop_arm() {
 }
 
 # ---------------------------------------------------------------- points
-# Multi-turn sessions live ~15 simulated s (5 turns, 1-3 s think time): its warm-up must cover
-# that long at the knee's rate to reach a steady state of active sessions.
+# Multi-turn sessions live ~10 simulated s (4 turns, 0.5-1.5 s think time); its steady state is
+# the set of sessions alive at once, so its windows are in simulated seconds of arrivals
+# (WARMUP_SECONDS, default 10 = one lifetime; MEASURED_SECONDS, default 20), whatever the rate.
 warmup_of() { # scenario
   local var="WARMUP_$1"
-  if [[ -n ${!var:-} ]]; then echo "${!var}"
-  elif [[ $1 == multi_turn ]]; then echo $((WARMUP > 1500 ? WARMUP : 1500))
-  else echo "$WARMUP"; fi
+  echo "${!var:-$WARMUP}"
 }
 bench() { # scenario arm subcommand args...: routebench with the scenario's common arguments
   local scenario=$1 arm=$2 sub=$3 targets=() t
@@ -358,7 +357,7 @@ scale_of() { # scenario
 # The knobs of this run, as an environment prefix that repeats it.
 command_line() {
   local v out=""
-  for v in QUICK SEED TIME_SCALE SERVERS KV_BLOCKS PREFIX_GROUPS WARMUP MEASURED MULTIPLES SCENARIOS ARMS \
+  for v in QUICK SEED TIME_SCALE SERVERS KV_BLOCKS PREFIX_GROUPS WARMUP MEASURED WARMUP_SECONDS MEASURED_SECONDS MULTIPLES SCENARIOS ARMS \
     $(compgen -v | grep -E '^(ARMS|KNEE|WARMUP|TIME_SCALE)_[a-z_]+$' || true); do
     [[ -n ${!v:-} ]] && out+="$v=\"${!v}\" "
   done
