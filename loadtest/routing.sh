@@ -72,7 +72,7 @@ LOG=${OUT%.md}.log
 
 # RR's knee per scenario (simulated req/s) measured by the full run documented in ROUTING.md;
 # QUICK uses them instead of calibrating. CALIBRATE=1 always calibrates.
-declare -gA KNEE_DEFAULT=([shared_prefix]=95 [zipf]=110 [multi_turn]=150 [no_reuse]=171 [hetero]=46)
+declare -gA KNEE_DEFAULT=([shared_prefix]=95 [zipf]=110 [multi_turn]=203 [no_reuse]=171 [hetero]=46)
 CALIBRATE=${CALIBRATE:-$((1 - QUICK))}
 
 default_arms() { # scenario
