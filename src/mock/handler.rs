@@ -226,6 +226,17 @@ async fn answer(
             return rejection.into_response();
         }
     };
+    deliver(answer, config.ttft, mid_failure, guard).await
+}
+
+/// Sends `answer`: a stream at once (paced inside its body), a whole body after `ttft` (or,
+/// simulated, once the engine is done), either cut by `mid_failure` if set.
+async fn deliver(
+    answer: Answer,
+    ttft: Duration,
+    mid_failure: Option<(usize, MidFailure)>,
+    mut guard: PostGuard,
+) -> Response<MockBody> {
     match answer {
         Answer::Stream(generation, pace) => {
             guard.stats().count_stream();
@@ -237,7 +248,7 @@ async fn answer(
             response.headers_mut().insert(CONTENT_TYPE, EVENT_STREAM);
             response
         }
-        Answer::Whole(bytes) => whole(bytes, config.ttft, mid_failure, guard).await,
+        Answer::Whole(bytes) => whole(bytes, ttft, mid_failure, guard).await,
         Answer::Simulated(mut generation, mut progress) => {
             let tokens = u32::try_from(generation.completion_tokens).unwrap_or(u32::MAX);
             let Some(done) = sim::wait_for_tokens(&mut progress, tokens).await else {

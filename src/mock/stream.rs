@@ -106,27 +106,29 @@ struct StreamState {
 impl StreamState {
     /// Waits until event `i` may be sent.
     async fn pace(&mut self, i: usize, event: Event) -> Result<(), MockBodyError> {
-        let (ttft, itl) = match &mut self.plan.pace {
-            Pace::Fixed { ttft, itl } => (*ttft, *itl),
+        match &mut self.plan.pace {
+            Pace::Fixed { ttft, itl } => {
+                match event {
+                    _ if i == 0 => sleep_or_yield(*ttft).await,
+                    Event::Token(k) if k > 0 => sleep_or_yield(*itl).await,
+                    // Yield so that hyper flushes the previous chunk as its own write.
+                    _ => tokio::task::yield_now().await,
+                }
+                Ok(())
+            }
             Pace::Engine(progress) => {
                 let needed = tokens_shown(event, self.generation.completion_tokens);
                 if progress.borrow().tokens >= needed {
+                    // Already produced: still flush the previous chunk as its own write.
                     tokio::task::yield_now().await;
                 }
                 let seen = sim::wait_for_tokens(progress, needed)
                     .await
                     .ok_or(MockBodyError::EngineStopped)?;
                 self.generation.cached_tokens = seen.cached_tokens.map(u64::from);
-                return Ok(());
+                Ok(())
             }
-        };
-        match event {
-            _ if i == 0 => sleep_or_yield(ttft).await,
-            Event::Token(k) if k > 0 => sleep_or_yield(itl).await,
-            // Yield so that hyper flushes the previous chunk as its own write.
-            _ => tokio::task::yield_now().await,
         }
-        Ok(())
     }
 }
 
