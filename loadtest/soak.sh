@@ -50,9 +50,9 @@ fi
 command -v setsid >/dev/null || { echo "setsid not found (util-linux)" >&2; exit 2; }
 OUT=${OUT:-$repo/target/soak/$MODE-$(date -u +%Y%m%dT%H%M%SZ)}
 
-echo "# building: cargo build --release --bins --example soak" >&2
-cargo build --release --bins --example soak >/dev/null 2>&1 ||
-  { echo "release build failed; run: cargo build --release --bins --example soak" >&2; exit 1; }
+echo "# building: cargo build --release --features mock --bins --example soak" >&2
+cargo build --release --features mock --bins --example soak >/dev/null 2>&1 ||
+  { echo "release build failed; run: cargo build --release --features mock --bins --example soak" >&2; exit 1; }
 # 500 streams: ~2,000 descriptors between the client, the gateway and the mocks.
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
