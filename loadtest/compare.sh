@@ -76,25 +76,13 @@ cargo build --release --bin modelgate --example pingora_floor >/dev/null 2>&1 ||
 tmp=$(mktemp -d)
 chmod 755 "$tmp" # nginx workers run as nobody
 pids=()
-stop() { # stop PID: SIGTERM, then SIGKILL after 5 s
-  local pid=$1
-  kill "$pid" 2>/dev/null || return 0
-  for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null || true; return 0; }; sleep 0.1; done
-  kill -9 "$pid" 2>/dev/null || true
-  wait "$pid" 2>/dev/null || true
-}
+# shellcheck source=loadtest/procs.sh
+. "$repo/loadtest/procs.sh" # stop, stop_all, wait_http
 cleanup() {
-  local p
-  for p in "${pids[@]}"; do stop "$p"; done
+  stop_all
   rm -rf "$tmp"
 }
 trap cleanup EXIT
-wait_http() { # wait_http URL [tries]: up to tries × 0.1 s for a 2xx
-  local url=$1 tries=${2:-100}
-  for _ in $(seq "$tries"); do curl -sf -o /dev/null "$url" && return 0; sleep 0.1; done
-  echo "timed out waiting for $url" >&2
-  return 1
-}
 
 # ---------------------------------------------------------------- backend (static nginx)
 chunk='data: {"id":"chatcmpl-bench","object":"chat.completion.chunk","created":1732550400,"model":"mistral-7b","choices":[{"index":0,"delta":{"content":" token"},"logprobs":null,"finish_reason":null}]}\n\n'

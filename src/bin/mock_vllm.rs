@@ -88,6 +88,12 @@ struct Args {
     /// SSE chunks sent before a close-mid-stream / hang-mid-stream failure.
     #[arg(long, default_value_t = 2)]
     fail_after_chunks: usize,
+    /// Switch the failure mode while running (soak tests): this file is polled every 100 ms;
+    /// its trimmed content, in --fail's syntax, applies to requests that start after it is
+    /// seen. A missing or empty file means --fail; an invalid value is reported on stderr and
+    /// the current mode stays.
+    #[arg(long)]
+    fail_file: Option<std::path::PathBuf>,
     /// Report this `vllm:num_requests_running` in /metrics instead of the real in-flight count,
     /// to look busy to a load-aware gateway. Any of --running, --waiting, --kv-usage turns the
     /// fixed report on; the others then default to 0.
@@ -258,16 +264,21 @@ fn parse_fail(value: &str) -> Result<Fail, String> {
         })
 }
 
-impl Args {
-    fn fail_mode(&self) -> FailMode {
-        let after_chunks = self.fail_after_chunks;
-        match self.fail {
-            Fail::Status(status) => FailMode::Status(status),
+impl Fail {
+    fn mode(&self, after_chunks: usize) -> FailMode {
+        match self {
+            Fail::Status(status) => FailMode::Status(*status),
             Fail::Named(FailName::None) => FailMode::None,
             Fail::Named(FailName::Hang) => FailMode::Hang,
             Fail::Named(FailName::CloseMidStream) => FailMode::CloseMidStream { after_chunks },
             Fail::Named(FailName::HangMidStream) => FailMode::HangMidStream { after_chunks },
         }
+    }
+}
+
+impl Args {
+    fn fail_mode(&self) -> FailMode {
+        self.fail.mode(self.fail_after_chunks)
     }
 
     fn load(&self) -> Option<MockLoad> {
@@ -310,6 +321,20 @@ fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> std::io::Result<()> {
+    // A fail file present at start applies from the first request on.
+    let mut fail = args.fail_mode();
+    let mut fail_seen = String::new();
+    if let Some(path) = &args.fail_file {
+        let (text, mode) = read_fail_file(path, &args);
+        match mode {
+            Ok(mode) => fail = mode,
+            Err(e) => eprintln!(
+                "modelgate-mock: {}: {e}; starting with --fail",
+                path.display()
+            ),
+        }
+        fail_seen = text;
+    }
     let base = MockConfig {
         name: String::new(),
         models: args.models.clone(),
@@ -318,7 +343,7 @@ async fn run(args: Args) -> std::io::Result<()> {
         ttft: Duration::from_millis(args.ttft_ms),
         itl: Duration::from_millis(args.itl_ms),
         tokens: args.tokens,
-        fail: args.fail_mode(),
+        fail,
         load: args.load(),
         role: match args.role {
             Role::Plain => MockRole::Plain,
@@ -374,12 +399,64 @@ async fn run(args: Args) -> std::io::Result<()> {
         );
         servers.push(server);
     }
-    shutdown.await;
+    match &args.fail_file {
+        Some(path) => {
+            tokio::select! {
+                () = shutdown => {}
+                () = watch_fail_file(&servers, path, &args, fail_seen) => {}
+            }
+        }
+        None => shutdown.await,
+    }
     drop(dns);
     for server in servers {
         server.stop().await;
     }
     Ok(())
+}
+
+/// `--fail-file`'s trimmed content (empty when missing or unreadable) and the mode it asks
+/// for: --fail when empty, an error for a value --fail would refuse.
+fn read_fail_file(path: &std::path::Path, args: &Args) -> (String, Result<FailMode, String>) {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let text = text.trim().to_owned();
+    let mode = if text.is_empty() {
+        Ok(args.fail_mode())
+    } else {
+        parse_fail(&text).map(|f| f.mode(args.fail_after_chunks))
+    };
+    (text, mode)
+}
+
+/// `--fail-file`: apply the file's failure mode to every server whenever its content changes
+/// from `seen` (what the servers started with). Never returns.
+async fn watch_fail_file(
+    servers: &[MockServer],
+    path: &std::path::Path,
+    args: &Args,
+    mut seen: String,
+) {
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    loop {
+        tick.tick().await;
+        let (text, mode) = read_fail_file(path, args);
+        if text == seen {
+            continue;
+        }
+        match mode {
+            Ok(mode) => {
+                for server in servers {
+                    server.set_fail(mode.clone());
+                }
+                eprintln!("modelgate-mock fail mode {mode:?} from {}", path.display());
+            }
+            Err(e) => eprintln!(
+                "modelgate-mock: {}: {e}; keeping the current mode",
+                path.display()
+            ),
+        }
+        seen = text;
+    }
 }
 
 /// Serve DNS on `addr` from the zone file, re-reading it when its modification time changes.

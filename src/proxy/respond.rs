@@ -68,6 +68,9 @@ pub async fn settle(
             }
         }
         Outcome::Cut(cause) => {
+            if out.response_started && cause != "client_gone" {
+                flush_cut_response(session, snapshot).await;
+            }
             if out.status == 0 {
                 // Nothing was sent: log it the way nginx does a client that went away.
                 out.status = 499;
@@ -78,6 +81,16 @@ pub async fn settle(
             }
         }
     }
+}
+
+/// Send what a cut response already wrote, then close the write side (FIN). A `Content-Length`
+/// response's header and first bytes may still be held (write coalescing), and a session
+/// dropped on an error is not flushed: without this a non-stream answer the backend breaks off
+/// reaches the client as nothing at all, which clients take for a connection failure and retry.
+/// Bounded by the client write timeout (the client may not be reading).
+async fn flush_cut_response(session: &mut ServerSession, snapshot: &Snapshot) {
+    let limit = snapshot.limits.client_write_timeout;
+    let _ = pingora_timeout::timeout(limit, session.shutdown()).await;
 }
 
 /// Render a gateway error to the client. The connection is closed afterwards when the request
