@@ -12,6 +12,7 @@ use std::sync::{Mutex, OnceLock};
 use serde::Serialize;
 use tracing_appender::non_blocking::{NonBlocking, WorkerGuard};
 use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{reload, EnvFilter, Registry};
 
 /// Log line format.
@@ -101,76 +102,20 @@ pub fn init(level: &str, format: LogFormat) {
             .with_ansi(ansi)
             .with_writer(writer)
     });
-    let subscriber = tracing_subscriber::registry()
+    // `try_init` also installs tracing-subscriber's `log` bridge: Pingora's records (it logs
+    // through `log`) reach the same subscriber.
+    let installed = tracing_subscriber::registry()
         .with(filter)
         .with(json)
-        .with(text);
-    // What `try_init` does, with our `log` bridge in place of tracing-log's own (see
-    // `PingoraBridge`): after the subscriber, so its max level hint is known.
-    let installed = tracing::subscriber::set_global_default(subscriber).is_ok()
-        && log::set_boxed_logger(Box::new(PingoraBridge(tracing_log::LogTracer::new()))).is_ok();
-    if installed {
-        log::set_max_level(tracing_log::AsLog::as_log(
-            &tracing::level_filters::LevelFilter::current(),
-        ));
-    }
+        .with(text)
+        .try_init()
+        .is_ok();
     if installed {
         let _ = LOGGING.set(Logging {
             format,
             level: handle,
             env_override: env.is_some(),
         });
-    }
-}
-
-/// Pingora's `log` records into tracing (tracing-log's `LogTracer`), with one change: an ERROR
-/// from `pingora_proxy` is logged at DEBUG. Under modelgate every such record is about a client
-/// connection (a request header that failed to arrive: too large, too slow, cut off; an error
-/// answer it could not be sent), which the gateway answers and counts itself
-/// (`modelgate_connections_rejected_total`); its own failures it logs itself
-/// (`suppress_error_log`). Left at ERROR, any client could write ERROR lines at its connection
-/// rate.
-struct PingoraBridge(tracing_log::LogTracer);
-
-impl PingoraBridge {
-    fn lowered(level: log::Level, target: &str) -> log::Level {
-        if level == log::Level::Error && target == "pingora_proxy" {
-            log::Level::Debug
-        } else {
-            level
-        }
-    }
-}
-
-impl log::Log for PingoraBridge {
-    fn enabled(&self, meta: &log::Metadata<'_>) -> bool {
-        let level = Self::lowered(meta.level(), meta.target());
-        let meta = log::Metadata::builder()
-            .level(level)
-            .target(meta.target())
-            .build();
-        self.0.enabled(&meta)
-    }
-
-    fn log(&self, record: &log::Record<'_>) {
-        let level = Self::lowered(record.level(), record.target());
-        if level == record.level() {
-            return self.0.log(record);
-        }
-        self.0.log(
-            &log::Record::builder()
-                .args(*record.args())
-                .level(level)
-                .target(record.target())
-                .module_path(record.module_path())
-                .file(record.file())
-                .line(record.line())
-                .build(),
-        );
-    }
-
-    fn flush(&self) {
-        self.0.flush();
     }
 }
 

@@ -617,13 +617,17 @@ impl ModelScanner {
                     escape: Escape::None,
                 };
             }
-            b'}' if self.state == State::FirstKey => {
-                self.object_end = Some(offset);
-                self.state = State::Trailing;
-            }
+            b'}' if self.state == State::FirstKey => self.close_object(offset),
             _ => return Err(Stop::Syntax(offset)),
         }
         Ok(())
+    }
+
+    /// The top-level object closed at `offset`: only whitespace may follow.
+    #[inline]
+    fn close_object(&mut self, offset: usize) {
+        self.object_end = Some(offset);
+        self.state = State::Trailing;
     }
 
     /// The first byte of the top-level `model` value: it must open a string.
@@ -656,10 +660,7 @@ impl ModelScanner {
         self.end_member(offset);
         match byte {
             b',' => self.state = State::NextKey,
-            b'}' => {
-                self.object_end = Some(offset);
-                self.state = State::Trailing;
-            }
+            b'}' => self.close_object(offset),
             _ => return Err(Stop::Syntax(offset)),
         }
         Ok(())
