@@ -51,47 +51,11 @@ pub fn run(cli: &Cli, config: Config, early_hup: Arc<AtomicBool>) -> ! {
         daemon: cli.daemon,
         ..Default::default()
     };
-    let longest = config.server.grace_period.max(config.drain.timeout);
-    let conf = ServerConf {
-        threads: config
-            .server
-            .threads
-            .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())),
-        // One single-threaded tokio runtime per worker thread instead of one work-stealing
-        // runtime: a request's tasks never migrate, so no cross-thread queue or wake-up on the
-        // hot path. Measured -15 % CPU per request at 1 thread and equal req/s at 2 (see
-        // loadtest/RESULTS.md, "Performance vs nginx and vllm-router").
-        work_stealing: false,
-        grace_period_seconds: Some(longest.as_secs() + PINGORA_GRACE_SLACK_S),
-        graceful_shutdown_timeout_seconds: Some(5),
-        pid_file: paths.pid_file.display().to_string(),
-        upgrade_sock: paths.upgrade_sock.display().to_string(),
-        ..Default::default()
-    };
+    let conf = server_conf(&config, &paths);
     let mut server = Server::new_with_opt_and_conf(opt, conf);
     server.bootstrap();
 
-    // The proxy behind the connection layer (header limits, per-IP cap, JSON parse errors).
-    let mut proxy = Service::new(
-        "modelgate proxy".to_string(),
-        crate::conn::Front::new(
-            Gateway::new(
-                Arc::clone(publisher.live()),
-                Arc::clone(&traffic),
-                Arc::clone(&spans),
-            ),
-            accept_settings(Arc::clone(publisher.live())),
-        ),
-    );
-    // No L4 read buffer: Pingora reads request headers into its own 4 KiB buffer and bodies
-    // into theirs, so the default 64 KiB per connection would only cost memory (it is for TLS).
-    // No L4 write buffer either: the connection guard holds response bytes only while a
-    // response is written, so an idle keep-alive connection holds no 1,460-byte buffer.
-    proxy.add_listener(
-        ListenerConfig::tcp(config.listen.to_string())
-            .l4_buffer(L4BufferSettings::default().read(0).write(0)),
-    );
-
+    let proxy = public_service(&config, &publisher, &traffic, &spans);
     let mut admin = Service::new(
         "modelgate admin".to_string(),
         AdminApp::new(
@@ -149,6 +113,51 @@ pub fn run(cli: &Cli, config: Config, early_hup: Arc<AtomicBool>) -> ! {
         }),
     });
     lifecycle::exit::exit_now()
+}
+
+/// Pingora's own settings, from `server:` and `drain:`.
+fn server_conf(config: &Config, paths: &lifecycle::paths::RuntimePaths) -> ServerConf {
+    let longest = config.server.grace_period.max(config.drain.timeout);
+    ServerConf {
+        threads: config
+            .server
+            .threads
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())),
+        // One single-threaded tokio runtime per worker thread instead of one work-stealing
+        // runtime: a request's tasks never migrate, so no cross-thread queue or wake-up on the
+        // hot path. Measured -15 % CPU per request at 1 thread and equal req/s at 2 (see
+        // loadtest/RESULTS.md, "Performance vs nginx and vllm-router").
+        work_stealing: false,
+        grace_period_seconds: Some(longest.as_secs() + PINGORA_GRACE_SLACK_S),
+        graceful_shutdown_timeout_seconds: Some(5),
+        pid_file: paths.pid_file.display().to_string(),
+        upgrade_sock: paths.upgrade_sock.display().to_string(),
+        ..Default::default()
+    }
+}
+
+/// The public listener: the request pipeline behind the connection layer (header limits,
+/// per-IP cap, keep-alive).
+fn public_service(
+    config: &Config,
+    publisher: &Publisher,
+    traffic: &Arc<Traffic>,
+    spans: &Arc<Spans>,
+) -> Service<crate::conn::Front<Gateway>> {
+    let live = publisher.live();
+    let gateway = Gateway::new(Arc::clone(live), Arc::clone(traffic), Arc::clone(spans));
+    let front = crate::conn::Front::new(gateway, accept_settings(Arc::clone(live)));
+    let mut proxy = Service::new("modelgate proxy".to_string(), front);
+    // No L4 read buffer: Pingora reads request headers into its own 4 KiB buffer and bodies
+    // into theirs, so the default 64 KiB per connection would only cost memory (it is for TLS).
+    // No L4 write buffer either: the connection guard holds response bytes only while a
+    // response is written, so an idle keep-alive connection holds no 1,460-byte buffer.
+    proxy.add_listener(
+        ListenerConfig::tcp(config.listen.to_string())
+            .l4_buffer(L4BufferSettings::default().read(0).write(0)),
+    );
+
+    proxy
 }
 
 /// What the connection layer reads from the snapshot in force at each accept.
