@@ -146,7 +146,10 @@ fn public_service(
 ) -> Service<crate::conn::Front<Gateway>> {
     let live = publisher.live();
     let gateway = Gateway::new(Arc::clone(live), Arc::clone(traffic), Arc::clone(spans));
-    let front = crate::conn::Front::new(gateway, accept_settings(Arc::clone(live)));
+    let lingering = Arc::clone(traffic);
+    let front = crate::conn::Front::new(gateway, accept_settings(Arc::clone(live)), move || {
+        Box::new(lingering.track_linger())
+    });
     let mut proxy = Service::new("modelgate proxy".to_string(), front);
     // No L4 read buffer: Pingora reads request headers into its own 4 KiB buffer and bodies
     // into theirs, so the default 64 KiB per connection would only cost memory (it is for TLS).

@@ -3,14 +3,12 @@
 //! `Connection: close`, so the client moves to the new process), as README "Binary upgrade"
 //! promises ("answers its remaining requests with Connection: close").
 //!
-//! Found by the soak (`loadtest/soak.sh`, full mode): 5 s after each hand-off Pingora
-//! broadcasts its graceful shutdown, and from then on the old process drops a kept-alive
-//! connection as soon as its response ends (pingora-proxy 0.9.1 `handle_new_request`: the
-//! next-request read races `await_shutdown`, which is already set). A stream that started
-//! before the hand-off went out without `Connection: close`, so its client reuses the
-//! connection at once, and the request is lost: "connection closed before message
-//! completed" or a reset, no response, no access-log line (24 of ~125 such streams in a
-//! 2-minute soak). Ignored until fixed; the cause is in Pingora (see loadtest/RESULTS.md, Soak).
+//! Found by the soak (`loadtest/soak.sh`, full mode): 5 s after each hand-off the old process
+//! gets its shutdown broadcast, and it used to drop a kept-alive connection as soon as its
+//! response ended. A stream that started before the hand-off went out without
+//! `Connection: close`, so its client reused the connection at once and the request was lost
+//! (24 of ~125 such streams in a 2-minute soak). Now such a connection lingers 2 s for that
+//! request (`conn::Front`), and the process's exit waits for it.
 
 mod support;
 
@@ -48,7 +46,6 @@ async fn read_until(s: &mut TcpStream, end: &[u8], within: Duration) -> Vec<u8> 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "fails: Pingora drops kept-alive connections at its shutdown broadcast (see the module doc)"]
 async fn a_keepalive_connection_whose_stream_spans_an_upgrade_gets_its_next_request_answered() {
     // Tokens 250 ms apart: the first stream lasts 12 s, the second 15 s.
     let a = mock_with("a0", "m", |c| {

@@ -14,6 +14,13 @@
 //! bytes start a new request header. No task-locals, no downcasts: the loop holds the state it
 //! shares with the guard, and the app reads and answers the request itself.
 //!
+//! Shutdown (drain, or the old process after a binary upgrade) closes idle connections, except
+//! that one whose last response ended less than 2 s ago (capped by the idle timeout) waits out
+//! the rest of that time for a next request: that response may have started before the
+//! shutdown and so lacked `Connection: close`, and its client may be reusing the connection
+//! already. The app answers that request with `Connection: close`; the process's exit waits for
+//! lingering connections through the hold the app's wiring passes to [`Front::new`].
+//!
 //! Must not: import the proxy (the app is a type parameter), read the config, or answer a request
 //! with anything but its own refusals (429 per IP, 431 and 408 for a header the guard refused).
 
@@ -22,7 +29,7 @@ pub mod per_ip;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use pingora_core::apps::{HttpPersistentSettings, HttpServerApp, ServerApp};
@@ -84,19 +91,36 @@ impl ConnState {
     }
 }
 
+/// Longest a kept-alive connection waits for one more request once shutdown began, counted
+/// from the end of its last response (or its accept). Its client may already be sending on it:
+/// a response that started before the shutdown went out without `Connection: close`.
+const SHUTDOWN_LINGER: Duration = Duration::from_secs(2);
+
+/// Something held while a connection lingers after shutdown (the process waits for it).
+pub type LingerHold = Box<dyn Send>;
+
 /// The gateway's app with the connection layer in front.
 pub struct Front<A> {
     app: Arc<A>,
     /// The limits and `Server` header in force, read at each accept.
     accept: Box<dyn Fn() -> Accept + Send + Sync>,
+    /// Taken while a connection lingers after shutdown, dropped when it stops.
+    linger: Box<dyn Fn() -> LingerHold + Send + Sync>,
     per_ip: per_ip::PerIp,
 }
 
 impl<A> Front<A> {
-    pub fn new(app: A, accept: impl Fn() -> Accept + Send + Sync + 'static) -> Self {
+    /// `linger` is called when a connection starts waiting for one more request after
+    /// shutdown began; what it returns is held until that wait ends.
+    pub fn new(
+        app: A,
+        accept: impl Fn() -> Accept + Send + Sync + 'static,
+        linger: impl Fn() -> LingerHold + Send + Sync + 'static,
+    ) -> Self {
         Front {
             app: Arc::new(app),
             accept: Box::new(accept),
+            linger: Box::new(linger),
             per_ip: per_ip::PerIp::default(),
         }
     }
@@ -143,9 +167,10 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for Front<A> {
         // allocated for the connection's whole life, ~2 KiB per idle keep-alive connection.
         let front = Arc::clone(self);
         let shutdown = shutdown.clone();
+        let linger = SHUTDOWN_LINGER.min(accept.limits.idle_timeout);
         METRICS.open_connections.inc();
         tokio::spawn(async move {
-            front.serve(guarded, &state, &shutdown).await;
+            front.serve(guarded, &state, &shutdown, linger).await;
             METRICS.open_connections.dec();
         });
         None
@@ -160,12 +185,24 @@ impl<A: HttpServerApp + Send + Sync + 'static> Front<A> {
     /// The HTTP/1 keep-alive loop (as Pingora's `ServerApp` for an `HttpServerApp` runs it,
     /// plaintext, no h2c), with one change: a session is made only once a request's first
     /// byte is there. Pingora's per-request state is tens of KiB; an idle connection then costs
-    /// a few.
-    async fn serve(&self, mut stream: Stream, state: &ConnState, shutdown: &ShutdownWatch) {
+    /// a few. Once shutdown began, a connection still waits up to `linger` after its last
+    /// response (or its accept) for a request its client may have sent already; that request
+    /// is answered with `Connection: close`.
+    async fn serve(
+        &self,
+        mut stream: Stream,
+        state: &ConnState,
+        shutdown: &ShutdownWatch,
+        linger: Duration,
+    ) {
         let mut persistent = None;
         let mut first = true;
+        let mut last_end = Instant::now();
         loop {
-            if !request_bytes(&mut stream, shutdown).await {
+            if !self
+                .request_bytes(&mut stream, shutdown, last_end + linger)
+                .await
+            {
                 return;
             }
             let mut session = ServerSession::new_http1(stream);
@@ -184,25 +221,36 @@ impl<A: HttpServerApp + Send + Sync + 'static> Front<A> {
                 return;
             };
             (stream, persistent) = reused.consume();
+            last_end = Instant::now();
             state.request_finished();
             first = false;
         }
     }
-}
 
-/// Wait until the client has sent part of a request (within the guard's deadline, through
-/// [`Peek`](pingora_core::protocols::Peek)), and not past a shutdown. False: close the
-/// connection.
-async fn request_bytes(stream: &mut Stream, shutdown: &ShutdownWatch) -> bool {
-    let mut shutdown = shutdown.clone();
-    if *shutdown.borrow() {
-        return false;
-    }
-    let mut byte = [0u8; 1];
-    tokio::select! {
-        biased;
-        peeked = stream.try_peek(&mut byte) => matches!(peeked, Ok(true)),
-        _ = shutdown.changed() => false,
+    /// Wait until the client has sent part of a request (within the guard's deadline, through
+    /// [`Peek`](pingora_core::protocols::Peek)). After shutdown, wait only until `linger_until`,
+    /// holding a [`LingerHold`]. False: close the connection.
+    async fn request_bytes(
+        &self,
+        stream: &mut Stream,
+        shutdown: &ShutdownWatch,
+        linger_until: Instant,
+    ) -> bool {
+        let mut shutdown = shutdown.clone();
+        let mut byte = [0u8; 1];
+        if !*shutdown.borrow() {
+            tokio::select! {
+                biased;
+                peeked = stream.try_peek(&mut byte) => return matches!(peeked, Ok(true)),
+                _ = shutdown.changed() => {}
+            }
+        }
+        if Instant::now() >= linger_until {
+            return false;
+        }
+        let _hold = (self.linger)();
+        let peeked = tokio::time::timeout_at(linger_until.into(), stream.try_peek(&mut byte));
+        matches!(peeked.await, Ok(Ok(true)))
     }
 }
 

@@ -2,10 +2,11 @@
 //!
 //! Pingora sleeps its whole grace period after shutdown starts, whatever is left in flight.
 //! This service waits for Pingora's shutdown broadcast (the listeners have stopped accepting by
-//! then) and exits the process when the in-flight count reaches zero, or at the deadline set by
-//! the signal that started the shutdown. A further SIGINT exits at once; a SIGTERM caps the
-//! wait at `drain.timeout_ms`. It also
-//! tells systemd `READY=1` once the services are up.
+//! then) and exits the process when the in-flight count reaches zero and no kept-alive
+//! connection still waits its last moment for one more request (see `conn::Front`), or at the
+//! deadline set by the signal that started the shutdown. A further SIGINT exits at once; a
+//! SIGTERM caps the wait at `drain.timeout_ms`. It also tells systemd `READY=1` once the
+//! services are up.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -21,6 +22,8 @@ use super::Traffic;
 use super::{sdnotify, ExitPlan};
 use crate::state::SharedState;
 
+/// How long apart [`settled_idle`] looks twice.
+const SETTLE: Duration = Duration::from_millis(20);
 const POLL: Duration = Duration::from_millis(20);
 /// After this long /ready stops waiting for the public listener (and the log would show why).
 const LISTEN_WAIT: Duration = Duration::from_secs(30);
@@ -125,6 +128,16 @@ pub fn exit_now() -> ! {
     std::process::exit(0)
 }
 
+/// Nothing in flight, and still nothing a moment later: a request that has just ended hands
+/// its kept-alive connection to the linger wait (`conn::Front`) right after its count drops.
+fn settled_idle(traffic: &Traffic) -> bool {
+    if traffic.busy() != 0 {
+        return false;
+    }
+    std::thread::sleep(SETTLE);
+    traffic.busy() == 0
+}
+
 fn wait_then_exit(traffic: &Traffic, live: &SharedState, limit: Duration) -> ! {
     // SIGINT (Ctrl-C again) exits at once. SIGTERM — e.g. `systemctl stop` reaching an old
     // process still finishing its streams after an upgrade — is a drain: the wait is capped at
@@ -142,7 +155,7 @@ fn wait_then_exit(traffic: &Traffic, live: &SharedState, limit: Duration) -> ! {
     );
     loop {
         let n = traffic.in_flight();
-        if n == 0 {
+        if settled_idle(traffic) {
             info!(
                 waited_ms = started.elapsed().as_millis() as u64,
                 "all in-flight requests finished; exiting"

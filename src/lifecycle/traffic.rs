@@ -2,8 +2,9 @@
 //! (shared by the request path, the lifecycle services and admin readiness; atomics only).
 //!
 //! The request path reads [`Traffic::is_closing`] (answer `Connection: close`) and holds one
-//! [`RequestGuard`] per request; lifecycle sets the flags and waits for the in-flight count to
-//! reach zero; admin reads them for `/ready` and `/status`.
+//! [`RequestGuard`] per request (and per connection lingering for one more request after
+//! shutdown began); lifecycle sets the flags and waits for both counts to reach zero; admin
+//! reads them for `/ready` and `/status`.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -16,6 +17,8 @@ pub struct Traffic {
     /// The public listener accepts connections (Pingora starts the admin service first).
     listening: AtomicBool,
     in_flight: Arc<AtomicU64>,
+    /// Kept-alive connections waiting briefly for one more request after shutdown began.
+    lingering: Arc<AtomicU64>,
 }
 
 impl Traffic {
@@ -63,9 +66,22 @@ impl Traffic {
     pub fn in_flight(&self) -> u64 {
         self.in_flight.load(Ordering::Acquire)
     }
+
+    /// Count one connection lingering for its next request after shutdown began (see
+    /// `conn::Front`), until the guard drops: the process does not exit under it.
+    pub fn track_linger(&self) -> RequestGuard {
+        self.lingering.fetch_add(1, Ordering::AcqRel);
+        RequestGuard(Arc::clone(&self.lingering))
+    }
+
+    /// Requests in flight plus connections lingering for one more request: zero means the
+    /// process may exit.
+    pub fn busy(&self) -> u64 {
+        self.in_flight() + self.lingering.load(Ordering::Acquire)
+    }
 }
 
-/// Decrements the process-wide in-flight count on drop.
+/// Decrements a process-wide count (requests in flight, or lingering connections) on drop.
 #[derive(Debug)]
 pub struct RequestGuard(Arc<AtomicU64>);
 
