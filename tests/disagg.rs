@@ -1,8 +1,8 @@
 //! Prefill/decode disaggregation over real sockets: a model with `prefill:` and `decode:`
 //! backends (mocks in the prefill and decode roles, which check what they receive as vLLM's KV
 //! connectors expect it). Both legs' bodies byte by byte, streaming and not, the receipt, the
-//! access log, retries and failures on each leg, a client that leaves during the prefill,
-//! `/status` and a reload that drains one side's backend.
+//! access log, retries and failures on each leg (a prefill timeout among them), a client that
+//! leaves during the prefill, `/status` and a reload that drains one side's backend.
 
 mod support;
 
@@ -18,10 +18,22 @@ async fn role(name: &str, role: MockRole) -> MockServer {
     mock_with(name, "m", |c| c.role = role).await
 }
 
+/// A mock in `role` that fails every generation request with `fail`.
+async fn failing(name: &str, role: MockRole, fail: FailMode) -> MockServer {
+    mock_with(name, "m", |c| {
+        c.role = role;
+        c.fail = fail;
+    })
+    .await
+}
+
 /// `m` served by these prefill and decode backends (YAML entries from [`backend`]).
+/// Fast health checks, so a test's backends are usable at once.
+const HEALTH: &str = "    health_check: {interval_ms: 100, timeout_ms: 500, healthy_threshold: 1, unhealthy_threshold: 1}\n";
+
 fn pd_model(prefill: &[String], decode: &[String], extra: &str) -> String {
     format!(
-        "  m:\n    prefill:\n{}    decode:\n{}    health_check: {{interval_ms: 100, timeout_ms: 500, healthy_threshold: 1, unhealthy_threshold: 1}}\n{extra}",
+        "  m:\n    prefill:\n{}    decode:\n{}{HEALTH}{extra}",
         prefill.concat(),
         decode.concat()
     )
@@ -31,6 +43,11 @@ fn body(stream: bool) -> String {
     format!(
         r#"{{"model":"m","messages":[{{"role":"user","content":"Describe vLLM."}}],"max_tokens":5,"stream":{stream},"temperature":0.5}}"#
     )
+}
+
+/// POST `body` to the gateway's chat endpoint.
+async fn chat(gw: &Gateway, body: impl Into<reqwest::Body>) -> reqwest::Response {
+    client().post(gw.url(CHAT)).body(body).send().await.unwrap()
 }
 
 fn json_of(bytes: &[u8]) -> Value {
@@ -47,12 +64,7 @@ async fn a_request_is_prefilled_then_decoded_with_the_prefill_parameters() {
     )
     .await;
     for stream in [false, true] {
-        let r = client()
-            .post(gw.url(CHAT))
-            .body(body(stream))
-            .send()
-            .await
-            .unwrap();
+        let r = chat(&gw, body(stream)).await;
         assert_eq!(r.status(), 200, "stream {stream}");
         assert_eq!(r.headers()["x-modelgate-backend"], "prefill=p0;decode=d0");
         let text = read_body(r).await.unwrap();
@@ -115,11 +127,7 @@ async fn a_request_is_prefilled_then_decoded_with_the_prefill_parameters() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_prefill_is_retried_on_another_prefill_server() {
-    let bad = mock_with("p0", "m", |c| {
-        c.role = MockRole::Prefill;
-        c.fail = FailMode::Status(503);
-    })
-    .await;
+    let bad = failing("p0", MockRole::Prefill, FailMode::Status(503)).await;
     let good = role("p1", MockRole::Prefill).await;
     let d = role("d0", MockRole::Decode).await;
     let gw = Gateway::start_ready(
@@ -132,16 +140,59 @@ async fn a_failed_prefill_is_retried_on_another_prefill_server() {
     )
     .await;
     for _ in 0..6 {
-        let r = client()
-            .post(gw.url(CHAT))
-            .body(body(false))
-            .send()
-            .await
-            .unwrap();
+        let r = chat(&gw, body(false)).await;
         assert_eq!(r.status(), 200);
         assert_eq!(r.headers()["x-modelgate-backend"], "prefill=p1;decode=d0");
     }
     assert_eq!(d.stats().requests(), 6, "every request decoded once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prefill_that_times_out_is_retried_then_answered_504_when_none_is_left() {
+    let slow = failing("p0", MockRole::Prefill, FailMode::Hang).await;
+    let good = role("p1", MockRole::Prefill).await;
+    let d = role("d0", MockRole::Decode).await;
+    let timeouts = "    timeouts: {first_byte_timeout_ms: 300}\n";
+    let retries = "    retries: {max_attempts: 2, retry_on: [timeout]}\n";
+    let gw = Gateway::start_ready(
+        &format!(
+            "{}  alone:\n    served_model_name: m\n    prefill:\n{}    decode:\n{}{HEALTH}{timeouts}",
+            pd_model(
+                &[backend("p0", &slow), backend("p1", &good)],
+                &[backend("d0", &d)],
+                &format!("    load_balancer: {{policy: round_robin}}\n{timeouts}{retries}"),
+            ),
+            backend("p0-alone", &slow),
+            backend("d0-alone", &d),
+        ),
+        "",
+    )
+    .await;
+    for _ in 0..4 {
+        let r = chat(&gw, body(true)).await;
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.headers()["x-modelgate-backend"], "prefill=p1;decode=d0");
+        assert!(read_body(r)
+            .await
+            .unwrap()
+            .trim_end()
+            .ends_with("data: [DONE]"));
+    }
+    assert_eq!(
+        slow.stats().requests(),
+        2,
+        "round robin sent every other first leg to p0"
+    );
+
+    let r = chat(
+        &gw,
+        body(true).replace(r#""model":"m""#, r#""model":"alone""#),
+    )
+    .await;
+    assert_eq!(r.status(), 504);
+    let err = json_of(&r.bytes().await.unwrap());
+    assert_eq!(err["error"]["code"], "upstream_timeout", "{err}");
+    assert_eq!(d.stats().requests(), 4, "no decode without a prefill");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -157,12 +208,7 @@ async fn a_prefill_answer_without_parameters_is_a_502() {
         "",
     )
     .await;
-    let r = client()
-        .post(gw.url(CHAT))
-        .body(body(true))
-        .send()
-        .await
-        .unwrap();
+    let r = chat(&gw, body(true)).await;
     let v = expect_error(r, 502, Some("bad_prefill_response")).await;
     assert!(
         v["error"]["message"]
@@ -177,11 +223,7 @@ async fn a_prefill_answer_without_parameters_is_a_502() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_decode_failure_before_the_first_byte_retries_the_decode_only() {
     let p = role("p0", MockRole::Prefill).await;
-    let bad = mock_with("d0", "m", |c| {
-        c.role = MockRole::Decode;
-        c.fail = FailMode::Status(503);
-    })
-    .await;
+    let bad = failing("d0", MockRole::Decode, FailMode::Status(503)).await;
     let good = role("d1", MockRole::Decode).await;
     let gw = Gateway::start_ready(
         &pd_model(
@@ -193,12 +235,7 @@ async fn a_decode_failure_before_the_first_byte_retries_the_decode_only() {
     )
     .await;
     for _ in 0..6 {
-        let r = client()
-            .post(gw.url(CHAT))
-            .body(body(true))
-            .send()
-            .await
-            .unwrap();
+        let r = chat(&gw, body(true)).await;
         assert_eq!(r.status(), 200);
         assert_eq!(r.headers()["x-modelgate-backend"], "prefill=p0;decode=d1");
         assert!(read_body(r).await.unwrap().contains("[DONE]"));
@@ -223,12 +260,7 @@ async fn prefill_errors_of_the_request_itself_reach_the_client_as_they_are() {
     )
     .await;
     // vLLM refuses a chat request without messages: the prefill server's 400 is the answer.
-    let r = client()
-        .post(gw.url(CHAT))
-        .body(r#"{"model":"m","stream":true}"#)
-        .send()
-        .await
-        .unwrap();
+    let r = chat(&gw, r#"{"model":"m","stream":true}"#).await;
     assert_eq!(r.headers()["x-modelgate-backend"], "prefill=p0");
     let v = expect_error(r, 400, None).await;
     assert!(
@@ -240,11 +272,7 @@ async fn prefill_errors_of_the_request_itself_reach_the_client_as_they_are() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_leaves_during_the_prefill_cancels_it() {
-    let p = mock_with("p0", "m", |c| {
-        c.role = MockRole::Prefill;
-        c.fail = FailMode::Hang;
-    })
-    .await;
+    let p = failing("p0", MockRole::Prefill, FailMode::Hang).await;
     let d = role("d0", MockRole::Decode).await;
     let gw = Gateway::start_ready(
         &pd_model(&[backend("p0", &p)], &[backend("d0", &d)], ""),
@@ -290,12 +318,7 @@ async fn each_side_drains_and_reloads_on_its_own() {
     gw.wait_generation(generation + 1).await;
     gw.wait_log("drain m/p0").await;
     for _ in 0..10 {
-        let r = client()
-            .post(gw.url(CHAT))
-            .body(body(false))
-            .send()
-            .await
-            .unwrap();
+        let r = chat(&gw, body(false)).await;
         assert_eq!(r.status(), 200);
         assert_eq!(r.headers()["x-modelgate-backend"], "prefill=p1;decode=d0");
     }
@@ -329,12 +352,7 @@ async fn the_prefill_side_is_found_by_dns_discovery() {
         name.as_str(),
         "{status}"
     );
-    let r = client()
-        .post(gw.url(CHAT))
-        .body(body(false))
-        .send()
-        .await
-        .unwrap();
+    let r = chat(&gw, body(false)).await;
     assert_eq!(r.status(), 200);
     assert_eq!(
         r.headers()["x-modelgate-backend"],

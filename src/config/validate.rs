@@ -549,18 +549,7 @@ fn model_config(
 ) -> Option<ModelConfig> {
     let base = format!("models.{name}");
     let before = issues.0.len();
-    if name.is_empty() || name.len() > crate::scan::MAX_MODEL_BYTES {
-        issues.push(
-            &base,
-            format!(
-                "model name must be 1 to {} bytes",
-                crate::scan::MAX_MODEL_BYTES
-            ),
-        );
-    }
-    if name.chars().any(char::is_control) {
-        issues.push(&base, "model name must not contain control characters");
-    }
+    check_model_name(&name, &base, issues);
 
     let disaggregated = spec.prefill.is_some() || spec.decode.is_some();
     let (backends, discover, decode_lb, prefill) = model_backends(&mut spec, &base, issues);
@@ -605,26 +594,8 @@ fn model_config(
         &base,
         issues,
     );
-    let served_model_name = match spec.served_model_name {
-        Some(n)
-            if n.is_empty()
-                || n.len() > crate::scan::MAX_MODEL_BYTES
-                || n.chars().any(char::is_control) =>
-        {
-            issues.push(
-                format!("{base}.served_model_name"),
-                "must be 1 to 1024 bytes without control characters",
-            );
-            None
-        }
-        other => other,
-    };
-    let max_queue = usize::try_from(spec.max_queue.unwrap_or(0)).unwrap_or(usize::MAX);
-    if max_queue > 1_000_000 {
-        issues.push(format!("{base}.max_queue"), "at most 1000000");
-    }
-    let queue_timeout =
-        Duration::from_millis(spec.queue_timeout_ms.unwrap_or(DEFAULT_QUEUE_TIMEOUT_MS));
+    let served_model_name = served_model_name(spec.served_model_name, &base, issues);
+    let (max_queue, queue_timeout) = queue(spec.max_queue, spec.queue_timeout_ms, &base, issues);
     let canary = spec.canary.map(|c| canary(c, &base, issues));
     let shadow = spec.shadow.map(|sh| shadow(sh, &base, issues));
     let prefill = prefill.and_then(|(backends, discover, lb)| {
@@ -649,6 +620,55 @@ fn model_config(
         retries: retries?,
         health: health?,
     })
+}
+
+/// A configured model's name: what clients send as `model`.
+fn check_model_name(name: &str, base: &str, issues: &mut Issues) {
+    if name.is_empty() || name.len() > crate::scan::MAX_MODEL_BYTES {
+        issues.push(
+            base,
+            format!(
+                "model name must be 1 to {} bytes",
+                crate::scan::MAX_MODEL_BYTES
+            ),
+        );
+    }
+    if name.chars().any(char::is_control) {
+        issues.push(base, "model name must not contain control characters");
+    }
+}
+
+/// `served_model_name`: the id the backends serve, spliced into `model`.
+fn served_model_name(name: Option<String>, base: &str, issues: &mut Issues) -> Option<String> {
+    match name {
+        Some(n)
+            if n.is_empty()
+                || n.len() > crate::scan::MAX_MODEL_BYTES
+                || n.chars().any(char::is_control) =>
+        {
+            issues.push(
+                format!("{base}.served_model_name"),
+                "must be 1 to 1024 bytes without control characters",
+            );
+            None
+        }
+        other => other,
+    }
+}
+
+/// `max_queue` and `queue_timeout_ms`: the model's backpressure queue.
+fn queue(
+    max_queue: Option<u64>,
+    timeout_ms: Option<u64>,
+    base: &str,
+    issues: &mut Issues,
+) -> (usize, Duration) {
+    let max_queue = usize::try_from(max_queue.unwrap_or(0)).unwrap_or(usize::MAX);
+    if max_queue > 1_000_000 {
+        issues.push(format!("{base}.max_queue"), "at most 1000000");
+    }
+    let timeout = Duration::from_millis(timeout_ms.unwrap_or(DEFAULT_QUEUE_TIMEOUT_MS));
+    (max_queue, timeout)
 }
 
 /// The backends of the model at `base`, taken out of `spec`: `backends`, or for a

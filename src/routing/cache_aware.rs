@@ -5,7 +5,8 @@
 //! Each eligible backend `b` is scored in prompt tokens, lowest wins:
 //!
 //! ```text
-//! cost(b) = (queued(b) + miss_cost × miss(b) + IN_FLIGHT_TOKENS × in_flight(b)) / weight(b)
+//! cost(b) = (queued(b) + others(b) + miss_cost × miss(b) × (1 + full(b))
+//!            + IN_FLIGHT_TOKENS × in_flight(b)) / weight(b)
 //! miss(b) = prompt tokens − tokens of its prefix the index believes b still caches
 //! ```
 //!
@@ -13,6 +14,13 @@
 //!   cached there, and no response byte back): a fresh, exact measure of `b`'s prefill backlog,
 //!   the queue a new request waits behind for its first token. A slow backend drains it slowly
 //!   and so gets less.
+//! - `others(b)`: the rest of the fleet's traffic, from vLLM's last `/metrics` report: requests
+//!   in its waiting queue that are not this gateway's (other replicas', other clients'), each
+//!   counted as this request's prompt tokens. Zero while the report is stale.
+//! - `full(b)`: 0 up to 90 % of vLLM's KV-cache use (`vllm:kv_cache_usage_perc`, the blocks
+//!   running requests hold), 1 at 100 %: every block a request would allocate on a backend about
+//!   to preempt counts twice. A hit allocates few blocks and stays; a cold prompt goes where
+//!   there is room.
 //! - `miss_cost` (default 8): a token to prefill costs this request its prefill time *and*
 //!   copies the prefix into a second cache, evicting others there, so a warm backend keeps its
 //!   prefixes until its queue is longer than a cold one's by eight times the tokens it would
@@ -21,18 +29,29 @@
 //! - `in_flight(b)`: requests decoding there slow every step a little; a small weight that
 //!   mostly breaks ties between idle backends.
 //!
-//! Ties (costs within [`TIE_TOKENS`]) go to the backend that weighted rendezvous hashing of the
-//! prompt's first block prefers, so every replica places a new prefix on the same backend
-//! without sharing state, and their indexes agree.
+//! Ties go to the backend that weighted rendezvous hashing of the prompt's first block prefers,
+//! so every replica places a new prefix on the same backend without sharing state, and their
+//! indexes agree. Costs within [`TIE_TOKENS`] plus `miss_cost` × the prompt's tokens × the
+//! share of the backends' requests (vLLM's running and waiting) that are not this replica's
+//! are a tie. Each replica sees only its own share of a backend's queue; with a narrow window
+//! one replica's momentary queue would place a prefix elsewhere than the others do, and the
+//! copies would then be kept warm side by side for as long as each replica uses its own (two
+//! gateways kept 75 % of one gateway's hit rate with a fixed 64-token window). A gateway alone
+//! in front of its fleet sees everything and picks by its fresh queues.
 
 use std::sync::Arc;
 
+use super::pool::Reported;
 use super::prefix::{PrefixIndex, PromptBlocks};
 use super::BackendState;
 
+/// KV-cache use from which `full(b)` grows (see the module doc).
+const KV_FULL_FROM: f64 = 0.9;
+
 /// Tokens of cost per request in flight on a backend (decode pressure; mostly a tie-breaker).
 pub const IN_FLIGHT_TOKENS: f64 = 8.0;
-/// Costs within this many tokens of the best are a tie, settled by rendezvous hashing.
+/// Costs within this many tokens of the best are a tie, settled by rendezvous hashing (for a
+/// new prefix: within the prompt's tokens, see the module doc).
 pub const TIE_TOKENS: f64 = 64.0;
 
 /// Why `cache_aware` picked the backend it picked.
@@ -78,27 +97,33 @@ struct Scored {
     rank: f64,
 }
 
-/// Scores every eligible backend and returns the cheapest (see the module doc).
+/// Scores every eligible backend and returns the cheapest (see the module doc). `reported`
+/// gives what vLLM's last fresh report adds for the backend at an index.
 pub fn choose(
     backends: &[Arc<BackendState>],
     eligible: impl Fn(usize) -> bool,
     prompt: &PromptBlocks,
     index: &PrefixIndex,
     miss_cost: f64,
+    reported: impl Fn(usize) -> Reported,
 ) -> Option<Choice> {
     // The tie-break key: the prompt's first block; a prompt shorter than a block has none and
     // ties are broken at random.
     let anchor = prompt.hashes.first().copied();
+    let (mut others, mut total) = (0.0, 0.0);
     let scored: Vec<Scored> = (0..backends.len())
         .filter(|&i| eligible(i))
         .map(|i| {
             let b = &backends[i];
+            let r = reported(i);
+            (others, total) = (others + r.others, total + r.total);
             let matched = index.matched(&prompt.hashes, b.cache_id, b.cache_clock());
             let miss = prompt
                 .tokens
                 .saturating_sub(matched as u64 * prompt.block_tokens);
             let cost = (b.prefill_backlog() as f64
-                + miss_cost * miss as f64
+                + r.others_waiting * (prompt.tokens as f64).max(IN_FLIGHT_TOKENS)
+                + miss_cost * miss as f64 * (1.0 + full(r.kv_cache_usage))
                 + IN_FLIGHT_TOKENS * b.in_flight() as f64)
                 / f64::from(b.config.weight.max(1));
             let rank = match anchor {
@@ -116,9 +141,11 @@ pub fn choose(
         .collect();
     let lowest = scored.iter().map(|s| s.cost).reduce(f64::min)?;
     let longest = scored.iter().map(|s| s.matched).max().unwrap_or(0);
+    let unseen = if total > 0.0 { others / total } else { 0.0 };
+    let tie = tie_window(prompt.tokens, unseen, miss_cost);
     let pick = scored
         .iter()
-        .filter(|s| s.cost <= lowest + TIE_TOKENS)
+        .filter(|s| s.cost <= lowest + tie)
         .max_by(|a, b| a.rank.total_cmp(&b.rank))?;
     let (index, matched, miss_tokens) = (pick.index, pick.matched, pick.miss);
     let reason = match longest {
@@ -132,6 +159,18 @@ pub fn choose(
         reason,
         miss_tokens,
     })
+}
+
+/// Costs within this many tokens of the lowest are a tie (see the module doc). `unseen`: the
+/// share of the backends' requests (running or waiting, by vLLM's reports) that are not this
+/// replica's, 0 for a gateway alone in front of its fleet.
+fn tie_window(prompt_tokens: u64, unseen: f64, miss_cost: f64) -> f64 {
+    TIE_TOKENS + unseen.clamp(0.0, 1.0) * miss_cost * prompt_tokens as f64
+}
+
+/// `full(b)` of the module doc: 0 up to [`KV_FULL_FROM`] of the KV cache in use, 1 when full.
+fn full(kv_cache_usage: f64) -> f64 {
+    ((kv_cache_usage - KV_FULL_FROM).max(0.0) / (1.0 - KV_FULL_FROM)).clamp(0.0, 1.0)
 }
 
 #[cfg(test)]
@@ -200,6 +239,77 @@ mod tests {
             counts.iter().all(|&c| (70..=130).contains(&c)),
             "{counts:?}"
         );
+    }
+
+    #[test]
+    fn replicas_with_different_queues_place_a_new_prefix_alike() {
+        let pr = prompt(11, 0, 4096, 4096 + 256);
+        // One of two replicas: vLLM reports as many requests on each backend as this replica
+        // has there, and as many again that are the other's.
+        let replica = || {
+            let p = pool(&[1, 1, 1, 1]);
+            let held: Vec<_> = p.backends.iter().map(|b| b.track()).collect();
+            for b in &p.backends {
+                b.set_load(2.0, 0.0, None);
+            }
+            (p, held)
+        };
+        let (a, _held_a) = replica();
+        let (home, _) = send(&a, &pr);
+        assert_eq!(home.reason, PickReason::Cold);
+        // The other replica has requests of its own waiting there, a few prompts' worth more
+        // than elsewhere: still a tie (1 + 4 prompts wide), so the same backend.
+        let (b, _held_b) = replica();
+        let mut queued = b.backends[home.index].track();
+        queued.add_prefill(3 * pr.tokens);
+        assert_eq!(send(&b, &pr).0.index, home.index);
+        // Alone in front of the fleet, the shortest queue wins.
+        let c = pool(&[1, 1, 1, 1]);
+        let mut more = c.backends[home.index].track();
+        more.add_prefill(pr.tokens / 4);
+        assert_ne!(send(&c, &pr).0.index, home.index);
+        drop((queued, more));
+    }
+
+    #[test]
+    fn the_tie_window_widens_with_what_this_replica_does_not_see() {
+        // Alone in front of the fleet: 64 tokens.
+        assert_eq!(tie_window(2000, 0.0, 8.0), TIE_TOKENS);
+        // One of two replicas: half the queues are the other's, the hash weighs more.
+        assert_eq!(tie_window(2000, 0.5, 8.0), TIE_TOKENS + 8000.0);
+        assert_eq!(tie_window(2000, 7.0, 8.0), TIE_TOKENS + 16000.0);
+        assert_eq!(full(0.5), 0.0);
+        assert!((full(0.95) - 0.5).abs() < 1e-9);
+        assert_eq!(full(1.2), 1.0);
+    }
+
+    #[test]
+    fn other_replicas_queues_and_a_full_kv_cache_count_from_vllms_report() {
+        let pr = |id| prompt(5, id, 4096, 4096 + 256);
+        let home = send(&pool(&[1, 1]), &pr(0)).0.index;
+        // vLLM reports twelve waiting requests there that are not this replica's. All the
+        // traffic it reports being others', the tie window is 8 prompts wide (the replicas
+        // should agree); twelve prompts' worth is more: a new prefix goes to the other backend.
+        let p = pool(&[1, 1]);
+        p.backends[home].set_load(0.0, 12.0, None);
+        let (c, _) = send(&p, &pr(0));
+        assert_eq!((c.index, c.reason), (1 - home, PickReason::Cold));
+        // Once they are gone, the prefix stays where it is warm.
+        p.backends[home].set_load(0.0, 0.0, None);
+        let warm = c.index;
+        let (c, _) = send(&p, &pr(1));
+        assert_eq!((c.index, c.reason), (warm, PickReason::Hit));
+        // Its KV cache full (running requests' blocks): the hit allocates little and stays.
+        p.backends[warm].set_load(0.0, 0.0, Some(1.0));
+        assert_eq!(send(&p, &pr(2)).0.index, warm);
+        // A new prefix goes where its blocks fit: to the other backend, although it is busier
+        // by half a prompt (its rendezvous home or not).
+        let fresh = prompt(6, 0, 4096, 4096 + 256);
+        let mut busy = p.backends[1 - warm].track();
+        busy.add_prefill(fresh.tokens / 2);
+        let (c, _) = send(&p, &fresh);
+        assert_eq!((c.index, c.reason), (1 - warm, PickReason::Cold));
+        drop(busy);
     }
 
     #[test]

@@ -64,6 +64,18 @@ pub struct LoadSample {
     pub awaiting_at_report: u64,
 }
 
+/// A backend's load as vLLM's `/metrics` last reported it, beyond this gateway's own requests.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Reported {
+    /// Requests in vLLM's waiting queue that are not this gateway's.
+    pub others_waiting: f64,
+    /// Requests running or waiting there that are not this gateway's, and all of them.
+    pub others: f64,
+    pub total: f64,
+    /// vLLM's KV-cache use, 0 to 1.
+    pub kv_cache_usage: f64,
+}
+
 /// One probe's outcome, for `/status`.
 #[derive(Debug, Clone)]
 pub struct ProbeRecord {
@@ -257,6 +269,22 @@ impl BackendState {
     /// The last load report, if any.
     pub fn load(&self) -> Option<Arc<LoadSample>> {
         self.live.load.load_full()
+    }
+
+    /// What vLLM's last report, if younger than `stale_after`, adds to this gateway's own view
+    /// of the backend (`cache_aware`): requests waiting in its queue that are not this
+    /// gateway's (as of the report), and its KV-cache use. Zero without a fresh report.
+    pub fn reported_at(&self, now: std::time::Instant, stale_after: Duration) -> Reported {
+        let g = self.live.load.load();
+        match g.as_deref() {
+            Some(r) if now.saturating_duration_since(r.at) <= stale_after => Reported {
+                others_waiting: (r.waiting - r.awaiting_at_report as f64).max(0.0),
+                others: (r.running + r.waiting - r.local_at_report as f64).max(0.0),
+                total: r.running + r.waiting,
+                kv_cache_usage: r.kv_cache_usage.unwrap_or(0.0),
+            },
+            _ => Reported::default(),
+        }
     }
 
     /// `load_aware` score (lower is better), `None` when the report is older than
@@ -561,8 +589,17 @@ impl Pool {
                 // No prompt (embeddings, a body without messages): the shortest queue.
                 let empty = PromptBlocks::default();
                 let prompt = prompt.unwrap_or(&empty);
-                let choice =
-                    cache_aware::choose(b, eligible, prompt, index, self.lb.cache.miss_cost)?;
+                let stale_after = self.lb.load_poll * 3;
+                let now = std::time::Instant::now();
+                let reported = |i: usize| b[i].reported_at(now, stale_after);
+                let choice = cache_aware::choose(
+                    b,
+                    eligible,
+                    prompt,
+                    index,
+                    self.lb.cache.miss_cost,
+                    reported,
+                )?;
                 return Some(Pick {
                     index: choice.index,
                     cache: Some(choice),
