@@ -1,6 +1,7 @@
-//! The `cache_aware` policy (request path: atomics and the pool's [`PrefixIndex`], no locks, no
-//! allocation): send a request where its prompt's prefix is most likely cached, unless that
-//! backend's prefill queue costs more than recomputing the prefix elsewhere.
+//! The `cache_aware` policy (request path: atomics, the pool's [`PrefixIndex`] and the
+//! backends' last load reports; no locks, one small vector of scores per pick): send a request
+//! where its prompt's prefix is most likely cached, unless that backend's prefill queue costs
+//! more than recomputing the prefix elsewhere.
 //!
 //! Each eligible backend `b` is scored in prompt tokens, lowest wins:
 //!

@@ -272,8 +272,9 @@ impl BackendState {
     }
 
     /// What vLLM's last report, if younger than `stale_after`, adds to this gateway's own view
-    /// of the backend (`cache_aware`): requests waiting in its queue that are not this
-    /// gateway's (as of the report), and its KV-cache use. Zero without a fresh report.
+    /// of the backend (`cache_aware`): the requests waiting, and running or waiting, that are
+    /// not this gateway's (as of the report), all of them, and the KV-cache use. Zero without a
+    /// fresh report.
     pub fn reported_at(&self, now: std::time::Instant, stale_after: Duration) -> Reported {
         let g = self.live.load.load();
         match g.as_deref() {
@@ -574,9 +575,7 @@ impl Pool {
             Policy::LeastConnections => select::least_connections(b, eligible),
             Policy::PowerOfTwo => select::power_of_two(b, eligible),
             Policy::LoadAware => {
-                let stale_after = self.lb.load_poll * 3;
-                // One clock read per pick, not one per backend.
-                let now = std::time::Instant::now();
+                let (now, stale_after) = self.report_clock();
                 select::load_aware(b, eligible, |s| s.load_score_at(now, stale_after))
             }
             Policy::ConsistentHash => match key {
@@ -589,8 +588,7 @@ impl Pool {
                 // No prompt (embeddings, a body without messages): the shortest queue.
                 let empty = PromptBlocks::default();
                 let prompt = prompt.unwrap_or(&empty);
-                let stale_after = self.lb.load_poll * 3;
-                let now = std::time::Instant::now();
+                let (now, stale_after) = self.report_clock();
                 let reported = |i: usize| b[i].reported_at(now, stale_after);
                 let choice = cache_aware::choose(
                     b,
@@ -607,6 +605,12 @@ impl Pool {
             }
         }?;
         Some(Pick { index, cache: None })
+    }
+
+    /// The time to judge load reports by, read once per pick (a clock read per backend costs
+    /// more than the rest of a score), and the age past which a report is stale.
+    fn report_clock(&self) -> (std::time::Instant, Duration) {
+        (std::time::Instant::now(), self.lb.load_poll * 3)
     }
 
     /// Once `pick` holds a slot (`guard`): `cache_aware` records the prompt's blocks under the
