@@ -12,13 +12,26 @@ pub use modelgate::mock::{eventually, FailMode, MockConfig, MockLoad, MockServer
 
 pub mod dns;
 
-/// A free 127.0.0.1 port (bound then released; the OS does not hand it out again at once).
+/// A free 127.0.0.1 port for a process a test starts (checked by binding it, then released).
+/// Taken below the kernel's ephemeral range (32768–60999 on Linux), where every port bound to 0
+/// (the mocks', the clients' own) comes from: between this release and the process's own bind,
+/// a parallel test could otherwise take it, and the gateway's requests would reach that test's
+/// server. Within one test binary no port is handed out twice.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const FIRST: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    // Test binaries run one after another; the pid only spreads them over the span.
+    let base = std::process::id().wrapping_mul(7_919);
+    for _ in 0..SPAN {
+        let n = base.wrapping_add(NEXT.fetch_add(1, Ordering::Relaxed));
+        let port = (FIRST + n % SPAN) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {FIRST}..{}", FIRST + SPAN);
 }
 
 /// Start a mock vLLM backend serving `model`, named `name`.
