@@ -51,8 +51,8 @@ const KV_FULL_FROM: f64 = 0.9;
 
 /// Tokens of cost per request in flight on a backend (decode pressure; mostly a tie-breaker).
 pub const IN_FLIGHT_TOKENS: f64 = 8.0;
-/// Costs within this many tokens of the best are a tie, settled by rendezvous hashing (for a
-/// new prefix: within the prompt's tokens, see the module doc).
+/// Costs within this many tokens of the best are a tie, settled by rendezvous hashing (the
+/// window widens with the traffic this replica does not see, see the module doc).
 pub const TIE_TOKENS: f64 = 64.0;
 
 /// Why `cache_aware` picked the backend it picked.
@@ -96,6 +96,9 @@ struct Scored {
     miss: u64,
     cost: f64,
     rank: f64,
+    /// What vLLM reports there: requests not this replica's, and all of them.
+    others: f64,
+    total: f64,
 }
 
 /// Scores every eligible backend and returns the cheapest (see the module doc). `reported`
@@ -111,13 +114,11 @@ pub fn choose(
     // The tie-break key: the prompt's first block; a prompt shorter than a block has none and
     // ties are broken at random.
     let anchor = prompt.hashes.first().copied();
-    let (mut others, mut total) = (0.0, 0.0);
     let scored: Vec<Scored> = (0..backends.len())
         .filter(|&i| eligible(i))
         .map(|i| {
             let b = &backends[i];
             let r = reported(i);
-            (others, total) = (others + r.others, total + r.total);
             let matched = index.matched(&prompt.hashes, b.cache_id, b.cache_clock());
             let miss = prompt
                 .tokens
@@ -137,11 +138,16 @@ pub fn choose(
                 miss,
                 cost,
                 rank,
+                others: r.others,
+                total: r.total,
             }
         })
         .collect();
     let lowest = scored.iter().map(|s| s.cost).reduce(f64::min)?;
     let longest = scored.iter().map(|s| s.matched).max().unwrap_or(0);
+    let (others, total) = scored
+        .iter()
+        .fold((0.0, 0.0), |(o, t), s| (o + s.others, t + s.total));
     let unseen = if total > 0.0 { others / total } else { 0.0 };
     let tie = tie_window(prompt.tokens, unseen, miss_cost);
     let pick = scored
