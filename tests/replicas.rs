@@ -154,13 +154,18 @@ async fn two_replicas_make_the_same_choices_and_keep_their_own_limits() {
         }
     };
     let (ma, mb) = (models_of(&a).await, models_of(&b).await);
-    // vLLM (and the mock) mint a fresh `modelperm-<random>` id in every /v1/models answer; the
-    // gateway passes on the card its last probe saw, so only that id may differ.
+    // vLLM (and the mock) mint a fresh `modelperm-<random>` id and stamp `created` with the
+    // time of every /v1/models answer; the gateway passes on the card its last probe saw, so
+    // only those may differ (the two replicas' probes can fall in different seconds).
     let normal = |mut v: serde_json::Value| {
         for m in v["data"].as_array_mut().unwrap() {
+            assert!(m["created"].as_u64().is_some());
+            m["created"] = 0.into();
             for p in m["permission"].as_array_mut().into_iter().flatten() {
                 assert!(p["id"].as_str().unwrap().starts_with("modelperm-"));
+                assert!(p["created"].as_u64().is_some());
                 p["id"] = "modelperm-*".into();
+                p["created"] = 0.into();
             }
         }
         v
