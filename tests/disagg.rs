@@ -229,7 +229,9 @@ async fn a_decode_failure_before_the_first_byte_retries_the_decode_only() {
         &pd_model(
             &[backend("p0", &p)],
             &[backend("d0", &bad), backend("d1", &good)],
-            "    retries: {max_attempts: 2, retry_on: [connection_failure, timeout, http_5xx]}\n",
+            // Round robin, so the failing decode server gets every other first attempt (the
+            // decode side's default, load_aware, may never pick it in six requests).
+            "    load_balancer: {policy: round_robin}\n    retries: {max_attempts: 2, retry_on: [connection_failure, timeout, http_5xx]}\n",
         ),
         "",
     )
