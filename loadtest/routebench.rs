@@ -8,6 +8,8 @@
 //! - `knee`: RR's knee by a bounded search (geometric steps, then bisection): the highest rate
 //!   whose TTFT p99 meets the SLO; prints `knee=RATE` last.
 //! - `report`: the Markdown tables of a run's JSON lines.
+//! - `paired`: two arms compared seed by seed over any number of runs' JSON lines (mean paired
+//!   difference ± standard error per metric).
 //! - `unavailable`: records that an arm could not run (so the report says so).
 //! - `dump`: the workload's arrival times and body digests, to check determinism by hand.
 //!
@@ -18,6 +20,8 @@
 mod client;
 #[path = "routebench/fleet.rs"]
 mod fleet;
+#[path = "routebench/paired.rs"]
+mod paired;
 #[path = "routebench/report.rs"]
 mod report;
 #[path = "routebench/run.rs"]
@@ -61,6 +65,17 @@ enum Command {
     Report {
         /// JSON lines written by `point` / `knee` / `unavailable`.
         raw: PathBuf,
+    },
+    /// Compare two arms seed by seed: every point of `--arm` paired with `--against`'s point of
+    /// the same scenario, load and seed, from any number of runs' JSON lines.
+    Paired {
+        #[arg(long)]
+        arm: String,
+        #[arg(long)]
+        against: String,
+        /// JSON lines written by `point` (several runs, e.g. one per seed).
+        #[arg(required = true)]
+        raw: Vec<PathBuf>,
     },
     /// Record that an arm is not available in a scenario.
     Unavailable {
@@ -329,6 +344,18 @@ fn requests_for(rate: f64, seconds: f64) -> u32 {
     (rate * seconds).ceil().clamp(0.0, 1e6) as u32
 }
 
+/// Every point of a run's JSON lines (blank lines skipped).
+fn read_points(raw: &std::path::Path) -> Result<Vec<PointRecord>, String> {
+    let text = std::fs::read_to_string(raw).map_err(|e| format!("{}: {e}", raw.display()))?;
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, line)| {
+            serde_json::from_str(line).map_err(|e| format!("{}:{}: {e}", raw.display(), i + 1))
+        })
+        .collect()
+}
+
 fn append_line(path: &PathBuf, record: &PointRecord) -> Result<(), String> {
     let line = serde_json::to_string(record).map_err(|e| e.to_string())?;
     let mut f = std::fs::OpenOptions::new()
@@ -448,19 +475,16 @@ fn main() -> ExitCode {
                 Ok(())
             }
             Command::Report { raw } => {
-                let text =
-                    std::fs::read_to_string(&raw).map_err(|e| format!("{}: {e}", raw.display()))?;
-                let mut points = Vec::new();
-                for (i, line) in text
-                    .lines()
-                    .enumerate()
-                    .filter(|(_, l)| !l.trim().is_empty())
-                {
-                    let p: PointRecord = serde_json::from_str(line)
-                        .map_err(|e| format!("{}:{}: {e}", raw.display(), i + 1))?;
-                    points.push(p);
-                }
+                let points = read_points(&raw)?;
                 print!("{}", report::Report::new(&points).render());
+                Ok(())
+            }
+            Command::Paired { arm, against, raw } => {
+                let mut points = Vec::new();
+                for path in &raw {
+                    points.extend(read_points(path)?);
+                }
+                print!("{}", paired::render(&points, &arm, &against));
                 Ok(())
             }
             Command::Unavailable {
