@@ -43,7 +43,7 @@ use clap::{Args, Parser, Subcommand};
 use fleet::Fleet;
 use run::PointConfig;
 use summary::{Labels, PointRecord};
-use workload::{Kind, Spec};
+use workload::{Api, Kind, Spec};
 
 #[derive(Parser)]
 #[command(
@@ -103,6 +103,9 @@ enum Command {
 struct WorkloadArgs {
     #[arg(long, value_enum, default_value = "shared-prefix")]
     workload: Kind,
+    /// The API of single-turn requests (multi-turn sessions are always chat).
+    #[arg(long, value_enum, default_value = "chat")]
+    api: Api,
     #[arg(long, default_value_t = 1)]
     seed: u64,
     #[arg(long, default_value = "llama-3.1-8b-sim")]
@@ -130,6 +133,7 @@ impl WorkloadArgs {
     fn spec(&self) -> Spec {
         Spec {
             kind: self.workload,
+            api: self.api,
             seed: self.seed,
             model: self.model.clone(),
             groups: self.groups.max(1),
@@ -145,6 +149,16 @@ impl WorkloadArgs {
 
     fn describe(&self) -> String {
         let s = self.spec();
+        let what = self.describe_kind(&s);
+        match (s.api, s.kind) {
+            (Api::Completions, Kind::SharedPrefix | Kind::Zipf | Kind::NoReuse) => {
+                format!("{what}, /v1/completions")
+            }
+            _ => what,
+        }
+    }
+
+    fn describe_kind(&self, s: &Spec) -> String {
         match s.kind {
             Kind::SharedPrefix => format!(
                 "shared-prefix, {} groups, system {} + question {} tokens, {} out",
@@ -187,8 +201,9 @@ struct CommonArgs {
     /// oracle's targets).
     #[arg(long, value_delimiter = ',', required = true)]
     servers: Vec<String>,
-    #[arg(long, default_value = "/v1/chat/completions")]
-    path: String,
+    /// The endpoint (default: the `--api`'s, `/v1/chat/completions` or `/v1/completions`).
+    #[arg(long)]
+    path: Option<String>,
     /// Real seconds per simulated second (the simulator's --time-scale).
     #[arg(long, default_value_t = 1.0)]
     time_scale: f64,
@@ -278,7 +293,13 @@ impl CommonArgs {
         Ok(PointConfig {
             targets,
             oracle: self.oracle,
-            path: self.path.clone(),
+            path: self.path.clone().unwrap_or_else(|| {
+                match self.workload.api {
+                    Api::Chat => "/v1/chat/completions",
+                    Api::Completions => "/v1/completions",
+                }
+                .to_owned()
+            }),
             scale: self.time_scale,
             rate,
             warmup: self.warmup_at(rate),

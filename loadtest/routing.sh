@@ -24,7 +24,7 @@
 #   SCENARIOS="zipf" ARMS="round_robin cache_aware" KNEE_zipf=40 loadtest/routing.sh
 #   MODELGATE=/path/to/modelgate loadtest/routing.sh    # another build of the gateway
 # Knobs: SCENARIOS, ARMS (all scenarios) or ARMS_<scenario> (default: per scenario), QUICK,
-#   SEED, TIME_SCALE (or TIME_SCALE_<scenario>; no_reuse defaults to 2 x TIME_SCALE), OUT,
+#   SEED, API (chat or completions: the single-turn scenarios' endpoint), TIME_SCALE (or TIME_SCALE_<scenario>; no_reuse defaults to 2 x TIME_SCALE), OUT,
 #   SERVERS, KV_BLOCKS, PREFIX_GROUPS, WARMUP, MEASURED, WARMUP_<scenario>, MULTIPLES,
 #   KNEE_<scenario>, CALIBRATE, BASE_PORT, MODELGATE, MOCK,
 #   VENV (peers' venv, default loadtest/.venv; created and filled by `PEERS_INSTALL=1`),
@@ -47,6 +47,8 @@ KV_BLOCKS=${KV_BLOCKS:-8192}
 PREFIX_GROUPS=${PREFIX_GROUPS:-192}
 BASE_PORT=${BASE_PORT:-19700}
 MODEL=${MODEL:-llama-3.1-8b-sim}
+# The API of single-turn requests: chat (/v1/chat/completions) or completions (/v1/completions).
+API=${API:-chat}
 VENV=${VENV:-$repo/loadtest/.venv}
 SLO=${SLO:-2}
 # The new policy's load_balancer block (its own keys, if any, go here; the default is bare).
@@ -93,10 +95,10 @@ default_arms() { # scenario
 
 workload_args() { # scenario
   case $1 in
-    shared_prefix | hetero) echo "--workload shared-prefix --groups $PREFIX_GROUPS --sys-tokens 2048 --question-tokens 256 --output-tokens 128" ;;
-    zipf) echo "--workload zipf --zipf-alpha 1.1 --groups $PREFIX_GROUPS --sys-tokens 2048 --question-tokens 256 --output-tokens 128" ;;
+    shared_prefix | hetero) echo "--workload shared-prefix --api $API --groups $PREFIX_GROUPS --sys-tokens 2048 --question-tokens 256 --output-tokens 128" ;;
+    zipf) echo "--workload zipf --api $API --zipf-alpha 1.1 --groups $PREFIX_GROUPS --sys-tokens 2048 --question-tokens 256 --output-tokens 128" ;;
     multi_turn) echo "--workload multi-turn --groups 8 --sys-tokens 1024 --question-tokens 256 --output-tokens 128 --turns 4 --think-min 0.5 --think-max 1.5 --warmup-seconds ${WARMUP_SECONDS:-10} --measured-seconds ${MEASURED_SECONDS:-20}" ;;
-    no_reuse) echo "--workload no-reuse --question-tokens 1024 --output-tokens 128" ;;
+    no_reuse) echo "--workload no-reuse --api $API --question-tokens 1024 --output-tokens 128" ;;
     *) echo "unknown scenario $1" >&2; return 1 ;;
   esac
 }
@@ -357,7 +359,7 @@ scale_of() { # scenario
 # The knobs of this run, as an environment prefix that repeats it.
 command_line() {
   local v out=""
-  for v in QUICK SEED TIME_SCALE SERVERS KV_BLOCKS PREFIX_GROUPS WARMUP MEASURED WARMUP_SECONDS MEASURED_SECONDS MULTIPLES SCENARIOS ARMS \
+  for v in QUICK SEED API TIME_SCALE SERVERS KV_BLOCKS PREFIX_GROUPS WARMUP MEASURED WARMUP_SECONDS MEASURED_SECONDS MULTIPLES SCENARIOS ARMS \
     $(compgen -v | grep -E '^(ARMS|KNEE|WARMUP|TIME_SCALE)_[a-z_]+$' || true); do
     [[ -n ${!v:-} ]] && out+="$v=\"${!v}\" "
   done

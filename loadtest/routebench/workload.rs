@@ -32,6 +32,8 @@ pub enum Kind {
 pub struct Spec {
     /// Workload family.
     pub kind: Kind,
+    /// The API the single-turn bodies use (multi-turn sessions are always chat).
+    pub api: Api,
     /// Seed of every random choice.
     pub seed: u64,
     /// `model` of every request.
@@ -209,6 +211,49 @@ fn push_json_str(out: &mut String, s: &str) {
     out.push_str(&serde_json::to_string(s).unwrap_or_else(|_| "\"\"".to_owned()));
 }
 
+/// Which OpenAI API a single-turn request uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Api {
+    /// `/v1/chat/completions`: the system prompt and the question as two messages.
+    Chat,
+    /// `/v1/completions`: the system prompt, a blank line and the question as one `prompt`.
+    Completions,
+}
+
+/// The completions body for `prompt`, streaming with usage, exactly `max_tokens`.
+pub fn completion_body(model: &str, prompt: &str, max_tokens: u32) -> Vec<u8> {
+    let mut s = String::with_capacity(prompt.len() + 200);
+    s.push_str("{\"model\":");
+    push_json_str(&mut s, model);
+    s.push_str(",\"prompt\":");
+    push_json_str(&mut s, prompt);
+    let _ = write!(
+        s,
+        ",\"max_tokens\":{max_tokens},\"ignore_eos\":true,\"stream\":true,\
+         \"stream_options\":{{\"include_usage\":true}}}}"
+    );
+    s.into_bytes()
+}
+
+/// A single-turn body: the system prompt (if any) and the question, in `api`'s form.
+fn single_body(spec: &Spec, system: Option<&str>, question: &str) -> Vec<u8> {
+    match (spec.api, system) {
+        (Api::Chat, Some(sys)) => chat_body(
+            &spec.model,
+            &[("system", sys), ("user", question)],
+            spec.output_tokens,
+        ),
+        (Api::Chat, None) => chat_body(&spec.model, &[("user", question)], spec.output_tokens),
+        (Api::Completions, Some(sys)) => completion_body(
+            &spec.model,
+            &format!("{sys}\n\n{question}"),
+            spec.output_tokens,
+        ),
+        (Api::Completions, None) => completion_body(&spec.model, question, spec.output_tokens),
+    }
+}
+
 /// The chat body for `messages` (role, content), streaming with usage, exactly `max_tokens`.
 pub fn chat_body(model: &str, messages: &[(&str, &str)], max_tokens: u32) -> Vec<u8> {
     let size: usize = messages.iter().map(|(_, c)| c.len() + 40).sum();
@@ -293,17 +338,9 @@ impl Spec {
                             Some(&g) => g,
                             None => sampler.sample(&mut choice),
                         };
-                        let messages = [("system", &*groups[g]), ("user", question.as_str())];
-                        (
-                            g as u64,
-                            chat_body(&self.model, &messages, self.output_tokens),
-                        )
+                        (g as u64, single_body(self, Some(&groups[g]), &question))
                     }
-                    None => {
-                        let messages = [("user", question.as_str())];
-                        let body = chat_body(&self.model, &messages, self.output_tokens);
-                        (u64::from(index), body)
-                    }
+                    None => (u64::from(index), single_body(self, None, &question)),
                 };
                 Request {
                     index,
@@ -395,6 +432,7 @@ mod tests {
     fn spec(kind: Kind) -> Spec {
         Spec {
             kind,
+            api: Api::Chat,
             seed: 7,
             model: "m".to_owned(),
             groups: 16,
@@ -481,6 +519,27 @@ mod tests {
             assert_eq!(v["messages"][0]["content"].as_str().unwrap().len(), 64 * 4);
             assert_eq!(v["messages"][1]["content"].as_str().unwrap().len(), 8 * 4);
             assert!(r.key < 16);
+        }
+    }
+
+    #[test]
+    fn completions_bodies_carry_the_same_text_as_one_prompt() {
+        let chat = single(spec(Kind::SharedPrefix).plan(20));
+        let mut completions = spec(Kind::SharedPrefix);
+        completions.api = Api::Completions;
+        for (c, r) in chat.iter().zip(single(completions.plan(20))) {
+            assert_eq!((c.at, c.key), (r.at, r.key), "same arrivals and groups");
+            let chat: serde_json::Value = serde_json::from_slice(&c.body).unwrap();
+            let v: serde_json::Value = serde_json::from_slice(&r.body).expect("valid JSON");
+            let prompt = format!(
+                "{}\n\n{}",
+                chat["messages"][0]["content"].as_str().unwrap(),
+                chat["messages"][1]["content"].as_str().unwrap()
+            );
+            assert_eq!(v["prompt"].as_str().unwrap(), prompt);
+            assert_eq!(v["max_tokens"], 4);
+            assert_eq!(v["stream_options"]["include_usage"], true);
+            assert!(v.get("messages").is_none());
         }
     }
 
