@@ -149,41 +149,40 @@ impl WorkloadArgs {
 
     fn describe(&self) -> String {
         let s = self.spec();
-        let what = self.describe_kind(&s);
-        match (s.api, s.kind) {
-            (Api::Completions, Kind::SharedPrefix | Kind::Zipf | Kind::NoReuse) => {
-                format!("{what}, /v1/completions")
-            }
-            _ => what,
+        let what = describe_kind(&s);
+        match (s.kind, s.api) {
+            (Kind::MultiTurn, _) | (_, Api::Chat) => what,
+            (_, Api::Completions) => format!("{what}, {}", Api::Completions.path()),
         }
     }
+}
 
-    fn describe_kind(&self, s: &Spec) -> String {
-        match s.kind {
-            Kind::SharedPrefix => format!(
-                "shared-prefix, {} groups, system {} + question {} tokens, {} out",
-                s.groups, s.sys_tokens, s.question_tokens, s.output_tokens
-            ),
-            Kind::Zipf => format!(
-                "shared-prefix Zipf α={}, {} groups, system {} + question {} tokens, {} out",
-                s.zipf_alpha, s.groups, s.sys_tokens, s.question_tokens, s.output_tokens
-            ),
-            Kind::MultiTurn => format!(
-                "multi-turn, {} turns, {} system prompts of {} tokens, {} tokens per user turn, \
+/// The workload's family and sizes, for the report.
+fn describe_kind(s: &Spec) -> String {
+    match s.kind {
+        Kind::SharedPrefix => format!(
+            "shared-prefix, {} groups, system {} + question {} tokens, {} out",
+            s.groups, s.sys_tokens, s.question_tokens, s.output_tokens
+        ),
+        Kind::Zipf => format!(
+            "shared-prefix Zipf α={}, {} groups, system {} + question {} tokens, {} out",
+            s.zipf_alpha, s.groups, s.sys_tokens, s.question_tokens, s.output_tokens
+        ),
+        Kind::MultiTurn => format!(
+            "multi-turn, {} turns, {} system prompts of {} tokens, {} tokens per user turn, \
                  {} out, think {}–{} s",
-                s.turns,
-                s.groups,
-                s.sys_tokens,
-                s.question_tokens,
-                s.output_tokens,
-                s.think_min,
-                s.think_max
-            ),
-            Kind::NoReuse => format!(
-                "no reuse, unique {}-token prompts, {} out",
-                s.question_tokens, s.output_tokens
-            ),
-        }
+            s.turns,
+            s.groups,
+            s.sys_tokens,
+            s.question_tokens,
+            s.output_tokens,
+            s.think_min,
+            s.think_max
+        ),
+        Kind::NoReuse => format!(
+            "no reuse, unique {}-token prompts, {} out",
+            s.question_tokens, s.output_tokens
+        ),
     }
 }
 
@@ -293,13 +292,10 @@ impl CommonArgs {
         Ok(PointConfig {
             targets,
             oracle: self.oracle,
-            path: self.path.clone().unwrap_or_else(|| {
-                match self.workload.api {
-                    Api::Chat => "/v1/chat/completions",
-                    Api::Completions => "/v1/completions",
-                }
-                .to_owned()
-            }),
+            path: self
+                .path
+                .clone()
+                .unwrap_or_else(|| self.workload.api.path().to_owned()),
             scale: self.time_scale,
             rate,
             warmup: self.warmup_at(rate),

@@ -221,6 +221,16 @@ pub enum Api {
     Completions,
 }
 
+impl Api {
+    /// The endpoint of this API.
+    pub fn path(self) -> &'static str {
+        match self {
+            Api::Chat => "/v1/chat/completions",
+            Api::Completions => "/v1/completions",
+        }
+    }
+}
+
 /// The completions body for `prompt`, streaming with usage, exactly `max_tokens`.
 pub fn completion_body(model: &str, prompt: &str, max_tokens: u32) -> Vec<u8> {
     let mut s = String::with_capacity(prompt.len() + 200);
