@@ -4,7 +4,8 @@
 //! Shared by the health probe (`GET /v1/models`), the `load_aware` scrape (`GET /metrics`) and
 //! the shadow copy (the request's body, answer discarded). A connection whose answer was read to
 //! its end goes back to the connector's pool, idle at most [`POOL_IDLE`]; one that failed or was
-//! cut short is dropped. The request path's own exchange (`proxy::forward`) has first-
+//! cut short is dropped. A pooled connection the backend closed while it idled is replaced by a
+//! fresh one ([`STALE_RETRIES`]). The request path's own exchange (`proxy::forward`) has first-
 //! byte, idle and total timeouts of its own and does not come here.
 
 use std::time::Duration;
@@ -16,6 +17,13 @@ use pingora_http::RequestHeader;
 /// How long a connection may idle in the pool: under uvicorn's default 5 s keep-alive, so the
 /// pool drops it before vLLM closes it under the next request.
 pub const POOL_IDLE: Duration = Duration::from_secs(4);
+
+/// Fresh-connection retries after a pooled keep-alive connection turned out to have been closed
+/// by the backend (it failed before any response byte): nothing reached the backend's
+/// application, so these are not attempts. The request path (`proxy::forward`) uses the same
+/// number. Without them a probe that met a connection the backend had just closed marked a
+/// healthy backend down.
+pub const STALE_RETRIES: u32 = 2;
 
 /// What to do with the answer's body.
 #[derive(Debug, Clone, Copy)]
@@ -59,10 +67,25 @@ pub async fn exchange(
     keep: Body,
     timeout: Duration,
 ) -> Result<Answer, OneShotError> {
-    match tokio::time::timeout(timeout, run(connector, peer, req, body, keep)).await {
+    let attempts = async {
+        let mut stale_left = STALE_RETRIES;
+        loop {
+            match run(connector, peer, req.clone(), body, keep).await {
+                Err(Failed { stale: true, .. }) if stale_left > 0 => stale_left -= 1,
+                result => return result.map_err(|f| f.error),
+            }
+        }
+    };
+    match tokio::time::timeout(timeout, attempts).await {
         Ok(result) => result,
         Err(_) => Err(OneShotError::Timeout(timeout)),
     }
+}
+
+/// A failed exchange; `stale`: on a pooled connection, before any response byte.
+struct Failed {
+    error: OneShotError,
+    stale: bool,
 }
 
 async fn run(
@@ -71,12 +94,15 @@ async fn run(
     req: RequestHeader,
     body: Option<&[u8]>,
     keep: Body,
-) -> Result<Answer, OneShotError> {
-    let (mut session, _reused) = connector
-        .get_http_session(peer)
-        .await
-        .map_err(|e| OneShotError::Connect(e.etype().as_str().to_string()))?;
-    let request = |e: Box<pingora_error::Error>| OneShotError::Request(e.to_string());
+) -> Result<Answer, Failed> {
+    let (mut session, reused) = connector.get_http_session(peer).await.map_err(|e| Failed {
+        error: OneShotError::Connect(e.etype().as_str().to_string()),
+        stale: false,
+    })?;
+    let request = |e: Box<pingora_error::Error>| Failed {
+        error: OneShotError::Request(e.to_string()),
+        stale: reused,
+    };
     session
         .write_request_header(Box::new(req))
         .await
@@ -85,15 +111,39 @@ async fn run(
         session.write_body(body).await.map_err(request)?;
     }
     session.finish_body().await.map_err(request)?;
-    let response = |e: Box<pingora_error::Error>| OneShotError::Response(e.to_string());
     let status = session
         .read_resp_header_parts()
         .await
-        .map_err(response)?
+        .map_err(|e| Failed {
+            error: OneShotError::Response(e.to_string()),
+            stale: reused,
+        })?
         .status
         .as_u16();
+    let kept = read_body(&mut session, keep)
+        .await
+        .map_err(|error| Failed {
+            error,
+            stale: false,
+        })?;
+    // Read to its end: the connection is reusable (Pingora still checks keep-alive).
+    connector
+        .release_http_session(session, peer, Some(POOL_IDLE))
+        .await;
+    Ok(Answer { status, body: kept })
+}
+
+/// The answer's body, kept or read past per `keep`.
+async fn read_body(
+    session: &mut pingora_core::protocols::http::v1::client::HttpSession,
+    keep: Body,
+) -> Result<Vec<u8>, OneShotError> {
     let mut kept = Vec::new();
-    while let Some(chunk) = session.read_body_bytes().await.map_err(response)? {
+    while let Some(chunk) = session
+        .read_body_bytes()
+        .await
+        .map_err(|e| OneShotError::Response(e.to_string()))?
+    {
         if let Body::Keep(max) = keep {
             if kept.len() + chunk.len() > max {
                 // Dropping the session closes the connection: the rest is never read.
@@ -102,9 +152,5 @@ async fn run(
             kept.extend_from_slice(&chunk);
         }
     }
-    // Read to its end: the connection is reusable (Pingora still checks keep-alive).
-    connector
-        .release_http_session(session, peer, Some(POOL_IDLE))
-        .await;
-    Ok(Answer { status, body: kept })
+    Ok(kept)
 }

@@ -227,3 +227,72 @@ async fn large_answers_arrive_intact_whether_sized_or_chunked() {
         assert!(got == want, "{user}: body differs");
     }
 }
+
+/// A backend that answers the first request on each connection and closes the connection,
+/// unanswered, when a second one arrives: a keep-alive connection it closes just as the gateway
+/// reuses it (the race with uvicorn's keep-alive timeout, made certain).
+async fn one_answer_per_connection() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut sock, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut answered = false;
+                loop {
+                    let mut chunk = [0u8; 4096];
+                    match sock.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                        continue;
+                    };
+                    if answered {
+                        return;
+                    }
+                    buf.drain(..end + 4);
+                    let body = r#"{"object":"list","data":[{"id":"m","object":"model","owned_by":"vllm"}]}"#;
+                    let resp = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+                        body.len()
+                    );
+                    if sock.write_all(resp.as_bytes()).await.is_err() {
+                        return;
+                    }
+                    answered = true;
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_health_probe_on_a_connection_the_backend_closed_retries_on_a_fresh_one() {
+    let addr = one_answer_per_connection().await;
+    let backend = format!("      - name: \"b0\"\n        url: \"http://{addr}\"\n");
+    // Probes every 100 ms, one failure marks the backend down: every probe after the first
+    // meets its pooled connection closed, and must not count as a failure.
+    let gw = Gateway::start_ready(&model_block("m", &[backend], ""), "").await;
+    let gw_ref = &gw;
+    eventually(
+        Duration::from_secs(10),
+        "eight passing probes",
+        || async move {
+            gw_ref
+                .metric("modelgate_health_checks_total", &[("result", "ok")])
+                .await
+                >= 8.0
+        },
+    )
+    .await;
+    assert_eq!(
+        gw.metric("modelgate_health_checks_total", &[("result", "fail")])
+            .await,
+        0.0
+    );
+}

@@ -27,13 +27,10 @@ use super::shadow::{self, Shadows};
 use super::upstream::{Pooled, Upstream};
 use crate::error::GatewayError;
 use crate::metrics::usage::Tail;
+use crate::oneshot::STALE_RETRIES;
 use crate::routing::cache_aware::Choice;
 use crate::routing::{Affinity, BackendState, InFlightGuard, Pick, Pool};
 use crate::state::Snapshot;
-
-/// Fresh-connection retries after a pooled keep-alive connection turned out to be closed by the
-/// backend; these do not count as attempts (nothing reached the backend's application).
-const STALE_RETRIES: u32 = 2;
 
 /// Extra wait beyond the probe timeout for a never-probed pool's first round.
 const FIRST_PROBE_SLACK: Duration = Duration::from_millis(500);
