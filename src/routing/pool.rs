@@ -276,16 +276,26 @@ impl BackendState {
     /// not this gateway's (as of the report), all of them, and the KV-cache use. Zero without a
     /// fresh report.
     pub fn reported_at(&self, now: std::time::Instant, stale_after: Duration) -> Reported {
+        self.with_fresh_report(now, stale_after, |r| Reported {
+            others_waiting: (r.waiting - r.awaiting_at_report as f64).max(0.0),
+            others: (r.running + r.waiting - r.local_at_report as f64).max(0.0),
+            total: r.running + r.waiting,
+            kv_cache_usage: r.kv_cache_usage.unwrap_or(0.0),
+        })
+        .unwrap_or_default()
+    }
+
+    /// `f` of the last load report, if there is one no older than `stale_after` at `now`
+    /// (borrowed from the swap, no reference count taken).
+    fn with_fresh_report<T>(
+        &self,
+        now: std::time::Instant,
+        stale_after: Duration,
+        f: impl FnOnce(&LoadSample) -> T,
+    ) -> Option<T> {
         let g = self.live.load.load();
-        match g.as_deref() {
-            Some(r) if now.saturating_duration_since(r.at) <= stale_after => Reported {
-                others_waiting: (r.waiting - r.awaiting_at_report as f64).max(0.0),
-                others: (r.running + r.waiting - r.local_at_report as f64).max(0.0),
-                total: r.running + r.waiting,
-                kv_cache_usage: r.kv_cache_usage.unwrap_or(0.0),
-            },
-            _ => Reported::default(),
-        }
+        let r = g.as_deref()?;
+        (now.saturating_duration_since(r.at) <= stale_after).then(|| f(r))
     }
 
     /// `load_aware` score (lower is better), `None` when the report is older than
@@ -299,18 +309,15 @@ impl BackendState {
     /// `now` is read once per pick by the caller (a clock read per backend costs more than the
     /// rest of the score).
     pub fn load_score_at(&self, now: std::time::Instant, stale_after: Duration) -> Option<f64> {
-        let g = self.live.load.load();
-        let r = g.as_deref()?;
-        if now.saturating_duration_since(r.at) > stale_after {
-            return None;
-        }
         let weight = select::AWAITING_WEIGHT as f64;
         let ours =
             |in_flight: u64, awaiting: u64| in_flight as f64 + (weight - 1.0) * awaiting as f64;
-        let ours_then = ours(r.local_at_report, r.awaiting_at_report);
-        let others = (r.running + weight * r.waiting - ours_then).max(0.0);
+        let (others, kv) = self.with_fresh_report(now, stale_after, |r| {
+            let ours_then = ours(r.local_at_report, r.awaiting_at_report);
+            let others = (r.running + weight * r.waiting - ours_then).max(0.0);
+            (others, r.kv_cache_usage.unwrap_or(0.0))
+        })?;
         let ours_now = ours(self.in_flight(), self.awaiting());
-        let kv = r.kv_cache_usage.unwrap_or(0.0);
         let kv_penalty = ((kv - 0.9).max(0.0) / 0.1) * 8.0;
         Some((others + ours_now + kv_penalty) / f64::from(self.config.weight.max(1)))
     }
