@@ -1,6 +1,7 @@
 //! Routes one mock request and builds its answer: health, models, metrics, generations
 //! (whole or SSE, paced by fixed delays or by the simulated engine), embeddings, pass-through
-//! `POST`s, vLLM-style errors, injected failures, and the simulator's own routes.
+//! `POST`s (404 on a simulated server, as vLLM), vLLM-style errors, injected failures, and the
+//! simulator's own routes.
 //!
 //! Runs per mock request on the connection's task. Reads the config once per request from its
 //! `ArcSwap`, so a runtime change (`set_fail`, ...) applies to the next request, never half of
@@ -219,7 +220,13 @@ async fn answer(
             generation(config, sim, Endpoint::Completion, &body, request_id, stats)
         }
         "/v1/embeddings" => embeddings(config, &body, request_id),
-        _ => passthrough(config, path, &body),
+        _ if sim.is_none() => passthrough(config, path, &body),
+        _ if routes::RENDER_PATHS.contains(&path) => render(config, path, &body),
+        _ => {
+            // A simulated server is vLLM: a path it does not serve is FastAPI's 404.
+            guard.finish();
+            return detail(StatusCode::NOT_FOUND);
+        }
     };
     let answer = match result {
         Ok(answer) => answer,
@@ -573,6 +580,16 @@ fn passthrough(config: &MockConfig, path: &str, body: &[u8]) -> Result<Answer, R
         .and_then(|r| r.model);
     let model = resolve_model(config, requested.as_deref())?;
     Ok(Answer::Whole(responses::passthrough_json(path, model)))
+}
+
+/// vLLM's render routes on a simulated server: the model checked like a generation's, then
+/// the prompt's token ids ([`routes::render_json`]).
+fn render(config: &MockConfig, path: &str, body: &[u8]) -> Result<Answer, Rejection> {
+    let request: AnyRequest = parse(body)?;
+    let model = resolve_model(config, request.model.as_deref())?;
+    routes::render_json(path, body, model)
+        .map(Answer::Whole)
+        .ok_or_else(|| reject(StatusCode::NOT_FOUND, "not a render route", None))
 }
 
 /// vLLM counts real tokens; a quarter of the body's bytes is close enough, and never zero.

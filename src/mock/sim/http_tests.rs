@@ -208,3 +208,59 @@ async fn request_that_can_never_fit_the_kv_cache_is_refused() {
     let body: Value = response.json().await.expect("json");
     assert_eq!(body["error"]["type"], "BadRequestError");
 }
+
+#[tokio::test]
+async fn render_routes_give_token_ids_that_share_a_shared_prefix() {
+    let server = start(fast()).await;
+    let chat = |question: &str| {
+        json!({"model": "m1", "max_tokens": 7, "messages": [
+            {"role": "system", "content": "s".repeat(64)},
+            {"role": "user", "content": question},
+        ]})
+    };
+    let render = |body: Value, path: &'static str| {
+        let server = &server;
+        async move {
+            let response = post(server, path, &body).await;
+            assert_eq!(response.status(), 200, "{path}");
+            response.json::<Value>().await.expect("json")
+        }
+    };
+    let a = render(chat("first question"), "/v1/chat/completions/render").await;
+    let b = render(chat("another one"), "/v1/chat/completions/render").await;
+    assert_eq!(a["model"], "m1");
+    assert_eq!(a["sampling_params"]["max_tokens"], 7);
+    // "<|system|>\n" + 64 bytes + "\n<|user|>\n": 85 bytes, 21 whole tokens in common.
+    let (a, b) = (
+        a["token_ids"].as_array().unwrap(),
+        b["token_ids"].as_array().unwrap(),
+    );
+    assert_eq!(a[..21], b[..21]);
+    assert_ne!(a[21..], b[21..]);
+    // 85 + 14 bytes + "\n": 100 bytes, 25 tokens, as the engine counts them.
+    assert_eq!(a.len(), 25);
+    let list = render(
+        json!({"model": "m1", "prompt": ["abcdefgh", "abcd"]}),
+        "/v1/completions/render",
+    )
+    .await;
+    assert_eq!(list[0]["token_ids"].as_array().unwrap().len(), 2);
+    assert_eq!(list[1]["token_ids"], json!([list[0]["token_ids"][0]]));
+}
+
+#[tokio::test]
+async fn a_simulated_server_answers_a_path_it_does_not_serve_with_404() {
+    let server = start(fast()).await;
+    let response = post(&server, "/v1/not_a_route", &json!({"model": "m1"})).await;
+    assert_eq!(response.status(), 404);
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(body, json!({"detail": "Not Found"}));
+    // An unknown model on a render route is refused like a generation's.
+    let response = post(
+        &server,
+        "/v1/completions/render",
+        &json!({"model": "nope", "prompt": "x"}),
+    )
+    .await;
+    assert_eq!(response.status(), 404);
+}

@@ -110,6 +110,29 @@ pub(crate) fn prompt_text(endpoint: Endpoint, body: &[u8]) -> String {
     }
 }
 
+/// Every string prompt of a completion request body (vLLM renders each of a list); none for a
+/// body it cannot read or a prompt of token ids.
+pub(crate) fn completion_texts(body: &[u8]) -> Vec<String> {
+    match serde_json::from_slice::<PromptFields>(body).map(|f| f.prompt) {
+        Ok(Some(CompletionPrompt::Text(text))) => vec![text],
+        Ok(Some(CompletionPrompt::Texts(texts))) => texts,
+        _ => Vec::new(),
+    }
+}
+
+/// The simulator's token ids of `text`: one per 4 bytes (the last zero-padded), the bytes read
+/// as a little-endian `u32`. Texts sharing a prefix share the ids of its whole tokens, as a
+/// real tokenizer's do, which is all a router matching prefixes of ids needs.
+pub(crate) fn token_ids(text: &[u8]) -> Vec<u32> {
+    text.chunks(BYTES_PER_TOKEN)
+        .map(|chunk| {
+            let mut word = [0u8; 4];
+            word[..chunk.len()].copy_from_slice(chunk);
+            u32::from_le_bytes(word)
+        })
+        .collect()
+}
+
 fn chat_text(messages: Vec<Message>) -> String {
     let mut text = String::new();
     for message in messages {

@@ -1,14 +1,22 @@
 //! Bodies of the routes only a simulated server answers: the SGLang-style `GET /model_info`
 //! and `/server_info` (and their `/get_*` spellings) that SGLang's and vLLM's routers probe when
-//! a worker registers. `POST /reset_prefix_cache` and `/metrics` go to the engine
-//! ([`super::SimHandle`]).
+//! a worker registers, and vLLM's `POST /v1/chat/completions/render` and
+//! `/v1/completions/render` (the prompt's token ids, which vllm-router's `cache_aware` asks every
+//! worker for and matches prefixes on). `POST /reset_prefix_cache` and `/metrics` go to the
+//! engine ([`super::SimHandle`]).
 //!
 //! Pure functions, run per request. Must not touch the engine.
 
 use bytes::Bytes;
 use serde_json::json;
 
+use super::prompt::{completion_texts, prompt_text, token_ids};
 use super::SimConfig;
+use crate::mock::responses::Endpoint;
+
+/// vLLM's render routes: the request as its engine would get it, prompt tokenized.
+pub(crate) const RENDER_PATHS: [&str; 2] =
+    ["/v1/chat/completions/render", "/v1/completions/render"];
 
 /// The JSON body of `GET /model_info`, `/get_model_info`, `/server_info` or `/get_server_info`
 /// for a server whose first model is `model`; `None` for any other path.
@@ -34,4 +42,46 @@ pub(crate) fn info_json(path: &str, model: &str, config: &SimConfig) -> Option<B
         _ => return None,
     };
     Some(Bytes::from(body.to_string()))
+}
+
+/// The body of `POST /v1/chat/completions/render` (one vLLM `GenerateRequest`) or
+/// `/v1/completions/render` (a list, one per prompt) for a valid request `body` to `model`;
+/// `None` for any other path. The token ids are the simulator's ([`token_ids`]) of the text its
+/// engine schedules; the sampling parameters carry only `max_tokens`.
+pub(crate) fn render_json(path: &str, body: &[u8], model: &str) -> Option<Bytes> {
+    let texts = match path {
+        "/v1/chat/completions/render" => vec![prompt_text(Endpoint::Chat, body)],
+        "/v1/completions/render" => completion_texts(body),
+        _ => return None,
+    };
+    let fields: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+    let max_tokens = fields
+        .get("max_completion_tokens")
+        .or_else(|| fields.get("max_tokens"))
+        .cloned()
+        .unwrap_or_default();
+    let stream = fields.get("stream").and_then(serde_json::Value::as_bool);
+    let requests: Vec<serde_json::Value> = texts
+        .iter()
+        .enumerate()
+        .map(|(i, text)| {
+            json!({
+                "request_id": format!("render-{i}"),
+                "token_ids": token_ids(text.as_bytes()),
+                "features": null,
+                "sampling_params": {"max_tokens": max_tokens},
+                "model": model,
+                "stream": stream.unwrap_or(false),
+                "stream_options": null,
+                "cache_salt": null,
+                "priority": 0,
+                "kv_transfer_params": null,
+            })
+        })
+        .collect();
+    let out = match path {
+        "/v1/chat/completions/render" => requests.into_iter().next().unwrap_or_default(),
+        _ => serde_json::Value::Array(requests),
+    };
+    Some(Bytes::from(out.to_string()))
 }
