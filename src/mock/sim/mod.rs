@@ -90,7 +90,10 @@
 //! answers 200; vLLM refuses the whole reset (still 200, with a warning) while any block is in
 //! use. Decodes are scheduled before prefills; vLLM v1 walks its running queue in admission
 //! order, which differs only when a step's token budget runs out. Prefix-cache stats are counted
-//! once per admission, not per scheduling attempt.
+//! once per admission, not per scheduling attempt. The render routes (`routes.rs`) give the
+//! simulator's token ids (4 bytes each, under its chat template) and only `max_tokens` of the
+//! sampling parameters, where vLLM applies the model's template and tokenizer and returns them
+//! all; `/tokenize` and `/detokenize` are not served (404).
 
 pub(crate) mod blocks;
 pub(crate) mod engine;
