@@ -14,9 +14,10 @@ use super::prompt::{completion_texts, prompt_text, token_ids};
 use super::SimConfig;
 use crate::mock::responses::Endpoint;
 
+const CHAT_RENDER: &str = "/v1/chat/completions/render";
+const COMPLETIONS_RENDER: &str = "/v1/completions/render";
 /// vLLM's render routes: the request as its engine would get it, prompt tokenized.
-pub(crate) const RENDER_PATHS: [&str; 2] =
-    ["/v1/chat/completions/render", "/v1/completions/render"];
+pub(crate) const RENDER_PATHS: [&str; 2] = [CHAT_RENDER, COMPLETIONS_RENDER];
 
 /// The JSON body of `GET /model_info`, `/get_model_info`, `/server_info` or `/get_server_info`
 /// for a server whose first model is `model`; `None` for any other path.
@@ -49,10 +50,15 @@ pub(crate) fn info_json(path: &str, model: &str, config: &SimConfig) -> Option<B
 /// `None` for any other path. The token ids are the simulator's ([`token_ids`]) of the text its
 /// engine schedules; the sampling parameters carry only `max_tokens`.
 pub(crate) fn render_json(path: &str, body: &[u8], model: &str) -> Option<Bytes> {
-    let texts = match path {
-        "/v1/chat/completions/render" => vec![prompt_text(Endpoint::Chat, body)],
-        "/v1/completions/render" => completion_texts(body),
+    let chat = match path {
+        CHAT_RENDER => true,
+        COMPLETIONS_RENDER => false,
         _ => return None,
+    };
+    let texts = if chat {
+        vec![prompt_text(Endpoint::Chat, body)]
+    } else {
+        completion_texts(body)
     };
     let fields: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
     let max_tokens = fields
@@ -79,9 +85,10 @@ pub(crate) fn render_json(path: &str, body: &[u8], model: &str) -> Option<Bytes>
             })
         })
         .collect();
-    let out = match path {
-        "/v1/chat/completions/render" => requests.into_iter().next().unwrap_or_default(),
-        _ => serde_json::Value::Array(requests),
+    let out = if chat {
+        requests.into_iter().next().unwrap_or_default()
+    } else {
+        serde_json::Value::Array(requests)
     };
     Some(Bytes::from(out.to_string()))
 }
