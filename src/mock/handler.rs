@@ -221,12 +221,14 @@ async fn answer(
         }
         "/v1/embeddings" => embeddings(config, &body, request_id),
         _ if sim.is_none() => passthrough(config, path, &body),
-        _ if routes::RENDER_PATHS.contains(&path) => render(config, path, &body),
-        _ => {
-            // A simulated server is vLLM: a path it does not serve is FastAPI's 404.
-            guard.finish();
-            return detail(StatusCode::NOT_FOUND);
-        }
+        _ => match routes::Render::of(path) {
+            Some(kind) => render(config, kind, &body),
+            None => {
+                // A simulated server is vLLM: a path it does not serve is FastAPI's 404.
+                guard.finish();
+                return detail(StatusCode::NOT_FOUND);
+            }
+        },
     };
     let answer = match result {
         Ok(answer) => answer,
@@ -584,12 +586,10 @@ fn passthrough(config: &MockConfig, path: &str, body: &[u8]) -> Result<Answer, R
 
 /// vLLM's render routes on a simulated server: the model checked like a generation's, then
 /// the prompt's token ids ([`routes::render_json`]).
-fn render(config: &MockConfig, path: &str, body: &[u8]) -> Result<Answer, Rejection> {
+fn render(config: &MockConfig, kind: routes::Render, body: &[u8]) -> Result<Answer, Rejection> {
     let request: AnyRequest = parse(body)?;
     let model = resolve_model(config, request.model.as_deref())?;
-    routes::render_json(path, body, model)
-        .map(Answer::Whole)
-        .ok_or_else(|| reject(StatusCode::NOT_FOUND, "not a render route", None))
+    Ok(Answer::Whole(routes::render_json(kind, body, model)))
 }
 
 /// vLLM counts real tokens; a quarter of the body's bytes is close enough, and never zero.

@@ -14,10 +14,25 @@ use super::prompt::{completion_texts, prompt_text, token_ids};
 use super::SimConfig;
 use crate::mock::responses::Endpoint;
 
-const CHAT_RENDER: &str = "/v1/chat/completions/render";
-const COMPLETIONS_RENDER: &str = "/v1/completions/render";
-/// vLLM's render routes: the request as its engine would get it, prompt tokenized.
-pub(crate) const RENDER_PATHS: [&str; 2] = [CHAT_RENDER, COMPLETIONS_RENDER];
+/// One of vLLM's render routes: the request as its engine would get it, prompt tokenized.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Render {
+    /// `POST /v1/chat/completions/render`: one `GenerateRequest`.
+    Chat,
+    /// `POST /v1/completions/render`: a list, one per prompt.
+    Completions,
+}
+
+impl Render {
+    /// The render route at `path`, if it is one.
+    pub(crate) fn of(path: &str) -> Option<Render> {
+        match path {
+            "/v1/chat/completions/render" => Some(Render::Chat),
+            "/v1/completions/render" => Some(Render::Completions),
+            _ => None,
+        }
+    }
+}
 
 /// The JSON body of `GET /model_info`, `/get_model_info`, `/server_info` or `/get_server_info`
 /// for a server whose first model is `model`; `None` for any other path.
@@ -45,20 +60,13 @@ pub(crate) fn info_json(path: &str, model: &str, config: &SimConfig) -> Option<B
     Some(Bytes::from(body.to_string()))
 }
 
-/// The body of `POST /v1/chat/completions/render` (one vLLM `GenerateRequest`) or
-/// `/v1/completions/render` (a list, one per prompt) for a valid request `body` to `model`;
-/// `None` for any other path. The token ids are the simulator's ([`token_ids`]) of the text its
-/// engine schedules; the sampling parameters carry only `max_tokens`.
-pub(crate) fn render_json(path: &str, body: &[u8], model: &str) -> Option<Bytes> {
-    let chat = match path {
-        CHAT_RENDER => true,
-        COMPLETIONS_RENDER => false,
-        _ => return None,
-    };
-    let texts = if chat {
-        vec![prompt_text(Endpoint::Chat, body)]
-    } else {
-        completion_texts(body)
+/// The answer of the render route `kind` to a valid request `body` to `model`. The token ids
+/// are the simulator's ([`token_ids`]) of the text its engine schedules; the sampling
+/// parameters carry only `max_tokens`.
+pub(crate) fn render_json(kind: Render, body: &[u8], model: &str) -> Bytes {
+    let texts = match kind {
+        Render::Chat => vec![prompt_text(Endpoint::Chat, body)],
+        Render::Completions => completion_texts(body),
     };
     let fields: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
     let max_tokens = fields
@@ -85,10 +93,9 @@ pub(crate) fn render_json(path: &str, body: &[u8], model: &str) -> Option<Bytes>
             })
         })
         .collect();
-    let out = if chat {
-        requests.into_iter().next().unwrap_or_default()
-    } else {
-        serde_json::Value::Array(requests)
+    let out = match kind {
+        Render::Chat => requests.into_iter().next().unwrap_or_default(),
+        Render::Completions => serde_json::Value::Array(requests),
     };
-    Some(Bytes::from(out.to_string()))
+    Bytes::from(out.to_string())
 }
