@@ -30,6 +30,8 @@ mod run;
 mod stats;
 #[path = "routebench/summary.rs"]
 mod summary;
+#[path = "routebench/trace.rs"]
+mod trace;
 #[path = "routebench/workload.rs"]
 mod workload;
 
@@ -193,7 +195,8 @@ struct CommonArgs {
     /// Base URL of the router under test; repeat to alternate between several (per request).
     #[arg(long = "target")]
     targets: Vec<String>,
-    /// No router: each key goes straight to its server (balanced assignment).
+    /// No router: each key goes straight to its server (balanced assignment), or, with
+    /// `--target`s, to the target in the server's place (one gateway per server).
     #[arg(long)]
     oracle: bool,
     /// The fleet's servers, comma-separated base URLs (for /metrics and the cache reset; the
@@ -239,6 +242,10 @@ struct CommonArgs {
     /// JSON lines file to append to.
     #[arg(long)]
     out: Option<PathBuf>,
+    /// JSON lines file to append every request of a point to (its key, the backend that
+    /// answered, cached tokens, latencies): where each arm put each group.
+    #[arg(long)]
+    trace: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -281,7 +288,7 @@ impl CommonArgs {
         if !(rate > 0.0 && rate.is_finite()) {
             return Err("the rate must be positive".to_owned());
         }
-        let targets = if self.oracle {
+        let targets = if self.oracle && self.targets.is_empty() {
             self.servers.clone()
         } else {
             self.targets.clone()
@@ -348,6 +355,9 @@ impl CommonArgs {
         if let Some(out) = &self.out {
             append_line(out, &record)?;
         }
+        if let Some(trace) = &self.trace {
+            append_lines(trace, &trace::lines(&record, &run.records))?;
+        }
         println!("{}", record.line());
         for note in &record.notes {
             eprintln!("routebench: note: {note}");
@@ -375,12 +385,20 @@ fn read_points(raw: &std::path::Path) -> Result<Vec<PointRecord>, String> {
 
 fn append_line(path: &PathBuf, record: &PointRecord) -> Result<(), String> {
     let line = serde_json::to_string(record).map_err(|e| e.to_string())?;
-    let mut f = std::fs::OpenOptions::new()
+    append_lines(path, &[line])
+}
+
+fn append_lines(path: &PathBuf, lines: &[String]) -> Result<(), String> {
+    let f = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(path)
         .map_err(|e| format!("{}: {e}", path.display()))?;
-    writeln!(f, "{line}").map_err(|e| format!("{}: {e}", path.display()))
+    let mut w = std::io::BufWriter::new(f);
+    for line in lines {
+        writeln!(w, "{line}").map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    w.flush().map_err(|e| format!("{}: {e}", path.display()))
 }
 
 /// The knee search: geometric steps of `step` until one rate passes and the next fails (in

@@ -28,10 +28,13 @@
 #   SERVERS, KV_BLOCKS, PREFIX_GROUPS, WARMUP, MEASURED, WARMUP_<scenario>, MULTIPLES,
 #   KNEE_<scenario>, CALIBRATE, BASE_PORT, MODELGATE, MOCK,
 #   VENV (peers' venv, default loadtest/.venv; created and filled by `PEERS_INSTALL=1`),
-#   CACHE_AWARE_LB (the cache_aware arms' load_balancer flow map, default "{policy: cache_aware}").
+#   CACHE_AWARE_LB (the cache_aware arms' load_balancer flow map, default "{policy: cache_aware}"),
+#   TRACE=1 (every request's group, backend and cached tokens to OUT's name + -trace.jsonl).
+# Arms beyond the defaults: oracle_gateway (the oracle's assignment, each server behind its own
+#   gateway: what the gateway's path alone costs), cache_aware_2gw, sglang_cache_aware_t8.
 # Bounded: every point has a request count and per-request deadline (routebench), every wait
 # here is capped, and every process started here is stopped by PID on exit (SIGTERM, then
-# SIGKILL after 5 s), Ctrl-C included. Only 127.0.0.1, ports BASE_PORT..BASE_PORT+40.
+# SIGKILL after 5 s), Ctrl-C included. Only 127.0.0.1, ports BASE_PORT..BASE_PORT+48.
 set -euo pipefail
 # Everything runs inside main, which bash parses whole before running: editing this file while a
 # run is going on cannot change what that run executes.
@@ -69,6 +72,8 @@ fi
 stamp=$(date -u +%Y%m%dT%H%M%SZ)
 OUT=${OUT:-$repo/loadtest/routing-$stamp/report.md}
 RAW=${OUT%.md}.jsonl
+TRACE_ARGS=()
+[[ ${TRACE:-0} == 1 ]] && TRACE_ARGS=(--trace "${RAW%.jsonl}-trace.jsonl")
 mkdir -p "$(dirname "$OUT")"
 LOG=${OUT%.md}.log
 
@@ -190,8 +195,9 @@ ARM_PIDS=()
 ARM_TARGETS=()
 ARM_ORACLE=0
 # modelgate config for a policy block; poll intervals are simulated 100 ms (x the scale, real).
-modelgate_config() { # file listen admin "load_balancer yaml flow map"
-  local i
+modelgate_config() { # file listen admin "load_balancer yaml flow map" [backend index]
+  local i first=0 last=$((SERVERS - 1))
+  [[ -n ${5:-} ]] && first=$5 last=$5
   {
     echo "listen: \"127.0.0.1:$2\""
     echo "admin: {listen: \"127.0.0.1:$3\"}"
@@ -204,7 +210,7 @@ modelgate_config() { # file listen admin "load_balancer yaml flow map"
     echo "    timeouts: {first_byte_timeout_ms: 3600000, idle_timeout_ms: 3600000, request_timeout_ms: 3600000}"
     echo "    retries: {max_attempts: 1}"
     echo "    backends:"
-    for ((i = 0; i < SERVERS; i++)); do
+    for ((i = first; i <= last; i++)); do
       echo "      - {name: sim$i, url: \"http://127.0.0.1:$((BASE_PORT + i))\"}"
     done
   } >"$1"
@@ -230,9 +236,9 @@ wait_routes() { # base-url tries(0.2 s each)
   done
   return 1
 }
-start_modelgate() { # arm policy port admin
+start_modelgate() { # arm policy port admin [backend index: only that server]
   local cfg="$tmp/$1-$3.yaml" err
-  modelgate_config "$cfg" "$3" "$4" "$2"
+  modelgate_config "$cfg" "$3" "$4" "$2" "${5:-}"
   if ! err=$("$MODELGATE" -t -c "$cfg" 2>&1); then
     WHY="modelgate -t rejected the config: $(echo "$err" | grep -v '^\s*$' | tail -n +2 | head -3 | tr '\n' ' ' | cut -c1-300)"
     return 1
@@ -279,6 +285,12 @@ start_arm() { # arm
   policy=$(policy_of "$arm")
   case $arm in
     oracle) ARM_ORACLE=1 ;;
+    oracle_gateway) # the oracle's assignment, each server behind its own gateway
+      ARM_ORACLE=1
+      local i
+      for ((i = 0; i < SERVERS; i++)); do
+        start_modelgate "$arm" "{policy: round_robin}" $((BASE_PORT + 40 + 2 * i)) $((BASE_PORT + 41 + 2 * i)) "$i" || return 1
+      done ;;
     cache_aware_2gw)
       start_modelgate "$arm" "$policy" "$GW_PORT" "$GW_ADMIN" &&
         start_modelgate "$arm" "$policy" "$GW2_PORT" "$GW2_ADMIN" ;;
@@ -314,7 +326,7 @@ bench() { # scenario arm subcommand args...: routebench with the scenario's comm
   # shellcheck disable=SC2046 # the workload's argument list splits on purpose
   timeout 7200 "$BENCH" "$sub" $(workload_args "$scenario") --seed "$SEED" --model "$MODEL" \
     --servers "$SERVER_URLS" --time-scale "$SCALE" --warmup "$(warmup_of "$scenario")" --measured "$MEASURED" \
-    --slo "$SLO" --scenario "$scenario" --arm "$arm" --out "$RAW" "${targets[@]}" "$@"
+    --slo "$SLO" --scenario "$scenario" --arm "$arm" --out "$RAW" "${targets[@]}" "${TRACE_ARGS[@]}" "$@"
 }
 find_knee() { # scenario: sets KNEE
   local var="KNEE_$1"

@@ -10,7 +10,7 @@ use std::fmt::Write as _;
 use super::summary::PointRecord;
 
 /// Arms in report order; arms not listed follow in the order they first appear.
-pub const ARM_ORDER: [&str; 15] = [
+pub const ARM_ORDER: [&str; 16] = [
     "round_robin",
     "random",
     "least_connections",
@@ -26,6 +26,7 @@ pub const ARM_ORDER: [&str; 15] = [
     "vllm_cache_aware",
     "vllm_round_robin",
     "oracle",
+    "oracle_gateway",
 ];
 
 /// A point whose simulator ran late for more than this share of its busy time, or whose
