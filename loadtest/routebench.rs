@@ -199,6 +199,10 @@ struct CommonArgs {
     /// `--target`s, to the target in the server's place (one gateway per server).
     #[arg(long)]
     oracle: bool,
+    /// The oracle's server index for each key 0, 1, 2, ... (comma-separated) instead of the
+    /// balanced assignment: replays another arm's placement (from its `--trace`) with no router.
+    #[arg(long, value_delimiter = ',')]
+    assignment: Option<Vec<usize>>,
     /// The fleet's servers, comma-separated base URLs (for /metrics and the cache reset; the
     /// oracle's targets).
     #[arg(long, value_delimiter = ',', required = true)]
@@ -296,9 +300,15 @@ impl CommonArgs {
         if targets.is_empty() {
             return Err("give --target URL (repeatable) or --oracle".to_owned());
         }
+        if let Some(a) = &self.assignment {
+            if a.iter().any(|&i| i >= targets.len()) {
+                return Err("--assignment names a server beyond the targets".to_owned());
+            }
+        }
         Ok(PointConfig {
             targets,
             oracle: self.oracle,
+            assignment: self.assignment.clone(),
             path: self
                 .path
                 .clone()

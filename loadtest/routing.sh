@@ -29,7 +29,8 @@
 #   KNEE_<scenario>, CALIBRATE, BASE_PORT, MODELGATE, MOCK,
 #   VENV (peers' venv, default loadtest/.venv; created and filled by `PEERS_INSTALL=1`),
 #   CACHE_AWARE_LB (the cache_aware arms' load_balancer flow map, default "{policy: cache_aware}"),
-#   TRACE=1 (every request's group, backend and cached tokens to OUT's name + -trace.jsonl).
+#   TRACE=1 (every request's group, backend and cached tokens to OUT's name + -trace.jsonl),
+#   ORACLE_ASSIGNMENT (the oracle arms' server per group, comma-separated: replays a placement).
 # Arms beyond the defaults: oracle_gateway (the oracle's assignment, each server behind its own
 #   gateway: what the gateway's path alone costs), cache_aware_2gw, sglang_cache_aware_t8.
 # Bounded: every point has a request count and per-request deadline (routebench), every wait
@@ -322,7 +323,7 @@ bench() { # scenario arm subcommand args...: routebench with the scenario's comm
   local scenario=$1 arm=$2 sub=$3 targets=() t
   shift 3
   for t in "${ARM_TARGETS[@]}"; do targets+=(--target "$t"); done
-  ((ARM_ORACLE)) && targets+=(--oracle)
+  ((ARM_ORACLE)) && targets+=(--oracle ${ORACLE_ASSIGNMENT:+--assignment "$ORACLE_ASSIGNMENT"})
   # shellcheck disable=SC2046 # the workload's argument list splits on purpose
   timeout 7200 "$BENCH" "$sub" $(workload_args "$scenario") --seed "$SEED" --model "$MODEL" \
     --servers "$SERVER_URLS" --time-scale "$SCALE" --warmup "$(warmup_of "$scenario")" --measured "$MEASURED" \

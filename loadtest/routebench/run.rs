@@ -28,6 +28,8 @@ pub struct PointConfig {
     /// Send each key (group, session, request) straight to its server in a balanced
     /// assignment, with no router.
     pub oracle: bool,
+    /// The oracle's server per key, replacing the balanced assignment.
+    pub assignment: Option<Vec<usize>>,
     /// Chat endpoint path.
     pub path: String,
     /// Real seconds per simulated second.
@@ -91,9 +93,10 @@ impl Router {
             .iter()
             .map(|t| format!("{}{}", t.trim_end_matches('/'), cfg.path))
             .collect::<Vec<_>>();
-        let assignment = spec
-            .group_weights()
-            .map(|w| balanced_assignment(&w, urls.len()));
+        let assignment = cfg.assignment.clone().or_else(|| {
+            spec.group_weights()
+                .map(|w| balanced_assignment(&w, urls.len()))
+        });
         Router {
             urls,
             assignment,
