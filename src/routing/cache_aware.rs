@@ -40,13 +40,20 @@
 //! gateways kept 75 % of one gateway's hit rate with a fixed 64-token window).
 //!
 //! A gateway alone in front of its fleet (less than [`SHARED_FROM`] of the backends' requests
-//! are not its own, or vLLM reports nothing) sees every queue and needs no agreement: a prompt
-//! no backend has any of goes to the lowest cost outright, the shortest prefill queue and then
-//! the fewest requests in flight. New prefixes then follow the load, not the hash: a backend
-//! whose prefixes draw more traffic, or that serves it slower, holds more requests and takes
-//! fewer new ones, so each backend's share of prefixes (and of cache pressure) matches what it
-//! can serve (measured against placing by hash in loadtest/ROUTING.md, "New prefixes by
-//! load").
+//! are not its own, or vLLM reports nothing) sees every queue and needs no agreement. A prompt
+//! no backend has any of goes:
+//! 1. back to the backend the index remembers having sent it, if its entries are still in the
+//!    table though taken as evicted, unless that backend's cost is higher than the lowest by
+//!    more than the prompt's tokens. A group back after a pause returns to its old home (a
+//!    miss either way, and vLLM may still hold part of it there), so the partition of prefixes
+//!    over backends stays as it was placed: moving it would leave one backend a prefix short
+//!    and another one over, and the fuller cache evicts more (loadtest/ROUTING.md, "Evicted
+//!    prefixes go home").
+//! 2. else to the lowest cost outright: the shortest prefill queue, then the fewest requests in
+//!    flight. New prefixes then follow the load, not the hash: a backend whose prefixes draw
+//!    more traffic, or that serves it slower, holds more requests and takes fewer new ones, so
+//!    each backend's share of prefixes (and of cache pressure) matches what it can serve
+//!    (loadtest/ROUTING.md, "New prefixes by load").
 
 use std::sync::Arc;
 
@@ -160,11 +167,13 @@ pub fn choose(
         .iter()
         .fold((0.0, 0.0), |(o, t), s| (o + s.others, t + s.total));
     let unseen = if total > 0.0 { others / total } else { 0.0 };
-    let tie = tie_window(prompt.tokens, unseen, miss_cost, longest == 0);
-    let pick = scored
-        .iter()
-        .filter(|s| s.cost <= lowest + tie)
-        .max_by(|a, b| a.rank.total_cmp(&b.rank))?;
+    let pick = if longest == 0 && unseen < SHARED_FROM {
+        place_alone(&scored, lowest, backends, prompt, index)
+    } else {
+        let tie = tie_window(prompt.tokens, unseen, miss_cost);
+        let near = scored.iter().filter(|s| s.cost <= lowest + tie);
+        near.max_by(|a, b| a.rank.total_cmp(&b.rank))
+    }?;
     let (index, matched, miss_tokens) = (pick.index, pick.matched, pick.miss);
     let reason = match longest {
         0 => PickReason::Cold,
@@ -179,14 +188,41 @@ pub fn choose(
     })
 }
 
+/// A gateway alone, a prompt no backend has (see the module doc): the backend the index
+/// remembers having sent the longest part of the prompt (evicted since, as far as the index can
+/// tell), unless its cost is higher than the lowest by more than the prompt's tokens; else the
+/// lowest cost, ties by the hash.
+fn place_alone<'a>(
+    scored: &'a [Scored],
+    lowest: f64,
+    backends: &[Arc<BackendState>],
+    prompt: &PromptBlocks,
+    index: &PrefixIndex,
+) -> Option<&'a Scored> {
+    let home = scored
+        .iter()
+        .filter(|s| s.cost <= lowest + (prompt.tokens as f64).max(TIE_TOKENS))
+        .map(|s| {
+            (
+                s,
+                index.remembered(&prompt.hashes, backends[s.index].cache_id),
+            )
+        })
+        .filter(|&(_, remembered)| remembered > 0)
+        .max_by(|(a, ra), (b, rb)| ra.cmp(rb).then(b.cost.total_cmp(&a.cost)));
+    if let Some((s, _)) = home {
+        return Some(s);
+    }
+    scored
+        .iter()
+        .filter(|s| s.cost <= lowest)
+        .max_by(|a, b| a.rank.total_cmp(&b.rank))
+}
+
 /// Costs within this many tokens of the lowest are a tie (see the module doc). `unseen`: the
 /// share of the backends' requests (running or waiting, by vLLM's reports) that are not this
-/// replica's, 0 for a gateway alone in front of its fleet; `cold`: no backend has any of the
-/// prompt.
-fn tie_window(prompt_tokens: u64, unseen: f64, miss_cost: f64, cold: bool) -> f64 {
-    if cold && unseen < SHARED_FROM {
-        return 0.0;
-    }
+/// replica's, 0 for a gateway alone in front of its fleet.
+fn tie_window(prompt_tokens: u64, unseen: f64, miss_cost: f64) -> f64 {
     TIE_TOKENS + unseen.clamp(0.0, 1.0) * miss_cost * prompt_tokens as f64
 }
 
@@ -285,6 +321,50 @@ mod tests {
     }
 
     #[test]
+    fn alone_an_evicted_prefix_goes_back_to_where_it_was() {
+        let p = pool(&[1, 1, 1, 1]);
+        let pr = prompt(3, 0, 2048, 2304);
+        let (first, slot) = send(&p, &pr);
+        drop(slot);
+        // Its home has since turned its whole cache over twice (the index takes the prefix as
+        // evicted), and it is busier than the others by a request decoding.
+        let home = &p.backends[first.index];
+        home.cache_clock()
+            .advance(2 * home.cache_clock().capacity());
+        let mut decoding = home.track();
+        decoding.first_byte();
+        let (again, _) = send(&p, &prompt(3, 1, 2048, 2304));
+        assert_eq!((again.index, again.reason), (first.index, PickReason::Cold));
+    }
+
+    #[test]
+    fn alone_an_evicted_prefix_goes_back_unless_its_old_home_queues_more_than_the_prompt() {
+        let p = pool(&[1, 1]);
+        let pr = |id| prompt(4, id, 2048, 2304);
+        let (first, slot) = send(&p, &pr(0));
+        drop(slot);
+        let home = &p.backends[first.index];
+        home.cache_clock()
+            .advance(2 * home.cache_clock().capacity());
+        // Half a prompt queued at home: it still goes back.
+        let mut queued = home.track();
+        queued.add_prefill(pr(0).tokens / 2);
+        let (back, slot) = send(&p, &pr(1));
+        assert_eq!(back.index, first.index);
+        drop(slot);
+        home.cache_clock()
+            .advance(2 * home.cache_clock().capacity());
+        // Two prompts queued: it goes to the idle backend.
+        queued.add_prefill(2 * pr(0).tokens);
+        let (away, _) = send(&p, &pr(2));
+        assert_eq!(
+            (away.index, away.reason),
+            (1 - first.index, PickReason::Cold)
+        );
+        drop(queued);
+    }
+
+    #[test]
     fn replicas_with_different_queues_place_a_new_prefix_alike() {
         let pr = prompt(11, 0, 4096, 4096 + 256);
         // One of two replicas: vLLM reports as many requests on each backend as this replica
@@ -316,14 +396,11 @@ mod tests {
 
     #[test]
     fn the_tie_window_widens_with_what_this_replica_does_not_see() {
-        // Alone in front of the fleet: 64 tokens, none for a prompt no backend has.
-        assert_eq!(tie_window(2000, 0.0, 8.0, false), TIE_TOKENS);
-        assert_eq!(tie_window(2000, 0.05, 8.0, true), 0.0);
-        // One of two replicas: half the queues are the other's, the hash weighs more, for a
-        // new prefix too.
-        assert_eq!(tie_window(2000, 0.5, 8.0, false), TIE_TOKENS + 8000.0);
-        assert_eq!(tie_window(2000, 0.5, 8.0, true), TIE_TOKENS + 8000.0);
-        assert_eq!(tie_window(2000, 7.0, 8.0, false), TIE_TOKENS + 16000.0);
+        // Alone in front of the fleet: 64 tokens.
+        assert_eq!(tie_window(2000, 0.0, 8.0), TIE_TOKENS);
+        // One of two replicas: half the queues are the other's, the hash weighs more.
+        assert_eq!(tie_window(2000, 0.5, 8.0), TIE_TOKENS + 8000.0);
+        assert_eq!(tie_window(2000, 7.0, 8.0), TIE_TOKENS + 16000.0);
         assert_eq!(full(0.5), 0.0);
         assert!((full(0.95) - 0.5).abs() < 1e-9);
         assert_eq!(full(1.2), 1.0);

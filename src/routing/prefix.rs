@@ -167,10 +167,18 @@ impl PrefixIndex {
     /// make presence monotone up to evictions): about log2(blocks) probes, one when the first
     /// block is absent.
     pub fn matched(&self, blocks: &[u64], backend: u64, clock: &CacheClock) -> usize {
-        let live = |i: usize| {
-            self.stamp(blocks[i], backend)
-                .is_some_and(|stamp| clock.is_live(stamp))
-        };
+        self.longest(blocks, backend, |stamp| clock.is_live(stamp))
+    }
+
+    /// How many leading blocks of `blocks` were ever sent to `backend`, as far as the table
+    /// still holds them, live or not: where a prefix lived before it was (probably) evicted.
+    pub fn remembered(&self, blocks: &[u64], backend: u64) -> usize {
+        self.longest(blocks, backend, |_| true)
+    }
+
+    /// The longest prefix of `blocks` whose last block is present with a stamp `keep` accepts.
+    fn longest(&self, blocks: &[u64], backend: u64, keep: impl Fn(u32) -> bool) -> usize {
+        let live = |i: usize| self.stamp(blocks[i], backend).is_some_and(&keep);
         if blocks.is_empty() || !live(0) {
             return 0;
         }
@@ -345,6 +353,19 @@ mod tests {
         assert_eq!(index.matched(&newer, 9, &clock), 60);
         clock.forget();
         assert_eq!(index.matched(&newer, 9, &clock), 0);
+    }
+
+    #[test]
+    fn an_evicted_prefix_is_still_remembered_where_it_was_sent() {
+        let index = PrefixIndex::new(1024);
+        let clock = CacheClock::default();
+        clock.set_capacity(10);
+        let a = blocks(&[7u8; 256], 64);
+        index.record(&a, 1, &clock, 4);
+        clock.advance(20);
+        assert_eq!(index.matched(&a, 1, &clock), 0, "evicted by the clock");
+        assert_eq!(index.remembered(&a, 1), 4);
+        assert_eq!(index.remembered(&a, 2), 0, "never sent there");
     }
 
     #[test]
