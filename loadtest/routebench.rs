@@ -201,7 +201,8 @@ struct CommonArgs {
     oracle: bool,
     /// The oracle's server index for each key 0, 1, 2, ... (comma-separated) instead of the
     /// balanced assignment: replays another arm's placement (from its `--trace`) with no router.
-    #[arg(long, value_delimiter = ',')]
+    /// Keys beyond the list go to the first server.
+    #[arg(long, value_delimiter = ',', requires = "oracle")]
     assignment: Option<Vec<usize>>,
     /// The fleet's servers, comma-separated base URLs (for /metrics and the cache reset; the
     /// oracle's targets).
