@@ -341,6 +341,11 @@ find_knee() { # scenario: sets KNEE
   KNEE=$(sed -n 's/^knee=//p' "$tmp/knee.out")
   [[ -n $KNEE ]] || { log "$1: knee search failed"; return 1; }
 }
+# cache_aware: each server's KV-cache size as the gateway believes it (learnt), in tokens.
+kv_cache_tokens() { # admin port
+  curl -sf --max-time 5 "http://127.0.0.1:$1/metrics" |
+    sed -n 's/^modelgate_backend_kv_cache_tokens{.*backend="\([^"]*\)".*} \(.*\)$/\1=\2/p' | tr '\n' ' '
+}
 run_arm() { # scenario arm knee
   local scenario=$1 arm=$2 knee=$3 m rate fails=0 line
   for m in $MULTIPLES; do
@@ -353,6 +358,7 @@ run_arm() { # scenario arm knee
       return 0
     fi
     line=$(bench "$scenario" "$arm" point --rate "$rate" --multiple "$m" 2> >(tee -a "$LOG" >&2) | tail -1) || line="slo=fail (routebench failed)"
+    [[ $arm == cache_aware* ]] && log "$scenario/$arm x$m: kv_cache_tokens $(kv_cache_tokens "$GW_ADMIN")"
     stop_arm
     log "$scenario/$arm x$m: $line"
     if [[ $line == slo=pass* ]]; then fails=0; else fails=$((fails + 1)); fi

@@ -120,6 +120,8 @@ fn pool_status(p: &crate::routing::Pool, side: Option<&str>) -> Value {
                 "draining": b.config.drain,
                 "in_flight": b.in_flight(),
                 "prefill_backlog_tokens": p.prefix.as_ref().map(|_| b.prefill_backlog()),
+                "kv_cache_tokens": p.prefix.as_ref().map(|_| p.kv_cache_tokens(b).0),
+                "kv_cache_tokens_reported": p.prefix.as_ref().and_then(|_| p.kv_cache_tokens(b).1),
                 "last_probe": last_probe,
                 "root": card.as_ref().and_then(|c| c.get("root").cloned()),
                 "max_model_len": card.as_ref().and_then(|c| c.get("max_model_len").cloned()),
@@ -165,6 +167,7 @@ fn refresh_gauges(snapshot: &Snapshot) {
     m.backend_healthy.reset();
     m.queued.reset();
     m.prefill_backlog.reset();
+    m.kv_cache_tokens.reset();
     m.prefix_index_entries.reset();
     for pool in &snapshot.pools {
         let queued = pool.live.queued.load(std::sync::atomic::Ordering::Relaxed);
@@ -183,6 +186,9 @@ fn refresh_gauges(snapshot: &Snapshot) {
                     m.prefill_backlog
                         .with_label_values(&labels)
                         .set(gauge(b.prefill_backlog()));
+                    m.kv_cache_tokens
+                        .with_label_values(&labels)
+                        .set(gauge(side.kv_cache_tokens(b).0));
                 }
                 m.in_flight
                     .with_label_values(&labels)

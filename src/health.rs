@@ -270,29 +270,15 @@ pub async fn run_load(pool: Arc<Pool>, connector: Arc<Connector>) {
             match report {
                 Ok(r) => {
                     backend.set_load(r.running, r.waiting, r.kv_cache_usage);
-                    learn_cache_size(&pool, backend, r.kv_cache_tokens);
+                    if let Some(tokens) = r.kv_cache_tokens {
+                        pool.report_kv_cache_tokens(backend, tokens);
+                    }
                 }
                 Err(e) => {
                     tracing::debug!(model = %pool.name, backend = %backend.config.name, error = %e, "load report failed")
                 }
             }
         }
-    }
-}
-
-/// `cache_aware` without a configured `kv_cache_tokens`: the backend's own KV-cache size (from
-/// `vllm:cache_config_info`) sets how long the prefix index trusts what it sent there.
-fn learn_cache_size(pool: &Pool, backend: &BackendState, kv_cache_tokens: Option<u64>) {
-    let cache = &pool.lb.cache;
-    if let (Some(tokens), None, true) = (
-        kv_cache_tokens,
-        cache.kv_cache_tokens,
-        pool.prefix.is_some(),
-    ) {
-        let block_tokens = (cache.block_bytes / crate::routing::prefix::BYTES_PER_TOKEN).max(1);
-        backend
-            .cache_clock()
-            .set_capacity(tokens.div_ceil(block_tokens as u64));
     }
 }
 

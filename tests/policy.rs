@@ -1,7 +1,7 @@
 //! Traffic policy over real sockets: the policy receipt header, least-connections under long
 //! streams, sticky hashing that two gateway processes agree on, aliases and served names
-//! (body spliced byte-exact), canary share, shadow copies, backpressure with a flood, and the
-//! default model.
+//! (body spliced byte-exact), canary share, shadow copies, backpressure with a flood, the
+//! default model, and `cache_aware` keeping prefixes home and learning its backends' cache size.
 
 mod support;
 
@@ -749,4 +749,64 @@ async fn cache_aware_keeps_a_shared_prefix_on_one_backend_and_says_why() {
         line["pick_cached_tokens"].as_u64().unwrap() >= 1024,
         "{line}"
     );
+}
+
+/// The `kv_cache_tokens` `/status` shows for the model's only backend (learnt, told), after
+/// requests of groups 0-3 then group 0 again (one at a time) through a `cache_aware` gateway told the
+/// backend caches 1,024 tokens, in front of a simulated vLLM server that caches 32,768.
+async fn learnt_kv_cache_tokens(more: &str) -> (u64, u64) {
+    let cfg = MockConfig {
+        name: "s0".to_string(),
+        models: vec!["m".to_string()],
+        ..MockConfig::default()
+    };
+    let sim = modelgate::mock::SimConfig {
+        kv_blocks: 2048,
+        ..modelgate::mock::SimConfig::default()
+    };
+    let server = MockServer::start_sim(cfg, sim).await.unwrap();
+    let lb = lb("cache_aware", &format!(", kv_cache_tokens: 1024{more}"));
+    let gw = Gateway::start_ready(&model_block("m", &[backend("s0", &server)], &lb), "").await;
+    for (i, group) in [0, 1, 2, 3, 0].into_iter().enumerate() {
+        let r = client()
+            .post(gw.url(CHAT))
+            .body(shared_prefix_body(group, i, false))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let body: serde_json::Value = r.json().await.unwrap();
+        let cached = &body["usage"]["prompt_tokens_details"]["cached_tokens"];
+        // The last request finds group 0's system prompt still cached on the server.
+        assert_eq!(
+            cached.as_u64().unwrap() > 1000,
+            i == 4,
+            "request {i}: {body}"
+        );
+    }
+    // The lesson is taken as the request is recorded, just after its last byte.
+    eventually(
+        Duration::from_secs(5),
+        "the last access-log line",
+        || async { gw.access_log().len() == 5 },
+    )
+    .await;
+    let status = gw.status().await;
+    let backend = &status["models"]["m"]["backends"][0];
+    let tokens = |key: &str| backend[key].as_u64().unwrap_or_else(|| panic!("{status}"));
+    (
+        tokens("kv_cache_tokens"),
+        tokens("kv_cache_tokens_reported"),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cache_aware_learns_a_kv_cache_bigger_than_it_was_told() {
+    // Group 0 comes back after three other system prompts, four times what the index was told
+    // the cache holds: the index takes it as evicted, the response says it was cached.
+    let (learnt, told) = learnt_kv_cache_tokens("").await;
+    assert_eq!(told, 1024);
+    assert!(learnt > told, "learnt {learnt}");
+    let (kept, _) = learnt_kv_cache_tokens(", learn_kv_cache: false").await;
+    assert_eq!(kept, 1024);
 }

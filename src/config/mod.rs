@@ -342,6 +342,7 @@ impl Default for CacheAwareOptions {
             max_bytes: DEFAULT_PREFIX_MAX_BYTES,
             miss_cost: DEFAULT_CACHE_MISS_COST,
             kv_cache_tokens: None,
+            learn_kv_cache: true,
         }
     }
 }

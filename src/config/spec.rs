@@ -246,6 +246,7 @@ pub struct LoadBalancerSpec {
     pub prefix_max_bytes: Option<u64>,
     pub cache_miss_cost: Option<f64>,
     pub kv_cache_tokens: Option<u64>,
+    pub learn_kv_cache: Option<bool>,
 }
 
 /// `timeouts:` block; every value in milliseconds.

@@ -425,7 +425,7 @@ fn cache_aware_options_have_defaults_and_ranges() {
     assert_eq!(c.models[0].policy, Policy::CacheAware);
     assert_eq!(c.models[0].lb.cache, CacheAwareOptions::default());
     let c = parse(
-        m(", prefix_block_bytes: 64, prefix_max_bytes: 4096, cache_miss_cost: 1.5, kv_cache_tokens: 100000").as_bytes(),
+        m(", prefix_block_bytes: 64, prefix_max_bytes: 4096, cache_miss_cost: 1.5, kv_cache_tokens: 100000, learn_kv_cache: false").as_bytes(),
     )
     .unwrap();
     assert_eq!(
@@ -435,6 +435,7 @@ fn cache_aware_options_have_defaults_and_ranges() {
             max_bytes: 4096,
             miss_cost: 1.5,
             kv_cache_tokens: Some(100_000),
+            learn_kv_cache: false,
         }
     );
     assert_eq!(

@@ -1147,6 +1147,10 @@ fn cache_options(
         max_bytes,
         miss_cost,
         kv_cache_tokens,
+        learn_kv_cache: spec
+            .learn_kv_cache
+            .or(default.learn_kv_cache)
+            .unwrap_or(true),
     }
 }
 

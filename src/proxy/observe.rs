@@ -137,12 +137,25 @@ fn count(f: &Finished<'_>, duration: std::time::Duration) -> Option<Usage> {
         model_metrics.completion_tokens.inc_by(u.completion_tokens);
         if let Some(cached) = u.cached_tokens {
             model_metrics.cached_tokens.inc_by(cached);
+            learn_cache(f, u.prompt_tokens, cached);
         }
         if let Some(t) = &f.routed.tenant {
             t.charge_tokens(u.prompt_tokens + u.completion_tokens);
         }
     }
     usage
+}
+
+/// A `cache_aware` pick's response: its cached tokens correct the backend's cache size.
+fn learn_cache(f: &Finished<'_>, prompt: u64, cached: u64) {
+    let (Some(pool), Some(choice), Some(estimated)) = (
+        f.routed.pool.as_deref(),
+        f.out.cache_pick.as_ref(),
+        f.routed.prompt_tokens,
+    ) else {
+        return;
+    };
+    pool.learn_cache(choice, estimated, prompt, cached);
 }
 
 /// Queue the access-log line.

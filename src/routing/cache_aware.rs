@@ -55,6 +55,12 @@
 //!    more traffic, or that serves it slower, holds more requests and takes fewer new ones, so
 //!    each backend's share of prefixes (and of cache pressure) matches what it can serve
 //!    (loadtest/ROUTING.md, "New prefixes by load").
+//!
+//! Each pick also says whether, and how many blocks of allocation ago, the backend was sent the
+//! prompt's prefix ([`Sent`]); the response's cached tokens then tell whether it was still there
+//! ([`lesson`]), which corrects the backend's cache size ([`CacheClock::learn`]).
+//!
+//! [`CacheClock::learn`]: super::prefix::CacheClock::learn
 
 use std::sync::Arc;
 
@@ -106,6 +112,43 @@ pub struct Choice {
     pub reason: PickReason,
     /// Prompt tokens it will have to prefill.
     pub miss_tokens: u64,
+    /// Whether, and how long ago, the pick was sent this prompt's prefix before.
+    pub sent: Option<Sent>,
+}
+
+/// The prompt's prefix as last sent to the picked backend, for learning its cache's size from
+/// what the response reports cached ([`lesson`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sent {
+    /// Leading blocks of the prompt sent there (live or not, as far as the index holds them).
+    pub blocks: usize,
+    /// Blocks the backend has allocated since, by its [`CacheClock`](super::prefix::CacheClock).
+    pub age: u32,
+}
+
+/// Prefixes shorter than this many estimated tokens teach nothing about a cache's size (a
+/// vLLM block more or less is most of them).
+const LESSON_MIN_TOKENS: u64 = 64;
+
+/// What a finished request teaches about its backend's cache: the age of the prefix the pick
+/// was last sent, and whether the response found it still cached (at least half of it, as a
+/// share of the prompt: `estimated` is the gateway's token estimate, `prompt` and `cached` the
+/// response's `usage`). `None` when it teaches nothing.
+pub fn lesson(
+    choice: &Choice,
+    block_tokens: u64,
+    estimated: u64,
+    prompt: u64,
+    cached: u64,
+) -> Option<(u32, bool)> {
+    let sent = choice.sent?;
+    let sent_tokens = sent.blocks as u64 * block_tokens;
+    if sent_tokens < LESSON_MIN_TOKENS || estimated == 0 || prompt == 0 {
+        return None;
+    }
+    let expected = sent_tokens as f64 / estimated as f64;
+    let seen = cached as f64 / prompt as f64;
+    Some((sent.age, 2.0 * seen >= expected.min(1.0)))
 }
 
 /// One eligible backend's score.
@@ -175,17 +218,24 @@ pub fn choose(
         let near = scored.iter().filter(|s| s.cost <= lowest + tie);
         near.max_by(|a, b| a.rank.total_cmp(&b.rank))
     }?;
-    let (index, matched, miss_tokens) = (pick.index, pick.matched, pick.miss);
     let reason = match longest {
         0 => PickReason::Cold,
-        l if matched == l => PickReason::Hit,
+        l if pick.matched == l => PickReason::Hit,
         _ => PickReason::Spill,
     };
+    let b = &backends[pick.index];
+    let sent = index
+        .remembered_at(&prompt.hashes, b.cache_id)
+        .map(|(blocks, stamp)| Sent {
+            blocks,
+            age: b.cache_clock().age(stamp),
+        });
     Some(Choice {
-        index,
-        matched,
+        index: pick.index,
+        matched: pick.matched,
         reason,
-        miss_tokens,
+        miss_tokens: pick.miss,
+        sent,
     })
 }
 
@@ -336,6 +386,57 @@ mod tests {
         decoding.first_byte();
         let (again, _) = send(&p, &prompt(3, 1, 2048, 2304));
         assert_eq!((again.index, again.reason), (first.index, PickReason::Cold));
+    }
+
+    #[test]
+    fn a_response_that_finds_an_evicted_prefix_cached_teaches_a_bigger_cache() {
+        let p = pool(&[1]);
+        let clock = p.backends[0].cache_clock();
+        let reported = clock.capacity();
+        let (first, slot) = send(&p, &prompt(5, 0, 2048, 2304));
+        drop(slot);
+        assert_eq!(first.sent, None, "never sent before");
+        // Twice the cache's size allocated since: the index takes the prefix as evicted.
+        clock.advance(2 * reported);
+        let (again, _) = send(&p, &prompt(5, 1, 2048, 2304));
+        assert_eq!(again.matched, 0);
+        let sent = again.sent.unwrap();
+        // 2,048 bytes of shared prefix are 32 blocks; the first request's 4 more are its own.
+        assert_eq!(sent.blocks, 32);
+        assert_eq!(sent.age, 2 * reported, "blocks allocated there since");
+        // vLLM found it cached (512 of 576 tokens): the cache holds more than reported.
+        p.learn_cache(&again, 576, 576, 512);
+        assert!(clock.capacity() > reported, "{}", clock.capacity());
+    }
+
+    #[test]
+    fn a_lesson_compares_shares_of_the_prompt() {
+        let choice = |blocks, age| Choice {
+            index: 0,
+            matched: 0,
+            reason: PickReason::Cold,
+            miss_tokens: 0,
+            sent: Some(Sent { blocks, age }),
+        };
+        // 64 blocks of 16 estimated tokens sent, of a 1,100-token estimate (93 %); vLLM counts
+        // 1,200 tokens with its tokenizer.
+        assert_eq!(
+            lesson(&choice(64, 9), 16, 1100, 1200, 1024),
+            Some((9, true))
+        );
+        assert_eq!(lesson(&choice(64, 9), 16, 1100, 1200, 560), Some((9, true)));
+        assert_eq!(
+            lesson(&choice(64, 9), 16, 1100, 1200, 544),
+            Some((9, false))
+        );
+        assert_eq!(lesson(&choice(64, 9), 16, 1100, 1200, 0), Some((9, false)));
+        // Too short to tell, or nothing sent before: no lesson.
+        assert_eq!(lesson(&choice(3, 9), 16, 1100, 1200, 0), None);
+        let never = Choice {
+            sent: None,
+            ..choice(0, 0)
+        };
+        assert_eq!(lesson(&never, 16, 1100, 1200, 0), None);
     }
 
     #[test]

@@ -15,8 +15,8 @@ use super::cache_aware::{self, Choice};
 use super::prefix::{CacheClock, PrefixIndex, PromptBlocks};
 use super::select;
 use super::settings::{
-    BackendConfig, Canary, HealthCheck, LbOptions, Policy, PoolConfig, Retries, Shadow, Timeouts,
-    DEFAULT_KV_CACHE_TOKENS,
+    BackendConfig, CacheAwareOptions, Canary, HealthCheck, LbOptions, Policy, PoolConfig, Retries,
+    Shadow, Timeouts, DEFAULT_KV_CACHE_TOKENS,
 };
 use crate::metrics::{BackendMetrics, ModelMetrics};
 
@@ -394,9 +394,12 @@ pub struct Pick {
 }
 
 /// The `cache_aware` index of a pool: the old pool's when its size is unchanged (entries carry
-/// over a reload), else a new one sized for twice what the backends' caches hold.
+/// over a reload), else a new one sized for twice what the backends' caches hold, and at least
+/// twice the default (a `kv_cache_tokens` set too low is learnt past, and the table must
+/// remember that far).
 fn prefix_index(config: &PoolConfig, old: Option<&Pool>) -> Arc<PrefixIndex> {
-    let per_backend = cache_blocks(config) as usize;
+    let default = DEFAULT_KV_CACHE_TOKENS.div_ceil(block_tokens(&config.lb.cache));
+    let per_backend = cache_blocks(config).max(default) as usize;
     let entries = (2 * per_backend * config.backends.len().max(1)).clamp(4096, MAX_INDEX_ENTRIES);
     let want = PrefixIndex::new(entries).capacity();
     match old.and_then(|o| o.prefix.as_ref()) {
@@ -415,8 +418,12 @@ fn cache_blocks(config: &PoolConfig) -> u64 {
         .cache
         .kv_cache_tokens
         .unwrap_or(DEFAULT_KV_CACHE_TOKENS);
-    let block_tokens = (config.lb.cache.block_bytes / super::prefix::BYTES_PER_TOKEN).max(1);
-    tokens.div_ceil(block_tokens as u64)
+    tokens.div_ceil(block_tokens(&config.lb.cache))
+}
+
+/// Estimated tokens per index block.
+fn block_tokens(cache: &CacheAwareOptions) -> u64 {
+    (cache.block_bytes / super::prefix::BYTES_PER_TOKEN).max(1) as u64
 }
 
 /// Live, pool-wide state carried across reloads by model name: the round-robin cursor and the
@@ -520,11 +527,11 @@ impl Pool {
         });
         for b in &backends {
             match config.lb.cache.kv_cache_tokens {
-                Some(_) => b.cache_clock().set_capacity(cache_blocks(config)),
+                Some(_) => b.cache_clock().set_reported(cache_blocks(config)),
                 // Until the backend reports its own (vLLM's cache_config_info).
                 None => b
                     .cache_clock()
-                    .set_capacity_if_unknown(cache_blocks(config)),
+                    .set_reported_if_unknown(cache_blocks(config)),
             }
         }
         Pool {
@@ -645,6 +652,42 @@ impl Pool {
             tokens,
             tokens.saturating_sub(choice.miss_tokens),
         );
+    }
+
+    /// After a `cache_aware` response, what its `usage` says was cached corrects the picked
+    /// backend's cache size ([`cache_aware::lesson`], [`CacheClock::learn`]). `estimated`: the
+    /// prompt's tokens as estimated at the pick. Not on a disaggregated model's decode side,
+    /// whose cached tokens count what the prefill side sent it.
+    pub fn learn_cache(&self, choice: &Choice, estimated: u64, prompt: u64, cached: u64) {
+        if !self.lb.cache.learn_kv_cache || self.prefill.is_some() {
+            return;
+        }
+        let Some(backend) = self.backends.get(choice.index) else {
+            return;
+        };
+        let block_tokens = block_tokens(&self.lb.cache);
+        if let Some((age, cached)) =
+            cache_aware::lesson(choice, block_tokens, estimated, prompt, cached)
+        {
+            backend.cache_clock().learn(age, cached);
+        }
+    }
+
+    /// `cache_aware`: `backend`'s KV-cache size in tokens as the index believes it, and as
+    /// reported (or configured), if it was.
+    pub fn kv_cache_tokens(&self, backend: &BackendState) -> (u64, Option<u64>) {
+        let tokens = |blocks: u32| u64::from(blocks) * block_tokens(&self.lb.cache);
+        let clock = backend.cache_clock();
+        (tokens(clock.capacity()), clock.reported().map(tokens))
+    }
+
+    /// `cache_aware` without a configured `kv_cache_tokens`: `backend` reports its KV cache
+    /// holds `tokens` (vLLM's `cache_config_info`).
+    pub fn report_kv_cache_tokens(&self, backend: &BackendState, tokens: u64) {
+        if self.prefix.is_some() && self.lb.cache.kv_cache_tokens.is_none() {
+            let blocks = tokens.div_ceil(block_tokens(&self.lb.cache));
+            backend.cache_clock().set_reported(blocks);
+        }
     }
 
     /// This pool and, for a disaggregated model, its prefill side.

@@ -176,6 +176,14 @@ impl PrefixIndex {
         self.longest(blocks, backend, |_| true)
     }
 
+    /// [`remembered`](Self::remembered) with the backend-clock stamp of the last of those
+    /// blocks (when the prefix was last sent there); `None` if none was.
+    pub fn remembered_at(&self, blocks: &[u64], backend: u64) -> Option<(usize, u32)> {
+        let n = self.remembered(blocks, backend);
+        let stamp = self.stamp(*blocks.get(n.checked_sub(1)?)?, backend)?;
+        Some((n, stamp))
+    }
+
     /// The longest prefix of `blocks` whose last block is present with a stamp `keep` accepts.
     fn longest(&self, blocks: &[u64], backend: u64, keep: impl Fn(u32) -> bool) -> usize {
         let live = |i: usize| self.stamp(blocks[i], backend).is_some_and(&keep);
@@ -228,11 +236,18 @@ impl PrefixIndex {
 /// allocated since it started, so an entry stamped more than `capacity` blocks ago is taken as
 /// evicted (vLLM evicts the least recently used free blocks first). Lives with the backend's
 /// other live state and survives reloads.
+///
+/// The capacity starts at what the backend reports (`num_gpu_blocks`) or the config says, and
+/// is then corrected by what the backend's responses show ([`CacheClock::learn`]): a cache
+/// that holds more (KV offload to CPU memory or LMCache) or less (traffic from elsewhere evicts
+/// too) than that is learnt in the clock's own units.
 #[derive(Debug)]
 pub struct CacheClock {
     now: AtomicU32,
-    /// Blocks (of the index's size) the backend's KV cache holds.
+    /// Blocks (of the index's size) the backend's KV cache is believed to hold.
     capacity: AtomicU32,
+    /// What the backend reported, or the config set, in the same blocks.
+    reported: AtomicU32,
 }
 
 impl Default for CacheClock {
@@ -240,14 +255,29 @@ impl Default for CacheClock {
         CacheClock {
             now: AtomicU32::new(0),
             capacity: AtomicU32::new(UNKNOWN),
+            reported: AtomicU32::new(UNKNOWN),
         }
     }
 }
 
+/// A learnt capacity stays within this factor of the reported one, either way.
+const LEARN_RANGE: u32 = 16;
+/// Each lesson moves the capacity this fraction (1/n) of the way to the age it saw.
+const LEARN_STEP: i64 = 4;
+/// Misses younger than this fraction (1/n) of the capacity teach nothing: the prefix was most
+/// likely still being prefilled by the request that sent it (vLLM caches a block once it has
+/// been computed), not evicted.
+const LEARN_YOUNG: u32 = 8;
+
 impl CacheClock {
     /// Whether an entry stamped at `stamp` is still within the cache.
     pub fn is_live(&self, stamp: u32) -> bool {
-        self.now.load(Ordering::Relaxed).wrapping_sub(stamp) < self.capacity.load(Ordering::Relaxed)
+        self.age(stamp) < self.capacity.load(Ordering::Relaxed)
+    }
+
+    /// Blocks allocated since `stamp`.
+    pub fn age(&self, stamp: u32) -> u32 {
+        self.now.load(Ordering::Relaxed).wrapping_sub(stamp)
     }
 
     /// Advances by `blocks`; returns the time after the advance (the new entries' stamp).
@@ -257,23 +287,60 @@ impl CacheClock {
             .wrapping_add(blocks)
     }
 
-    /// Sets the capacity, in index blocks.
-    pub fn set_capacity(&self, blocks: u64) {
+    /// Sets the reported capacity, in index blocks; what was learnt restarts from it when it
+    /// changes, and is kept when it does not (a poll or a reload repeating the same value).
+    pub fn set_reported(&self, blocks: u64) {
         let blocks = blocks.clamp(1, u64::from(UNKNOWN - 1)) as u32;
-        self.capacity.store(blocks, Ordering::Relaxed);
+        if self.reported.swap(blocks, Ordering::Relaxed) != blocks {
+            self.capacity.store(blocks, Ordering::Relaxed);
+        }
     }
 
-    /// Sets the capacity unless one was set already.
-    pub fn set_capacity_if_unknown(&self, blocks: u64) {
+    /// [`set_reported`](Self::set_reported) unless a capacity was reported already.
+    pub fn set_reported_if_unknown(&self, blocks: u64) {
         let blocks = blocks.clamp(1, u64::from(UNKNOWN - 1)) as u32;
-        let _ =
-            self.capacity
+        let unknown =
+            self.reported
                 .compare_exchange(UNKNOWN, blocks, Ordering::Relaxed, Ordering::Relaxed);
+        if unknown.is_ok() {
+            self.capacity.store(blocks, Ordering::Relaxed);
+        }
     }
 
     /// The capacity, in index blocks.
     pub fn capacity(&self) -> u32 {
         self.capacity.load(Ordering::Relaxed)
+    }
+
+    /// The reported (or configured) capacity, in index blocks; `None` before either.
+    pub fn reported(&self) -> Option<u32> {
+        Some(self.reported.load(Ordering::Relaxed)).filter(|&r| r != UNKNOWN)
+    }
+
+    /// A response showed whether a prefix last sent `age` blocks ago was still `cached`. Only
+    /// what contradicts the capacity teaches: a hit at least `capacity` old raises it, a miss
+    /// younger than it (but not very young) lowers it, each a quarter of the way to `age`.
+    pub fn learn(&self, age: u32, cached: bool) {
+        let Some(reported) = self.reported() else {
+            return;
+        };
+        let capacity = self.capacity();
+        let wrong = match cached {
+            true => age >= capacity,
+            false => age < capacity && age >= capacity / LEARN_YOUNG,
+        };
+        if !wrong {
+            return;
+        }
+        let step = (i64::from(age) - i64::from(capacity)) / LEARN_STEP;
+        let step = step + i64::from(cached) - i64::from(!cached);
+        let low = (reported / LEARN_RANGE).max(1);
+        let high = reported.saturating_mul(LEARN_RANGE).min(UNKNOWN - 1);
+        let next = (i64::from(capacity) + step).clamp(i64::from(low), i64::from(high)) as u32;
+        // A racing lesson wins; this one is dropped (lessons are many and small).
+        let _ =
+            self.capacity
+                .compare_exchange(capacity, next, Ordering::Relaxed, Ordering::Relaxed);
     }
 
     /// Everything recorded so far is evicted (the backend restarted or lost its cache).
@@ -334,7 +401,7 @@ mod tests {
     fn entries_older_than_the_backend_capacity_are_evicted() {
         let index = PrefixIndex::new(1 << 14);
         let clock = CacheClock::default();
-        clock.set_capacity(100);
+        clock.set_reported(100);
         let old: Vec<u64> = (0..50).map(|i| i * 7919 + 1).collect();
         index.record(&old, 9, &clock, 50);
         assert_eq!(index.matched(&old, 9, &clock), 50);
@@ -359,13 +426,81 @@ mod tests {
     fn an_evicted_prefix_is_still_remembered_where_it_was_sent() {
         let index = PrefixIndex::new(1024);
         let clock = CacheClock::default();
-        clock.set_capacity(10);
+        clock.set_reported(10);
         let a = blocks(&[7u8; 256], 64);
         index.record(&a, 1, &clock, 4);
         clock.advance(20);
         assert_eq!(index.matched(&a, 1, &clock), 0, "evicted by the clock");
         assert_eq!(index.remembered(&a, 1), 4);
         assert_eq!(index.remembered(&a, 2), 0, "never sent there");
+    }
+
+    #[test]
+    fn the_capacity_learns_from_hits_past_it_and_misses_within_it() {
+        let clock = CacheClock::default();
+        clock.learn(5000, true);
+        assert_eq!(
+            clock.capacity(),
+            UNKNOWN,
+            "nothing reported: nothing to correct"
+        );
+        clock.set_reported(1000);
+        // A hit 2,000 blocks back: the cache holds more; a quarter of the way there.
+        clock.learn(2000, true);
+        assert_eq!(clock.capacity(), 1251);
+        // A hit within the capacity and a miss past it agree with it: no change.
+        clock.learn(800, true);
+        clock.learn(1500, false);
+        assert_eq!(clock.capacity(), 1251);
+        // A miss within it: it holds less.
+        clock.learn(651, false);
+        assert_eq!(clock.capacity(), 1100);
+        // A very young miss is a prefix still being prefilled, not an eviction.
+        clock.learn(100, false);
+        assert_eq!(clock.capacity(), 1100);
+        // The same report again (the next poll, a reload) keeps what was learnt; a new one
+        // starts over from it.
+        clock.set_reported(1000);
+        assert_eq!(clock.capacity(), 1100);
+        clock.set_reported(3000);
+        assert_eq!(clock.capacity(), 3000);
+    }
+
+    #[test]
+    fn the_learnt_capacity_converges_within_sixteen_times_the_report() {
+        let clock = CacheClock::default();
+        clock.set_reported(100);
+        for _ in 0..100 {
+            clock.learn(400, true);
+        }
+        assert!(
+            (390..=401).contains(&clock.capacity()),
+            "{}",
+            clock.capacity()
+        );
+        for _ in 0..1000 {
+            clock.learn(u32::MAX / 4, true);
+        }
+        assert_eq!(clock.capacity(), 1600, "at most 16 times the report");
+        let clock = CacheClock::default();
+        clock.set_reported(1600);
+        for _ in 0..1000 {
+            let age = clock.capacity() / 2;
+            clock.learn(age, false);
+        }
+        assert_eq!(clock.capacity(), 100, "at least a sixteenth");
+    }
+
+    #[test]
+    fn remembered_at_gives_the_stamp_of_the_last_block_sent() {
+        let index = PrefixIndex::new(1024);
+        let clock = CacheClock::default();
+        let a = blocks(&[7u8; 64 * 6], 64);
+        assert_eq!(index.remembered_at(&a, 1), None);
+        index.record(&a[..4], 1, &clock, 4);
+        clock.advance(30);
+        let (n, stamp) = index.remembered_at(&a, 1).unwrap();
+        assert_eq!((n, clock.age(stamp)), (4, 30));
     }
 
     #[test]

@@ -92,6 +92,8 @@ pub struct CacheAwareOptions {
     /// KV-cache size of each backend in tokens; `None`: read it from vLLM's
     /// `vllm:cache_config_info`, else [`DEFAULT_KV_CACHE_TOKENS`].
     pub kv_cache_tokens: Option<u64>,
+    /// Correct each backend's KV-cache size by the cached tokens its responses report.
+    pub learn_kv_cache: bool,
 }
 
 /// `canary:` of a model.
