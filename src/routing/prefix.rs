@@ -238,9 +238,11 @@ impl PrefixIndex {
 /// other live state and survives reloads.
 ///
 /// The capacity starts at what the backend reports (`num_gpu_blocks`) or the config says, and
-/// is then corrected by what the backend's responses show ([`CacheClock::learn`]): a cache
-/// that holds more (KV offload to CPU memory or LMCache) or less (traffic from elsewhere evicts
-/// too) than that is learnt in the clock's own units.
+/// grows past it by what the backend's responses show ([`CacheClock::learn`]): a cache that
+/// holds more (KV offload to CPU memory or LMCache, a `kv_cache_tokens` set too low) is learnt
+/// in the clock's own units. It never falls below the report: taking a live prefix for evicted
+/// moves it off its home (a miss, and a copy in a second cache), while taking an evicted one for
+/// live costs only the miss it would have had anyway.
 #[derive(Debug)]
 pub struct CacheClock {
     now: AtomicU32,
@@ -260,7 +262,7 @@ impl Default for CacheClock {
     }
 }
 
-/// A learnt capacity stays within this factor of the reported one, either way.
+/// A learnt capacity stays under this many times the reported one.
 const LEARN_RANGE: u32 = 16;
 /// Each lesson moves the capacity this fraction (1/n) of the way to the age it saw.
 const LEARN_STEP: i64 = 4;
@@ -319,7 +321,8 @@ impl CacheClock {
 
     /// A response showed whether a prefix last sent `age` blocks ago was still `cached`. Only
     /// what contradicts the capacity teaches: a hit at least `capacity` old raises it, a miss
-    /// younger than it (but not very young) lowers it, each a quarter of the way to `age`.
+    /// younger than it (but not very young) lowers it, each a quarter of the way to `age`;
+    /// never below the reported capacity nor above [`LEARN_RANGE`] times it.
     pub fn learn(&self, age: u32, cached: bool) {
         let Some(reported) = self.reported() else {
             return;
@@ -334,7 +337,7 @@ impl CacheClock {
         }
         let step = (i64::from(age) - i64::from(capacity)) / LEARN_STEP;
         let step = step + i64::from(cached) - i64::from(!cached);
-        let low = (reported / LEARN_RANGE).max(1);
+        let low = reported;
         let high = reported.saturating_mul(LEARN_RANGE).min(UNKNOWN - 1);
         let next = (i64::from(capacity) + step).clamp(i64::from(low), i64::from(high)) as u32;
         // A racing lesson wins; this one is dropped (lessons are many and small).
@@ -458,16 +461,21 @@ mod tests {
         // A very young miss is a prefix still being prefilled, not an eviction.
         clock.learn(100, false);
         assert_eq!(clock.capacity(), 1100);
-        // The same report again (the next poll, a reload) keeps what was learnt; a new one
-        // starts over from it.
+        // The same report again (the next poll, a reload) keeps what was learnt.
         clock.set_reported(1000);
         assert_eq!(clock.capacity(), 1100);
+        // Misses lower it down to the report, never below.
+        clock.learn(651, false);
+        assert_eq!(clock.capacity(), 1000);
+        clock.learn(500, false);
+        assert_eq!(clock.capacity(), 1000);
+        // A new report starts over from it.
         clock.set_reported(3000);
         assert_eq!(clock.capacity(), 3000);
     }
 
     #[test]
-    fn the_learnt_capacity_converges_within_sixteen_times_the_report() {
+    fn the_learnt_capacity_converges_between_the_report_and_sixteen_times_it() {
         let clock = CacheClock::default();
         clock.set_reported(100);
         for _ in 0..100 {
@@ -482,13 +490,11 @@ mod tests {
             clock.learn(u32::MAX / 4, true);
         }
         assert_eq!(clock.capacity(), 1600, "at most 16 times the report");
-        let clock = CacheClock::default();
-        clock.set_reported(1600);
         for _ in 0..1000 {
             let age = clock.capacity() / 2;
             clock.learn(age, false);
         }
-        assert_eq!(clock.capacity(), 100, "at least a sixteenth");
+        assert_eq!(clock.capacity(), 100, "never below the report");
     }
 
     #[test]
