@@ -107,6 +107,13 @@ fn pool_status(p: &crate::routing::Pool, side: Option<&str>) -> Value {
         .iter()
         .map(|b| {
             let card = b.card();
+            let (kv_cache_tokens, kv_cache_tokens_reported) = match &p.prefix {
+                Some(_) => {
+                    let (learnt, reported) = p.kv_cache_tokens(b);
+                    (Some(learnt), reported)
+                }
+                None => (None, None),
+            };
             let last_probe = b.last_probe().map(
                 |r| json!({"at": r.at, "ok": r.ok, "error": r.error, "duration_ms": r.duration_ms}),
             );
@@ -120,8 +127,8 @@ fn pool_status(p: &crate::routing::Pool, side: Option<&str>) -> Value {
                 "draining": b.config.drain,
                 "in_flight": b.in_flight(),
                 "prefill_backlog_tokens": p.prefix.as_ref().map(|_| b.prefill_backlog()),
-                "kv_cache_tokens": p.prefix.as_ref().map(|_| p.kv_cache_tokens(b).0),
-                "kv_cache_tokens_reported": p.prefix.as_ref().and_then(|_| p.kv_cache_tokens(b).1),
+                "kv_cache_tokens": kv_cache_tokens,
+                "kv_cache_tokens_reported": kv_cache_tokens_reported,
                 "last_probe": last_probe,
                 "root": card.as_ref().and_then(|c| c.get("root").cloned()),
                 "max_model_len": card.as_ref().and_then(|c| c.get("max_model_len").cloned()),

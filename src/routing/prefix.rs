@@ -337,9 +337,8 @@ impl CacheClock {
         }
         let step = (i64::from(age) - i64::from(capacity)) / LEARN_STEP;
         let step = step + i64::from(cached) - i64::from(!cached);
-        let low = reported;
         let high = reported.saturating_mul(LEARN_RANGE).min(UNKNOWN - 1);
-        let next = (i64::from(capacity) + step).clamp(i64::from(low), i64::from(high)) as u32;
+        let next = (i64::from(capacity) + step).clamp(i64::from(reported), i64::from(high)) as u32;
         // A racing lesson wins; this one is dropped (lessons are many and small).
         let _ =
             self.capacity
