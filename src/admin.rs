@@ -127,6 +127,7 @@ fn pool_status(p: &crate::routing::Pool, side: Option<&str>) -> Value {
                 "draining": b.config.drain,
                 "in_flight": b.in_flight(),
                 "prefill_backlog_tokens": p.prefix.as_ref().map(|_| b.prefill_backlog()),
+                "cold_picks": p.prefix.as_ref().map(|_| b.cold_picks()),
                 "kv_cache_tokens": kv_cache_tokens,
                 "kv_cache_tokens_reported": kv_cache_tokens_reported,
                 "last_probe": last_probe,

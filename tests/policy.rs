@@ -1,7 +1,8 @@
 //! Traffic policy over real sockets: the policy receipt header, least-connections under long
 //! streams, sticky hashing that two gateway processes agree on, aliases and served names
 //! (body spliced byte-exact), canary share, shadow copies, backpressure with a flood, the
-//! default model, and `cache_aware` keeping prefixes home and learning its backends' cache size.
+//! default model, and `cache_aware` placing new prefixes round the fleet, keeping them home and
+//! learning its backends' cache size.
 
 mod support;
 
@@ -706,7 +707,20 @@ async fn cache_aware_keeps_a_shared_prefix_on_one_backend_and_says_why() {
     }
     // Sequential requests never queue: each group stays on the backend of its first request.
     assert!(homes.values().all(|b| b.len() == 1), "{homes:?}");
+    // New prefixes went round the three backends: two groups each.
+    let mut groups: HashMap<&String, usize> = HashMap::new();
+    for b in homes.values().flatten() {
+        *groups.entry(b).or_default() += 1;
+    }
+    assert_eq!(
+        groups.values().copied().collect::<Vec<_>>(),
+        [2, 2, 2],
+        "{homes:?}"
+    );
     let status = gw.status().await;
+    for b in status["models"]["m"]["backends"].as_array().unwrap() {
+        assert_eq!(b["cold_picks"], 2, "{b}");
+    }
     let picks = &status["models"]["m"]["cache_aware"]["picks"];
     assert_eq!(picks["cold"], 6, "{status}");
     assert_eq!(picks["hit"], 30, "{status}");

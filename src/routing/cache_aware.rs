@@ -28,7 +28,7 @@
 //!   save. A hot prefix therefore spills to a second backend (which then warms up) once its
 //!   home queues, and spreads over as many backends as its load needs.
 //! - `in_flight(b)`: requests decoding there slow every step a little; a small weight that
-//!   breaks ties between idle backends and, for a gateway alone, places new prefixes (below).
+//!   breaks ties between idle backends.
 //!
 //! Ties go to the backend that weighted rendezvous hashing of the prompt's first block prefers,
 //! so every replica places a new prefix on the same backend without sharing state, and their
@@ -50,11 +50,17 @@
 //!    behind a queue for a prefix that is most likely gone (with a window of one prompt's
 //!    tokens, Zipf traffic's TTFT p99 rose by a fifth; loadtest/ROUTING.md, "Evicted prefixes
 //!    go home").
-//! 2. else to the lowest cost outright: the shortest prefill queue, then the fewest requests in
-//!    flight. New prefixes then follow the load, not the hash: a backend whose prefixes draw
-//!    more traffic, or that serves it slower, holds more requests and takes fewer new ones, so
-//!    each backend's share of prefixes (and of cache pressure) matches what it can serve
-//!    (loadtest/ROUTING.md, "New prefixes by load").
+//! 2. else to the backend sent the fewest new prefixes per unit of weight (its cold picks),
+//!    among those whose queue (the cost without `miss_cost × miss(b)`, per weight) is within
+//!    [`TIE_TOKENS`] of the shortest: no more prefill queued, and at most eight more requests
+//!    decoding; ties in pool order. New prefixes go round the fleet in the order they first
+//!    arrive, as SGLang's smallest tree and vllm-router place them, so each backend holds an
+//!    equal share of the working set, while a backend with a longer queue (slower, or serving
+//!    hotter prefixes) is passed over until it drains. A backend more than a round behind the
+//!    most-placed one (new, or back from an outage) is lifted to a round behind, so it does not
+//!    take every new prefix until it catches up. Placing by load alone (the lowest cost
+//!    outright) left the hit rate 0.1–0.2 points under the peers' (loadtest/ROUTING.md, "New
+//!    prefixes go round").
 //!
 //! Each pick also says whether, and how many blocks of allocation ago, the backend was sent the
 //! prompt's prefix ([`Sent`]); the response's cached tokens then tell whether it was still there
@@ -157,10 +163,48 @@ struct Scored {
     matched: usize,
     miss: u64,
     cost: f64,
+    /// The cost without `miss_cost × miss(b) / weight(b)`: the backend's queue, per weight.
+    queue: f64,
     rank: f64,
     /// What vLLM reports there: requests not this replica's, and all of them.
     others: f64,
     total: f64,
+}
+
+/// One backend's score (see the module doc); `anchor` is the tie-break key.
+fn score(
+    index: usize,
+    b: &BackendState,
+    prompt: &PromptBlocks,
+    table: &PrefixIndex,
+    miss_cost: f64,
+    r: Reported,
+    anchor: Option<u64>,
+) -> Scored {
+    let matched = table.matched(&prompt.hashes, b.cache_id, b.cache_clock());
+    let miss = prompt
+        .tokens
+        .saturating_sub(matched as u64 * prompt.block_tokens);
+    let weight = f64::from(b.config.weight.max(1));
+    let queue = (b.prefill_backlog() as f64
+        + r.others_waiting * (prompt.tokens as f64).max(IN_FLIGHT_TOKENS)
+        + miss_cost * miss as f64 * full(r.kv_cache_usage)
+        + IN_FLIGHT_TOKENS * b.in_flight() as f64)
+        / weight;
+    let rank = match anchor {
+        Some(a) => super::select::rendezvous(a, b),
+        None => rand::random::<f64>(),
+    };
+    Scored {
+        index,
+        matched,
+        miss,
+        cost: queue + miss_cost * miss as f64 / weight,
+        queue,
+        rank,
+        others: r.others,
+        total: r.total,
+    }
 }
 
 /// Scores every eligible backend and returns the cheapest (see the module doc). `reported`
@@ -179,30 +223,15 @@ pub fn choose(
     let scored: Vec<Scored> = (0..backends.len())
         .filter(|&i| eligible(i))
         .map(|i| {
-            let b = &backends[i];
-            let r = reported(i);
-            let matched = index.matched(&prompt.hashes, b.cache_id, b.cache_clock());
-            let miss = prompt
-                .tokens
-                .saturating_sub(matched as u64 * prompt.block_tokens);
-            let cost = (b.prefill_backlog() as f64
-                + r.others_waiting * (prompt.tokens as f64).max(IN_FLIGHT_TOKENS)
-                + miss_cost * miss as f64 * (1.0 + full(r.kv_cache_usage))
-                + IN_FLIGHT_TOKENS * b.in_flight() as f64)
-                / f64::from(b.config.weight.max(1));
-            let rank = match anchor {
-                Some(a) => super::select::rendezvous(a, b),
-                None => rand::random::<f64>(),
-            };
-            Scored {
-                index: i,
-                matched,
-                miss,
-                cost,
-                rank,
-                others: r.others,
-                total: r.total,
-            }
+            score(
+                i,
+                &backends[i],
+                prompt,
+                index,
+                miss_cost,
+                reported(i),
+                anchor,
+            )
         })
         .collect();
     let lowest = scored.iter().map(|s| s.cost).reduce(f64::min)?;
@@ -241,8 +270,8 @@ pub fn choose(
 
 /// A gateway alone, a prompt no backend has (see the module doc): the backend the index
 /// remembers having sent the longest part of the prompt (evicted since, as far as the index can
-/// tell), if its cost is within [`TIE_TOKENS`] of the lowest; else the lowest cost, ties by
-/// the hash.
+/// tell), if its cost is within [`TIE_TOKENS`] of the lowest; else [`new_prefix`], among the
+/// queues within [`TIE_TOKENS`] of the shortest.
 fn place_alone<'a>(
     scored: &'a [Scored],
     lowest: f64,
@@ -264,10 +293,29 @@ fn place_alone<'a>(
     if let Some((s, _)) = home {
         return Some(s);
     }
+    let shortest = scored.iter().map(|s| s.queue).fold(f64::INFINITY, f64::min);
+    new_prefix(scored, shortest + TIE_TOKENS, backends)
+}
+
+/// A gateway alone, a new prefix (see the module doc): of the backends whose queue is within
+/// `within`, the one sent the fewest new prefixes per unit of weight, ties in pool order. Every
+/// eligible backend more than a round behind the most-placed one is first lifted to a round
+/// behind.
+fn new_prefix<'a>(
+    scored: &'a [Scored],
+    within: f64,
+    backends: &[Arc<BackendState>],
+) -> Option<&'a Scored> {
+    let weight = |s: &Scored| f64::from(backends[s.index].config.weight.max(1));
+    let share = |s: &Scored| backends[s.index].cold_picks() as f64 / weight(s);
+    let top = scored.iter().map(share).fold(0.0, f64::max);
+    for s in scored.iter().filter(|s| share(s) < top - 1.0) {
+        backends[s.index].lift_cold_picks(((top - 1.0) * weight(s)).ceil() as u64);
+    }
     scored
         .iter()
-        .filter(|s| s.cost <= lowest)
-        .max_by(|a, b| a.rank.total_cmp(&b.rank))
+        .filter(|s| s.queue <= within)
+        .min_by(|a, b| share(a).total_cmp(&share(b)).then(a.index.cmp(&b.index)))
 }
 
 /// Costs within this many tokens of the lowest are a tie (see the module doc). `unseen`: the
@@ -351,10 +399,10 @@ mod tests {
     }
 
     #[test]
-    fn alone_a_new_prefix_goes_to_the_backend_with_the_fewest_requests_in_flight() {
-        let p = pool(&[1, 1, 1, 1]);
-        // Decoding (first byte back, nothing queued): 3, 1, 2 and 2 requests.
-        let held: Vec<_> = [0, 0, 0, 1, 2, 2, 3, 3]
+    fn alone_new_prefixes_go_round_the_backends_per_unit_of_weight() {
+        let p = pool(&[1, 1, 2]);
+        // Requests decoding unevenly (first byte back, nothing queued): 3, 1 and none.
+        let mut held: Vec<_> = [0, 0, 0, 1]
             .iter()
             .map(|&i| {
                 let mut g = p.backends[i].track();
@@ -362,13 +410,36 @@ mod tests {
                 g
             })
             .collect();
-        // Whatever backend the hash prefers, each of these new prefixes goes to backend 1;
-        // each is let go at once, so the counts stay as they are.
-        for g in 0..32 {
-            let (c, _) = send(&p, &prompt(100 + g, 0, 2048, 2304));
-            assert_eq!((c.index, c.reason), (1, PickReason::Cold), "group {g}");
+        // Whatever backend the hash prefers, new prefixes go round in pool order, the backend
+        // of weight 2 taking two of every four; each one's prefill is done before the next.
+        let picks: Vec<usize> = (0..8)
+            .map(|g| {
+                let (c, mut slot) = send(&p, &prompt(100 + g, 0, 2048, 2304));
+                assert_eq!(c.reason, PickReason::Cold, "group {g}");
+                slot.first_byte();
+                held.push(slot);
+                c.index
+            })
+            .collect();
+        assert_eq!(picks, [0, 1, 2, 2, 0, 1, 2, 2]);
+        assert_eq!(p.backends[2].cold_picks(), 4);
+    }
+
+    #[test]
+    fn alone_a_backend_with_a_queue_is_passed_over_and_rejoins_a_round_behind() {
+        let p = pool(&[1, 1]);
+        let pr = |g: u32| prompt(200 + g, 0, 2048, 2304);
+        // One prompt (576 tokens) queued on backend 0, none on backend 1.
+        let mut queued = p.backends[0].track();
+        queued.add_prefill(576);
+        for g in 0..10 {
+            assert_eq!(send(&p, &pr(g)).0.index, 1, "group {g}");
         }
-        drop(held);
+        drop(queued);
+        // Its queue drained, backend 0 takes one new prefix more than backend 1 (it was lifted
+        // to a round behind), not the ten it missed; then they alternate.
+        let picks: Vec<usize> = (10..15).map(|g| send(&p, &pr(g)).0.index).collect();
+        assert_eq!(picks, [0, 0, 1, 0, 1]);
     }
 
     #[test]
@@ -482,7 +553,7 @@ mod tests {
         let mut queued = b.backends[home.index].track();
         queued.add_prefill(3 * pr.tokens);
         assert_eq!(send(&b, &pr).0.index, home.index);
-        // Alone in front of the fleet, the shortest queue wins.
+        // Alone in front of the fleet, a queue longer than the shortest is passed over.
         let c = pool(&[1, 1, 1, 1]);
         let mut more = c.backends[home.index].track();
         more.add_prefill(pr.tokens / 4);

@@ -11,7 +11,7 @@ use std::time::Duration;
 use arc_swap::ArcSwapOption;
 use pingora_core::upstreams::peer::HttpPeer;
 
-use super::cache_aware::{self, Choice};
+use super::cache_aware::{self, Choice, PickReason};
 use super::prefix::{CacheClock, PrefixIndex, PromptBlocks};
 use super::select;
 use super::settings::{
@@ -49,6 +49,9 @@ pub struct BackendHealth {
     awaiting: AtomicU64,
     /// What the `cache_aware` index believes the backend's prefix cache has churned through.
     cache: CacheClock,
+    /// Prompts `cache_aware` sent here that no backend had any of (cold picks), lifted to stay
+    /// within a round of the others (see `cache_aware`'s module doc).
+    cold_picks: AtomicU64,
 }
 
 /// A backend's own load, from its vLLM `/metrics`.
@@ -235,6 +238,17 @@ impl BackendState {
     /// Prompt tokens this gateway sent that the backend has not prefilled yet.
     pub fn prefill_backlog(&self) -> u64 {
         self.live.prefill.load(Ordering::Relaxed)
+    }
+
+    /// Cold `cache_aware` picks sent here (new prefixes), as lifted by [`Self::lift_cold_picks`].
+    pub fn cold_picks(&self) -> u64 {
+        self.live.cold_picks.load(Ordering::Relaxed)
+    }
+
+    /// Raise the cold-pick count to at least `floor` (a backend back after an outage, or new,
+    /// takes at most a round of new prefixes more than the others, not its whole deficit).
+    pub fn lift_cold_picks(&self, floor: u64) {
+        self.live.cold_picks.fetch_max(floor, Ordering::Relaxed);
     }
 
     /// The backend's prefix-cache clock (`cache_aware`).
@@ -646,6 +660,9 @@ impl Pool {
             );
         }
         guard.add_prefill(choice.miss_tokens);
+        if choice.reason == PickReason::Cold {
+            backend.live.cold_picks.fetch_add(1, Ordering::Relaxed);
+        }
         let tokens = prompt.map_or(0, |p| p.tokens);
         self.metrics.cache_pick(
             choice.reason.as_str(),
