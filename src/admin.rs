@@ -19,6 +19,7 @@ use std::sync::Arc;
 use crate::discovery::Registry;
 use crate::lifecycle::Traffic;
 use crate::metrics::METRICS;
+use crate::routing::Policy;
 use crate::state::{Publisher, Snapshot};
 
 /// The admin HTTP app.
@@ -128,6 +129,9 @@ fn pool_status(p: &crate::routing::Pool, side: Option<&str>) -> Value {
                 "in_flight": b.in_flight(),
                 "prefill_backlog_tokens": p.prefix.as_ref().map(|_| b.prefill_backlog()),
                 "cold_picks": p.prefix.as_ref().map(|_| b.cold_picks()),
+                "ttfb_ms": (p.policy == Policy::LoadAware)
+                    .then(|| b.ttfb().raw().map(|s| (s * 1e6).round() / 1e3))
+                    .flatten(),
                 "kv_cache_tokens": kv_cache_tokens,
                 "kv_cache_tokens_reported": kv_cache_tokens_reported,
                 "last_probe": last_probe,

@@ -558,6 +558,66 @@ async fn load_aware_follows_what_vllm_reports() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn load_aware_prefers_the_backend_that_answers_faster_at_the_same_load() {
+    let slow = mock_with("slow", "m", |c| c.ttft = Duration::from_millis(300)).await;
+    let fast = mock_with("fast", "m", |c| c.ttft = Duration::from_millis(10)).await;
+    let same = MockLoad {
+        running: 1,
+        waiting: 0,
+        kv_cache_usage: 0.1,
+    };
+    slow.set_load(Some(same));
+    fast.set_load(Some(same));
+    let gw = Gateway::start_ready(
+        &model_block(
+            "m",
+            &[backend("slow", &slow), backend("fast", &fast)],
+            &lb("load_aware", ", load_poll_ms: 100"),
+        ),
+        "",
+    )
+    .await;
+    let (ss, sf) = (slow.stats(), fast.stats());
+    let scraped = move || {
+        let ok = ss.metrics_requests() >= 2 && sf.metrics_requests() >= 2;
+        async move { ok }
+    };
+    eventually(Duration::from_secs(5), "both backends scraped", scraped).await;
+    // Until both have answered a stream, a backend without a time to first token counts as
+    // fast as the fastest: the picks tie and go either way.
+    let mut served = std::collections::HashSet::new();
+    for _ in 0..40 {
+        let r = gw.chat("m", true).await;
+        let name = r.headers()["x-modelgate-backend"]
+            .to_str()
+            .unwrap()
+            .to_string();
+        read_body(r).await.unwrap();
+        served.insert(name);
+        if served.len() == 2 {
+            break;
+        }
+    }
+    assert_eq!(served.len(), 2, "{served:?}");
+    for _ in 0..20 {
+        let r = gw.chat("m", true).await;
+        assert_eq!(r.headers()["x-modelgate-backend"], "fast");
+        read_body(r).await.unwrap();
+    }
+    let status = gw.status().await;
+    let backends = status["models"]["m"]["backends"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let ttfb = |name: &str| {
+        let b = backends.iter().find(|b| b["name"] == name).unwrap();
+        b["ttfb_ms"].as_f64().unwrap()
+    };
+    assert!(ttfb("slow") >= 300.0, "{backends:?}");
+    assert!(ttfb("fast") < 300.0, "{backends:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn body_keys_stick_user_and_prompt_prefix_to_one_backend() {
     let (_mocks, all) = three_backends().await;
     for hash_on in ["body:user", "prompt_prefix"] {

@@ -101,7 +101,7 @@ pub struct Upload {
 
 impl Upload {
     /// Read the body until `model` is known (or the body ends), and, when `capture` asks for
-    /// sticky keys, until they are known too (at most [`CAPTURE_READ_LIMIT`] bytes). Answers
+    /// sticky keys, until they are known too (at most `CAPTURE_READ_LIMIT` bytes). Answers
     /// 100-continue first. A body without `model` is not an error here: the caller may route
     /// it by the path or `default_model`. A `multipart/form-data` body is routed by its `model`
     /// form field.

@@ -603,6 +603,9 @@ async fn relay_body(
                 out.first_byte = Some(now);
                 // The first token: the backend has prefilled the prompt.
                 attempt.slot.first_byte();
+                if out.stream {
+                    attempt.slot.first_token(now);
+                }
             }
             Some(prev) if out.stream => attempt
                 .backend

@@ -11,6 +11,7 @@ pub mod pool;
 pub mod prefix;
 pub mod select;
 pub mod settings;
+pub mod ttfb;
 pub mod vllm_load;
 
 pub use pool::{

@@ -18,6 +18,7 @@ use super::settings::{
     BackendConfig, CacheAwareOptions, Canary, HealthCheck, LbOptions, Policy, PoolConfig, Retries,
     Shadow, Timeouts, DEFAULT_KV_CACHE_TOKENS,
 };
+use super::ttfb::TtfbAverage;
 use crate::metrics::{BackendMetrics, ModelMetrics};
 
 /// How long an idle upstream keep-alive connection stays pooled. vLLM (uvicorn) closes idle
@@ -52,6 +53,8 @@ pub struct BackendHealth {
     /// Prompts `cache_aware` sent here that no backend had any of (cold picks), lifted to stay
     /// within a round of the others (see `cache_aware`'s module doc).
     cold_picks: AtomicU64,
+    /// Time to first token of this gateway's streamed requests there (`load_aware`).
+    ttfb: TtfbAverage,
 }
 
 /// A backend's own load, from its vLLM `/metrics`.
@@ -251,6 +254,11 @@ impl BackendState {
         self.live.cold_picks.fetch_max(floor, Ordering::Relaxed);
     }
 
+    /// Time to first token of this gateway's streamed requests there, averaged.
+    pub fn ttfb(&self) -> &TtfbAverage {
+        &self.live.ttfb
+    }
+
     /// The backend's prefix-cache clock (`cache_aware`).
     pub fn cache_clock(&self) -> &CacheClock {
         &self.live.cache
@@ -313,16 +321,27 @@ impl BackendState {
     }
 
     /// `load_aware` score (lower is better), `None` when the report is older than
-    /// `stale_after` or missing. vLLM's running + 8 × waiting as of the report, less this
-    /// gateway's own share of it then, is the other replicas' load; this gateway's own share is
-    /// counted now, fresh: its requests in flight there, each without a response byte yet
-    /// (waiting or in prefill, like vLLM's waiting) weighing [`select::AWAITING_WEIGHT`]. A penalty is added as the
-    /// KV cache nears full (preemption ahead). Counting its own requests from the report instead
-    /// (stale by up to a poll interval) sent bursts to whichever backend looked idlest when the
-    /// report was taken, and kept the score of a backend whose requests had since finished high.
-    /// `now` is read once per pick by the caller (a clock read per backend costs more than the
-    /// rest of the score).
-    pub fn load_score_at(&self, now: std::time::Instant, stale_after: Duration) -> Option<f64> {
+    /// `stale_after` or missing: the load once this request is added, times `slowness` (how
+    /// much slower than the fastest this backend answers its first tokens, at least 1), per
+    /// unit of weight.
+    ///
+    /// vLLM's running + 8 × waiting as of the report, less this gateway's own share of it then,
+    /// is the other replicas' load; this gateway's own share is counted now, fresh: its
+    /// requests in flight there, each without a response byte yet (waiting or in prefill, like
+    /// vLLM's waiting) weighing [`select::AWAITING_WEIGHT`], as does the new request. A penalty
+    /// is added as the KV cache nears full (preemption ahead). Counting its own requests from
+    /// the report instead (stale by up to a poll interval) sent bursts to whichever backend
+    /// looked idlest when the report was taken, and kept the score of a backend whose requests
+    /// had since finished high. Weighing by slowness, a backend that prefills twice as slowly
+    /// takes a request only when the others hold 1.6 times its load (the slow server of the
+    /// simulated fleet, loadtest/ROUTING.md). `now` is read once per pick by the caller (a clock
+    /// read per backend costs more than the rest of the score).
+    pub fn load_score_at(
+        &self,
+        now: std::time::Instant,
+        stale_after: Duration,
+        slowness: f64,
+    ) -> Option<f64> {
         let weight = select::AWAITING_WEIGHT as f64;
         let ours =
             |in_flight: u64, awaiting: u64| in_flight as f64 + (weight - 1.0) * awaiting as f64;
@@ -333,7 +352,8 @@ impl BackendState {
         })?;
         let ours_now = ours(self.in_flight(), self.awaiting());
         let kv_penalty = ((kv - 0.9).max(0.0) / 0.1) * 8.0;
-        Some((others + ours_now + kv_penalty) / f64::from(self.config.weight.max(1)))
+        let load = others + ours_now + kv_penalty + weight;
+        Some(load * slowness / f64::from(self.config.weight.max(1)))
     }
 }
 
@@ -347,6 +367,8 @@ pub struct InFlightGuard {
     prefill: u64,
     /// Counted in the backend's `awaiting` (no response byte yet).
     awaiting: bool,
+    /// When the request was sent there (the slot taken).
+    since: std::time::Instant,
 }
 
 impl InFlightGuard {
@@ -358,6 +380,7 @@ impl InFlightGuard {
             released,
             prefill: 0,
             awaiting: true,
+            since: std::time::Instant::now(),
         }
     }
 
@@ -366,6 +389,13 @@ impl InFlightGuard {
     pub fn add_prefill(&mut self, tokens: u64) {
         self.live.prefill.fetch_add(tokens, Ordering::Relaxed);
         self.prefill += tokens;
+    }
+
+    /// A streamed response's first token arrived at `now`: one sample of the backend's time to
+    /// first token. (Not for a whole response in one piece: its first byte is its last.)
+    pub fn first_token(&self, now: std::time::Instant) {
+        let sample = now.saturating_duration_since(self.since);
+        self.live.ttfb.observe(sample, now);
     }
 
     /// The backend answered its first byte: the request left its queue and its prompt is
@@ -389,6 +419,28 @@ impl Drop for InFlightGuard {
             n.notify_one();
         }
     }
+}
+
+/// The lowest time-to-first-token average among the eligible backends, 1 s when none has one
+/// yet (every backend then weighs the same).
+fn fastest_ttfb(backends: &[Arc<BackendState>], eligible: impl Fn(usize) -> bool) -> f64 {
+    (0..backends.len())
+        .filter(|&i| eligible(i))
+        .filter_map(|i| backends[i].ttfb().raw())
+        .min_by(f64::total_cmp)
+        .unwrap_or(1.0)
+}
+
+/// A backend counts as slower from this multiple of the fastest's time to first token.
+pub const SLOWER_FROM: f64 = 1.25;
+
+/// How many times its load a backend with this time to first token counts: `ttfb` ÷
+/// ([`SLOWER_FROM`] × the fastest's), at least 1. The averages of identical servers differ by
+/// the queue each had lately (up to 29 % apart over ten seconds of the simulated fleet's
+/// multi-turn traffic), which the load already counts; a server truly slower (2× there) stands
+/// out of that.
+fn slowness(ttfb: f64, fastest: f64) -> f64 {
+    (ttfb / (SLOWER_FROM * fastest)).max(1.0)
 }
 
 /// What a request offers for sticky picks.
@@ -604,7 +656,11 @@ impl Pool {
             Policy::PowerOfTwo => select::power_of_two(b, eligible),
             Policy::LoadAware => {
                 let (now, stale_after) = self.report_clock();
-                select::load_aware(b, eligible, |s| s.load_score_at(now, stale_after))
+                let fastest = fastest_ttfb(b, eligible);
+                select::load_aware(b, eligible, |s| {
+                    let slowness = slowness(s.ttfb().at(now, fastest), fastest);
+                    s.load_score_at(now, stale_after, slowness)
+                })
             }
             Policy::ConsistentHash => match key {
                 Some(k) => select::consistent_hash(b, k, self.lb.bounded_load, eligible),

@@ -322,7 +322,7 @@ impl CacheClock {
     /// A response showed whether a prefix last sent `age` blocks ago was still `cached`. Only
     /// what contradicts the capacity teaches: a hit at least `capacity` old raises it, a miss
     /// younger than it (but not very young) lowers it, each a quarter of the way to `age`;
-    /// never below the reported capacity nor above [`LEARN_RANGE`] times it.
+    /// never below the reported capacity nor above `LEARN_RANGE` times it.
     pub fn learn(&self, age: u32, cached: bool) {
         let Some(reported) = self.reported() else {
             return;

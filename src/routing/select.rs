@@ -250,6 +250,7 @@ pub fn consistent_hash(
 pub(crate) mod tests {
     use crate::config::parse;
     use crate::routing::Pool;
+    use std::time::Duration;
 
     use super::*;
 
@@ -444,6 +445,44 @@ pub(crate) mod tests {
         q.backends[0].set_load(0.0, 0.0, None);
         let _busy = q.backends[0].track();
         assert_eq!(counts(&q, 10, |_| None), vec![0, 10]);
+    }
+
+    /// A `load_aware` pool whose backends all report 10 requests running, each with one
+    /// time-to-first-token sample of these milliseconds.
+    fn reported_alike_answering_in(ttfb_ms: &[u64]) -> Pool {
+        let p = pool(
+            "load_aware",
+            &vec![1; ttfb_ms.len()],
+            ", load_poll_ms: 60000",
+        );
+        let now = std::time::Instant::now();
+        for (b, &ms) in p.backends.iter().zip(ttfb_ms) {
+            b.set_load(10.0, 0.0, Some(0.5));
+            b.ttfb().observe(Duration::from_millis(ms), now);
+        }
+        p
+    }
+
+    #[test]
+    fn load_aware_weighs_each_backends_load_by_how_much_slower_it_answers() {
+        let p = reported_alike_answering_in(&[100, 200]);
+        // b1 counts 0.2 / (1.25 × 0.1) = 1.6 times its load. Same load: (10 + 8 for this
+        // request) × 1 against × 1.6.
+        assert_eq!(counts(&p, 20, |_| None), vec![20, 0]);
+        // b0 takes requests until its load is 1.6 times b1's: 10 + 8 awaiting + 8 = 26 < 28.8 ...
+        let _one = p.backends[0].track();
+        assert_eq!(counts(&p, 20, |_| None), vec![20, 0]);
+        // ... 34 > 28.8.
+        let _two = p.backends[0].track();
+        assert_eq!(counts(&p, 20, |_| None), vec![0, 20]);
+    }
+
+    #[test]
+    fn load_aware_counts_backends_within_a_quarter_of_the_fastest_as_fast() {
+        let p = reported_alike_answering_in(&[100, 124]);
+        // The same load: a tie, at random, as if both answered alike.
+        let c = counts(&p, 200, |_| None);
+        assert!(c.iter().all(|&n| n >= 50), "{c:?}");
     }
 
     #[test]
