@@ -504,6 +504,14 @@ async fn a_body_without_model_goes_to_the_default_model() {
     assert_eq!(r.headers()["x-modelgate-model"], "m");
 }
 
+/// A gateway serving model `m` from these named mocks under `load_aware`, reading their
+/// `/metrics` every 100 ms.
+async fn load_aware_over(mocks: &[(&str, &MockServer)]) -> Gateway {
+    let backends: Vec<String> = mocks.iter().map(|(name, m)| backend(name, m)).collect();
+    let lb = lb("load_aware", ", load_poll_ms: 100");
+    Gateway::start_ready(&model_block("m", &backends, &lb), "").await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn load_aware_follows_what_vllm_reports() {
     let a = mock("a0", "m").await;
@@ -520,15 +528,7 @@ async fn load_aware_follows_what_vllm_reports() {
     };
     a.set_load(Some(busy));
     b.set_load(Some(idle));
-    let gw = Gateway::start_ready(
-        &model_block(
-            "m",
-            &[backend("a0", &a), backend("b0", &b)],
-            &lb("load_aware", ", load_poll_ms: 100"),
-        ),
-        "",
-    )
-    .await;
+    let gw = load_aware_over(&[("a0", &a), ("b0", &b)]).await;
     let (sa, sb) = (a.stats(), b.stats());
     let polled = |n: u64| {
         let (sa, sb) = (sa.clone(), sb.clone());
@@ -568,15 +568,7 @@ async fn load_aware_prefers_the_backend_that_answers_faster_at_the_same_load() {
     };
     slow.set_load(Some(same));
     fast.set_load(Some(same));
-    let gw = Gateway::start_ready(
-        &model_block(
-            "m",
-            &[backend("slow", &slow), backend("fast", &fast)],
-            &lb("load_aware", ", load_poll_ms: 100"),
-        ),
-        "",
-    )
-    .await;
+    let gw = load_aware_over(&[("slow", &slow), ("fast", &fast)]).await;
     let (ss, sf) = (slow.stats(), fast.stats());
     let scraped = move || {
         let ok = ss.metrics_requests() >= 2 && sf.metrics_requests() >= 2;
