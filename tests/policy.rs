@@ -561,13 +561,7 @@ async fn load_aware_follows_what_vllm_reports() {
 async fn load_aware_prefers_the_backend_that_answers_faster_at_the_same_load() {
     let slow = mock_with("slow", "m", |c| c.ttft = Duration::from_millis(300)).await;
     let fast = mock_with("fast", "m", |c| c.ttft = Duration::from_millis(10)).await;
-    let same = MockLoad {
-        running: 1,
-        waiting: 0,
-        kv_cache_usage: 0.1,
-    };
-    slow.set_load(Some(same));
-    fast.set_load(Some(same));
+    // Both report their real load: what this gateway has in flight there, nothing else.
     let gw = load_aware_over(&[("slow", &slow), ("fast", &fast)]).await;
     let (ss, sf) = (slow.stats(), fast.stats());
     let scraped = move || {
