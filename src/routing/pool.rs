@@ -18,7 +18,7 @@ use super::settings::{
     BackendConfig, CacheAwareOptions, Canary, HealthCheck, LbOptions, Policy, PoolConfig, Retries,
     Shadow, Timeouts, DEFAULT_KV_CACHE_TOKENS,
 };
-use super::ttfb::TtfbAverage;
+use super::ttfb::{self, TtfbAverage};
 use crate::metrics::{BackendMetrics, ModelMetrics};
 
 /// How long an idle upstream keep-alive connection stays pooled. vLLM (uvicorn) closes idle
@@ -431,18 +431,6 @@ fn fastest_ttfb(backends: &[Arc<BackendState>], eligible: impl Fn(usize) -> bool
         .unwrap_or(1.0)
 }
 
-/// A backend counts as slower from this multiple of the fastest's time to first token.
-pub const SLOWER_FROM: f64 = 1.25;
-
-/// How many times its load a backend with this time to first token counts: `ttfb` ÷
-/// ([`SLOWER_FROM`] × the fastest's), at least 1. The averages of identical servers differ by
-/// the queue each had lately (up to 29 % apart over ten seconds of the simulated fleet's
-/// multi-turn traffic), which the load already counts; a server truly slower (2× there) stands
-/// out of that.
-fn slowness(ttfb: f64, fastest: f64) -> f64 {
-    (ttfb / (SLOWER_FROM * fastest)).max(1.0)
-}
-
 /// What a request offers for sticky picks.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Affinity<'a> {
@@ -658,7 +646,7 @@ impl Pool {
                 let (now, stale_after) = self.report_clock();
                 let fastest = fastest_ttfb(b, eligible);
                 select::load_aware(b, eligible, |s| {
-                    let slowness = slowness(s.ttfb().at(now, fastest), fastest);
+                    let slowness = ttfb::slowness(s.ttfb().at(now, fastest), fastest);
                     s.load_score_at(now, stale_after, slowness)
                 })
             }

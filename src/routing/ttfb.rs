@@ -1,5 +1,6 @@
 //! A backend's time to first token as this gateway sees it: a moving average over its streamed
-//! responses that forgets with time (`load_aware` weighs a backend's load by it).
+//! responses that forgets with time, and the [`slowness`] `load_aware` weighs a backend's load
+//! by.
 //!
 //! The average is exponentially weighted by time, as in Finagle's and tower's peak-EWMA
 //! balancers: a sample `Δt` after the previous one weighs `1 − e^(−Δt/τ)` (`τ` = [`DECAY`]), so
@@ -43,8 +44,7 @@ impl TtfbAverage {
         let next = match self.last() {
             None => sample,
             Some((average, then)) => {
-                let dt = Duration::from_nanos(at.saturating_sub(then));
-                let keep = (-dt.as_secs_f64() / DECAY.as_secs_f64()).exp();
+                let keep = kept(at.saturating_sub(then));
                 average * keep + sample * (1.0 - keep)
             }
         };
@@ -65,15 +65,30 @@ impl TtfbAverage {
         let Some((average, then)) = self.last() else {
             return floor;
         };
-        let age = Duration::from_nanos(nanos_since_epoch(now).saturating_sub(then));
-        let keep = (-age.as_secs_f64() / DECAY.as_secs_f64()).exp();
-        floor + (average - floor) * keep
+        floor + (average - floor) * kept(nanos_since_epoch(now).saturating_sub(then))
     }
 
     fn last(&self) -> Option<(f64, u64)> {
         let seconds = f64::from_bits(self.seconds.load(Ordering::Relaxed));
         (seconds > 0.0).then(|| (seconds, self.at.load(Ordering::Relaxed)))
     }
+}
+
+/// A backend counts as slower from this multiple of the fastest's time to first token.
+pub const SLOWER_FROM: f64 = 1.25;
+
+/// How many times its load a backend with this time to first token counts: `ttfb` ÷
+/// ([`SLOWER_FROM`] × the fastest's), at least 1. The averages of identical servers differ by
+/// the queue each had lately (up to 29 % apart over ten seconds of the simulated fleet's
+/// multi-turn traffic), which the load already counts; a server truly slower (2× there) stands
+/// out of that.
+pub fn slowness(ttfb: f64, fastest: f64) -> f64 {
+    (ttfb / (SLOWER_FROM * fastest)).max(1.0)
+}
+
+/// What an average keeps of itself over `nanos`: `e^(−Δt/τ)`.
+fn kept(nanos: u64) -> f64 {
+    (-Duration::from_nanos(nanos).as_secs_f64() / DECAY.as_secs_f64()).exp()
 }
 
 fn nanos_since_epoch(t: Instant) -> u64 {
