@@ -60,7 +60,13 @@
 //!    most-placed one (new, or back from an outage) is lifted to a round behind, so it does not
 //!    take every new prefix until it catches up. Placing by load alone (the lowest cost
 //!    outright) left the hit rate 0.1–0.2 points under the peers' (loadtest/ROUTING.md, "New
-//!    prefixes go round").
+//!    prefixes go round"). When prompts wait for their prefill on every backend (the fleet at
+//!    its knee) the window is one request decoding ([`IN_FLIGHT_TOKENS`]): there the next
+//!    first tokens depend on the queue more than on the partition, and without reuse (every
+//!    prompt new) the wider window made TTFT p99 1.06× `least_connections`' against 1.01×
+//!    (loadtest/ROUTING.md, "New prefixes' window at the knee"). The narrow window at every
+//!    load cost a fleet with one slower server 1.2 points of hit rate: its longer decodes kept
+//!    it out of the round.
 //!
 //! Each pick also says whether, and how many blocks of allocation ago, the backend was sent the
 //! prompt's prefix ([`Sent`]); the response's cached tokens then tell whether it was still there
@@ -165,6 +171,8 @@ struct Scored {
     cost: f64,
     /// The cost without `miss_cost × miss(b) / weight(b)`: the backend's queue, per weight.
     queue: f64,
+    /// Whether prompts wait there for their prefill (this gateway's or, by vLLM, others').
+    waiting: bool,
     rank: f64,
     /// What vLLM reports there: requests not this replica's, and all of them.
     others: f64,
@@ -201,6 +209,7 @@ fn score(
         miss,
         cost: queue + miss_cost * miss as f64 / weight,
         queue,
+        waiting: b.prefill_backlog() > 0 || r.others_waiting > 0.0,
         rank,
         others: r.others,
         total: r.total,
@@ -271,7 +280,8 @@ pub fn choose(
 /// A gateway alone, a prompt no backend has (see the module doc): the backend the index
 /// remembers having sent the longest part of the prompt (evicted since, as far as the index can
 /// tell), if its cost is within [`TIE_TOKENS`] of the lowest; else [`new_prefix`], among the
-/// queues within [`TIE_TOKENS`] of the shortest.
+/// queues within [`TIE_TOKENS`] of the shortest, or within one request decoding
+/// ([`IN_FLIGHT_TOKENS`]) when prompts wait for their prefill on every backend.
 fn place_alone<'a>(
     scored: &'a [Scored],
     lowest: f64,
@@ -294,7 +304,12 @@ fn place_alone<'a>(
         return Some(s);
     }
     let shortest = scored.iter().map(|s| s.queue).fold(f64::INFINITY, f64::min);
-    new_prefix(scored, shortest + TIE_TOKENS, backends)
+    let window = if scored.iter().all(|s| s.waiting) {
+        IN_FLIGHT_TOKENS
+    } else {
+        TIE_TOKENS
+    };
+    new_prefix(scored, shortest + window, backends)
 }
 
 /// A gateway alone, a new prefix (see the module doc): of the backends whose queue is within
@@ -423,6 +438,28 @@ mod tests {
             .collect();
         assert_eq!(picks, [0, 1, 2, 2, 0, 1, 2, 2]);
         assert_eq!(p.backends[2].cold_picks(), 4);
+    }
+
+    #[test]
+    fn at_the_knee_a_new_prefix_passes_over_a_backend_two_requests_busier() {
+        let p = pool(&[1, 1]);
+        // The same prefill queued on both (one prompt of 576 tokens), and two requests more
+        // decoding on backend 0, first in pool order.
+        let mut held: Vec<_> = [0, 1]
+            .iter()
+            .map(|&i| {
+                let mut g = p.backends[i].track();
+                g.add_prefill(576);
+                g
+            })
+            .collect();
+        for _ in 0..2 {
+            let mut g = p.backends[0].track();
+            g.first_byte();
+            held.push(g);
+        }
+        let (c, _slot) = send(&p, &prompt(300, 0, 2048, 2304));
+        assert_eq!((c.index, c.reason), (1, PickReason::Cold));
     }
 
     #[test]
