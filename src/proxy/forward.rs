@@ -29,7 +29,7 @@ use crate::error::GatewayError;
 use crate::metrics::usage::Tail;
 use crate::oneshot::STALE_RETRIES;
 use crate::routing::cache_aware::Choice;
-use crate::routing::{Affinity, BackendState, InFlightGuard, Pick, Policy, Pool};
+use crate::routing::{Affinity, BackendState, InFlightGuard, Pick, Pool};
 use crate::state::Snapshot;
 
 /// Extra wait beyond the probe timeout for a never-probed pool's first round.
@@ -603,8 +603,8 @@ async fn relay_body(
                 out.first_byte = Some(now);
                 // The first token: the backend has prefilled the prompt.
                 attempt.slot.first_byte();
-                // `load_aware` weighs backends by it.
-                if out.stream && leg.pool.policy == Policy::LoadAware {
+                // A time-to-first-token sample (a timed request's: `load_aware`).
+                if out.stream {
                     attempt.slot.first_token(now);
                 }
             }

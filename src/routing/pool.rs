@@ -367,8 +367,9 @@ pub struct InFlightGuard {
     prefill: u64,
     /// Counted in the backend's `awaiting` (no response byte yet).
     awaiting: bool,
-    /// When the request was sent there (the slot taken).
-    since: std::time::Instant,
+    /// When the request was sent there, if its time to first token is wanted
+    /// ([`time_first_token`](Self::time_first_token)).
+    since: Option<std::time::Instant>,
 }
 
 impl InFlightGuard {
@@ -380,7 +381,7 @@ impl InFlightGuard {
             released,
             prefill: 0,
             awaiting: true,
-            since: std::time::Instant::now(),
+            since: None,
         }
     }
 
@@ -391,11 +392,21 @@ impl InFlightGuard {
         self.prefill += tokens;
     }
 
+    /// Times this request's first token from now (`load_aware` weighs backends by it; other
+    /// policies spare the clock read).
+    fn time_first_token(&mut self) {
+        self.since = Some(std::time::Instant::now());
+    }
+
     /// A streamed response's first token arrived at `now`: one sample of the backend's time to
-    /// first token. (Not for a whole response in one piece: its first byte is its last.)
+    /// first token, if the request is timed. (Not for a whole response in one piece: its first
+    /// byte is its last.)
     pub fn first_token(&self, now: std::time::Instant) {
-        let sample = now.saturating_duration_since(self.since);
-        self.live.ttfb.observe(sample, now);
+        if let Some(since) = self.since {
+            self.live
+                .ttfb
+                .observe(now.saturating_duration_since(since), now);
+        }
     }
 
     /// The backend answered its first byte: the request left its queue and its prompt is
@@ -685,10 +696,13 @@ impl Pool {
         (std::time::Instant::now(), self.lb.load_poll * 3)
     }
 
-    /// Once `pick` holds a slot (`guard`): `cache_aware` records the prompt's blocks under the
-    /// backend and counts its uncached tokens in the backend's prefill backlog until the first
-    /// response byte.
+    /// Once `pick` holds a slot (`guard`): `load_aware` times the request's first token;
+    /// `cache_aware` records the prompt's blocks under the backend and counts its uncached
+    /// tokens in the backend's prefill backlog until the first response byte.
     pub fn record_pick(&self, pick: &Pick, affinity: &Affinity<'_>, guard: &mut InFlightGuard) {
+        if self.policy == Policy::LoadAware {
+            guard.time_first_token();
+        }
         let prompt = affinity.prompt;
         let (Some(choice), Some(index)) = (pick.cache, self.prefix.as_deref()) else {
             return;
